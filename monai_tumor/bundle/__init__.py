@@ -1,0 +1,3 @@
+"""Stage: bundle (see docs/architecture.md)."""
+
+__all__: list[str] = []

@@ -1,0 +1,64 @@
+"""Helpers shared by every CLI command: the console and the error-to-exit-code map."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from monai_tumor.errors import EXIT_CODES, MonaiTumorError
+
+__all__ = ["console", "err_console", "exit_code_for", "handle_errors", "write_json_report"]
+
+console = Console()
+err_console = Console(stderr=True)
+
+T = TypeVar("T")
+
+
+def exit_code_for(error: MonaiTumorError) -> int:
+    """Stable exit code for an error: that of its most specific known class."""
+    for cls in type(error).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]  # type: ignore[index]
+    return 1
+
+
+@contextmanager
+def handle_errors() -> Iterator[None]:
+    """Turn a :class:`MonaiTumorError` into a one-line message and its exit code."""
+    try:
+        yield
+    except MonaiTumorError as exc:
+        err_console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=exit_code_for(exc)) from exc
+
+
+def write_json_report(path: Path | None, payload: dict[str, Any]) -> None:
+    """Write a JSON run report atomically if ``path`` is given."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.replace(path)
+
+
+def configure_logging(verbose: bool) -> None:
+    """Log to stderr; INFO with ``--verbose``, WARNING otherwise."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def run(fn: Callable[[], T]) -> T:
+    """Call ``fn`` under :func:`handle_errors`."""
+    with handle_errors():
+        return fn()

@@ -1,0 +1,87 @@
+"""The one exception hierarchy of monai_tumor.
+
+Every error the package raises on purpose derives from :class:`MonaiTumorError`.
+Messages say what was found, what was expected and what the user can do; where a
+file is involved, its path is part of the message (never patient identifiers).
+
+The CLI maps each class to a stable exit code (see :data:`EXIT_CODES`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "EXIT_CODES",
+    "BundleError",
+    "ConfigError",
+    "ExportError",
+    "IngestError",
+    "InvalidSeriesError",
+    "MonaiTumorError",
+    "PacsError",
+    "UnsupportedInputError",
+]
+
+
+class MonaiTumorError(Exception):
+    """Root of every error raised on purpose by monai_tumor.
+
+    Parameters
+    ----------
+    message
+        What was found, what was expected, and what the user can do.
+    path
+        The file or folder the error is about, if any. It is prepended to the
+        message so that a batch log always names the offending input.
+    """
+
+    def __init__(self, message: str, *, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.reason = message
+        super().__init__(f"{self.path}: {message}" if self.path is not None else message)
+
+
+class IngestError(MonaiTumorError):
+    """A file or folder could not be read (not DICOM, truncated, undecodable)."""
+
+
+class InvalidSeriesError(IngestError):
+    """A series was read but its geometry or content is not a valid volume.
+
+    Examples: missing slices, non-uniform spacing, gantry tilt, duplicate
+    positions with different pixels, mixed orientations.
+    """
+
+
+class UnsupportedInputError(MonaiTumorError):
+    """The input is valid but of a kind this project does not handle (e.g. SR, PR)."""
+
+
+class BundleError(MonaiTumorError):
+    """A MONAI bundle or model is missing, malformed or does not run."""
+
+
+class ExportError(MonaiTumorError):
+    """An output (NIfTI, DICOM SEG, report) could not be written."""
+
+
+class PacsError(MonaiTumorError):
+    """Talking to a PACS (DIMSE or DICOMweb) failed."""
+
+
+class ConfigError(MonaiTumorError):
+    """A configuration file, rule file or option is invalid."""
+
+
+#: Stable process exit codes used by the CLI, most specific class first.
+EXIT_CODES: dict[type[MonaiTumorError], int] = {
+    InvalidSeriesError: 11,
+    IngestError: 10,
+    UnsupportedInputError: 12,
+    BundleError: 20,
+    ExportError: 30,
+    PacsError: 40,
+    ConfigError: 50,
+    MonaiTumorError: 1,
+}

@@ -1,0 +1,3 @@
+"""Stage: export (see docs/architecture.md)."""
+
+__all__: list[str] = []

@@ -1,0 +1,410 @@
+"""The one owner of geometry in monai_tumor.
+
+Every affine, LPS/RAS conversion, slice ordering and patient-coordinate
+computation in the package lives here; everything else calls these functions.
+A second copy of orientation code elsewhere is a bug.
+
+Conventions
+-----------
+* **Patient coordinates** are DICOM's LPS (x to the patient's Left, y to
+  Posterior, z to Superior), in millimetres, unless a name says ``ras``.
+* **Voxel arrays** are indexed ``[i, j, k]`` = ``[column, row, slice]``, the
+  order used by nibabel, dcm2niix and MONAI (``MetaTensor`` spatial dims).
+  A DICOM frame (``pixel_array``, indexed ``[row, column]``) is transposed to
+  ``[column, row]`` before stacking.
+* **Affines** are 4x4 and map ``(i, j, k, 1)`` to ``(x, y, z, 1)``. An affine
+  called ``*_lps`` maps to LPS; one called ``*_ras`` (what MONAI and nibabel
+  store) maps to RAS. They differ by ``diag(-1, -1, 1, 1)`` on the left.
+* **Slice order** is along the slice normal ``n = row_cosines x column_cosines``,
+  ascending ``dot(position, n)``. Never InstanceNumber, never file names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "LPS_TO_RAS",
+    "Orientation",
+    "SliceStack",
+    "affine_from_dicom",
+    "axis_codes",
+    "frame_to_voxel",
+    "gantry_tilt_degrees",
+    "lps_to_ras",
+    "orientation_of",
+    "patient_to_voxel",
+    "ras_to_lps",
+    "slice_normal",
+    "sort_along_normal",
+    "spacing_from_affine",
+    "voxel_to_patient",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+#: Flips x and y: maps LPS to RAS and back (it is its own inverse).
+LPS_TO_RAS: FloatArray = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+class Orientation(str, Enum):
+    """Plane of a slice, from its direction cosines."""
+
+    AXIAL = "axial"
+    CORONAL = "coronal"
+    SAGITTAL = "sagittal"
+    OBLIQUE = "oblique"
+
+
+def _as_iop(iop: Sequence[float] | npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+    arr = np.asarray(iop, dtype=np.float64).reshape(6)
+    row, col = arr[:3], arr[3:]
+    return row / np.linalg.norm(row), col / np.linalg.norm(col)
+
+
+def slice_normal(iop: Sequence[float] | npt.ArrayLike) -> FloatArray:
+    """Return the unit slice normal of an ImageOrientationPatient.
+
+    Parameters
+    ----------
+    iop
+        ImageOrientationPatient (0020,0037): six direction cosines, the row
+        direction (increasing column index) then the column direction
+        (increasing row index), in LPS.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(3,)``, unit vector ``row x column`` in LPS.
+    """
+    row, col = _as_iop(iop)
+    n = np.cross(row, col)
+    return n / np.linalg.norm(n)
+
+
+def orientation_of(
+    iop: Sequence[float] | npt.ArrayLike, *, tolerance_degrees: float = 10.0
+) -> Orientation:
+    """Classify a slice plane as axial, coronal, sagittal or oblique.
+
+    Parameters
+    ----------
+    iop
+        ImageOrientationPatient (LPS direction cosines).
+    tolerance_degrees
+        Largest angle between the slice normal and a patient axis for the plane
+        to count as that axis' plane; beyond it the plane is oblique.
+
+    Returns
+    -------
+    Orientation
+        The plane whose normal is nearest the slice normal.
+    """
+    n = np.abs(slice_normal(iop))
+    axis = int(np.argmax(n))
+    if np.degrees(np.arccos(np.clip(n[axis], -1.0, 1.0))) > tolerance_degrees:
+        return Orientation.OBLIQUE
+    return (Orientation.SAGITTAL, Orientation.CORONAL, Orientation.AXIAL)[axis]
+
+
+@dataclass(frozen=True)
+class SliceStack:
+    """Slices of one stack ordered along their normal.
+
+    Attributes
+    ----------
+    order
+        Indices into the input positions, sorted by ascending distance along
+        the slice normal.
+    distances
+        Signed distances (mm) of the sorted slices along the normal.
+    normal
+        Unit slice normal (LPS).
+    steps
+        Differences between consecutive sorted distances (mm), length ``n-1``.
+    spacing
+        Median step (mm); ``0.0`` for a single slice.
+    uniform
+        True when every step is within the tolerance of ``spacing``.
+    duplicates
+        Pairs of input indices whose positions coincide (step below tolerance).
+    gaps
+        Indices ``g`` (into the sorted steps) where the step exceeds the
+        spacing by more than the tolerance: a slice is missing after sorted
+        slice ``g``.
+    """
+
+    order: npt.NDArray[np.intp]
+    distances: FloatArray
+    normal: FloatArray
+    steps: FloatArray
+    spacing: float
+    uniform: bool
+    duplicates: tuple[tuple[int, int], ...]
+    gaps: tuple[int, ...]
+
+
+def sort_along_normal(
+    positions: npt.ArrayLike,
+    iop: Sequence[float] | npt.ArrayLike,
+    *,
+    tolerance_mm: float = 0.01,
+    relative_tolerance: float = 0.01,
+) -> SliceStack:
+    """Order slices along the slice normal and measure their spacing.
+
+    Parameters
+    ----------
+    positions
+        ImagePositionPatient of each slice, shape ``(n, 3)``, LPS mm.
+    iop
+        The stack's shared ImageOrientationPatient.
+    tolerance_mm, relative_tolerance
+        A step is "the same" as the spacing when it differs by at most
+        ``max(tolerance_mm, relative_tolerance * spacing)``; a step below
+        ``tolerance_mm`` marks a duplicate position.
+
+    Returns
+    -------
+    SliceStack
+        The order, distances, spacing and any duplicates or gaps found.
+    """
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    normal = slice_normal(iop)
+    dist = pos @ normal
+    order = np.argsort(dist, kind="stable")
+    sorted_dist = dist[order]
+    steps = np.diff(sorted_dist)
+    duplicates = tuple(
+        (int(order[i]), int(order[i + 1])) for i in np.flatnonzero(steps < tolerance_mm)
+    )
+    real_steps = steps[steps >= tolerance_mm]
+    spacing = float(np.median(real_steps)) if real_steps.size else 0.0
+    tol = max(tolerance_mm, relative_tolerance * spacing)
+    gaps = tuple(int(i) for i in np.flatnonzero(steps > spacing + tol))
+    uniform = bool(real_steps.size == steps.size and np.all(np.abs(steps - spacing) <= tol))
+    return SliceStack(
+        order=order,
+        distances=sorted_dist,
+        normal=normal,
+        steps=steps,
+        spacing=spacing,
+        uniform=uniform,
+        duplicates=duplicates,
+        gaps=gaps,
+    )
+
+
+def gantry_tilt_degrees(
+    positions: npt.ArrayLike, iop: Sequence[float] | npt.ArrayLike
+) -> float:
+    """Angle between the slice normal and the line through the slice positions.
+
+    Zero for an ordinary stack; non-zero for CT acquired with a tilted gantry,
+    where each slice is shifted within its plane relative to the previous one.
+
+    Parameters
+    ----------
+    positions
+        ImagePositionPatient of each slice, shape ``(n, 3)``, LPS mm, any order.
+    iop
+        The stack's shared ImageOrientationPatient.
+
+    Returns
+    -------
+    float
+        Angle in degrees (``0.0`` for fewer than two distinct positions).
+    """
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    stack = sort_along_normal(pos, iop)
+    first, last = pos[stack.order[0]], pos[stack.order[-1]]
+    travel = last - first
+    length = float(np.linalg.norm(travel))
+    if length < 1e-6:
+        return 0.0
+    cosine = abs(float(travel @ stack.normal)) / length
+    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+
+
+def affine_from_dicom(
+    iop: Sequence[float] | npt.ArrayLike,
+    first_position: Sequence[float] | npt.ArrayLike,
+    pixel_spacing: Sequence[float] | npt.ArrayLike,
+    slice_step: Sequence[float] | npt.ArrayLike | float,
+    *,
+    ras: bool = True,
+) -> FloatArray:
+    """Build the voxel-to-patient affine of a slice stack.
+
+    Parameters
+    ----------
+    iop
+        ImageOrientationPatient (LPS direction cosines).
+    first_position
+        ImagePositionPatient of the first slice in sorted order (LPS mm): the
+        centre of voxel ``[0, 0, 0]``.
+    pixel_spacing
+        PixelSpacing (0028,0030) as stored: ``[row spacing, column spacing]``
+        in mm (distance between rows, then between columns).
+    slice_step
+        Either a scalar slice spacing in mm along the slice normal, or the
+        3-vector (LPS mm) from one slice's position to the next's. The vector
+        form keeps gantry tilt exact (the affine is then sheared).
+    ras
+        Return the RAS affine (MONAI/nibabel convention) if True, else LPS.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(4, 4)`` affine mapping ``[column, row, slice]`` indices to mm.
+    """
+    row, col = _as_iop(iop)
+    ps = np.asarray(pixel_spacing, dtype=np.float64).reshape(2)
+    step = np.asarray(slice_step, dtype=np.float64)
+    step_vec = slice_normal(iop) * float(step) if step.ndim == 0 else step.reshape(3)
+    aff = np.eye(4)
+    aff[:3, 0] = row * ps[1]
+    aff[:3, 1] = col * ps[0]
+    aff[:3, 2] = step_vec
+    aff[:3, 3] = np.asarray(first_position, dtype=np.float64).reshape(3)
+    return lps_to_ras(aff) if ras else aff
+
+
+def lps_to_ras(affine: npt.ArrayLike) -> FloatArray:
+    """Convert an affine mapping to LPS into one mapping to RAS.
+
+    Parameters
+    ----------
+    affine
+        ``(4, 4)`` voxel-to-LPS affine.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(4, 4)`` voxel-to-RAS affine (same voxel axes).
+    """
+    return LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)
+
+
+def ras_to_lps(affine: npt.ArrayLike) -> FloatArray:
+    """Convert an affine mapping to RAS into one mapping to LPS.
+
+    Parameters
+    ----------
+    affine
+        ``(4, 4)`` voxel-to-RAS affine.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(4, 4)`` voxel-to-LPS affine (same voxel axes).
+    """
+    return LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)
+
+
+def spacing_from_affine(affine: npt.ArrayLike) -> FloatArray:
+    """Voxel size in mm along each voxel axis (column norms of the 3x3 part).
+
+    Parameters
+    ----------
+    affine
+        ``(4, 4)`` voxel-to-world affine (LPS or RAS; norms are the same).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(3,)``, mm.
+    """
+    return np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+
+
+def voxel_to_patient(affine: npt.ArrayLike, indices: npt.ArrayLike) -> FloatArray:
+    """Map voxel indices to world coordinates.
+
+    Parameters
+    ----------
+    affine
+        ``(4, 4)`` voxel-to-world affine; the output is in the same world
+        convention (LPS or RAS) as the affine.
+    indices
+        Shape ``(..., 3)`` voxel indices ``[i, j, k]`` (may be fractional).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(..., 3)`` world coordinates in mm.
+    """
+    aff = np.asarray(affine, dtype=np.float64)
+    idx = np.asarray(indices, dtype=np.float64)
+    return idx @ aff[:3, :3].T + aff[:3, 3]
+
+
+def patient_to_voxel(affine: npt.ArrayLike, points: npt.ArrayLike) -> FloatArray:
+    """Map world coordinates to (fractional) voxel indices.
+
+    Parameters
+    ----------
+    affine
+        ``(4, 4)`` voxel-to-world affine (LPS or RAS, matching ``points``).
+    points
+        Shape ``(..., 3)`` world coordinates in mm.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(..., 3)`` fractional voxel indices ``[i, j, k]``.
+    """
+    inv = np.linalg.inv(np.asarray(affine, dtype=np.float64))
+    pts = np.asarray(points, dtype=np.float64)
+    return pts @ inv[:3, :3].T + inv[:3, 3]
+
+
+def frame_to_voxel(frame: npt.ArrayLike) -> npt.NDArray[np.generic]:
+    """Turn a DICOM frame ``[row, column]`` into voxel order ``[column, row]``.
+
+    Parameters
+    ----------
+    frame
+        A 2D pixel array as pydicom returns it, or a stack ``(n, rows, cols)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(cols, rows)`` or ``(cols, rows, n)``: the voxel axis order used
+        throughout the package.
+    """
+    arr = np.asarray(frame)
+    if arr.ndim == 2:
+        return arr.T
+    if arr.ndim == 3:
+        return np.transpose(arr, (2, 1, 0))
+    raise ValueError(f"expected a 2D frame or a (n, rows, cols) stack, got shape {arr.shape}")
+
+
+def axis_codes(affine: npt.ArrayLike, *, ras: bool = True) -> str:
+    """Three-letter orientation code of the voxel axes, e.g. ``"LPS"``.
+
+    Parameters
+    ----------
+    affine
+        ``(4, 4)`` voxel-to-world affine.
+    ras
+        Whether the affine maps to RAS (True) or LPS (False).
+
+    Returns
+    -------
+    str
+        For each voxel axis, the patient direction it increases towards
+        (nibabel's ``aff2axcodes`` convention: letters name where the axis points).
+    """
+    import nibabel.orientations as nio
+
+    aff = np.asarray(affine, dtype=np.float64)
+    if not ras:
+        aff = lps_to_ras(aff)
+    return "".join(str(c) for c in nio.aff2axcodes(aff))

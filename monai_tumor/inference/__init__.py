@@ -1,0 +1,3 @@
+"""Stage: inference (see docs/architecture.md)."""
+
+__all__: list[str] = []

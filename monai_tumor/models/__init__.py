@@ -1,0 +1,3 @@
+"""Stage: models (see docs/architecture.md)."""
+
+__all__: list[str] = []

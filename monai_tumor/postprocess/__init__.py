@@ -1,0 +1,3 @@
+"""Stage: postprocess (see docs/architecture.md)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Stage: training (see docs/architecture.md)."""
+
+__all__: list[str] = []

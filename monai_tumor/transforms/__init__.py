@@ -1,0 +1,3 @@
+"""Stage: transforms (see docs/architecture.md)."""
+
+__all__: list[str] = []

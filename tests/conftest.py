@@ -1,0 +1,29 @@
+"""Shared fixtures: where the real data lives, and skip/fail rules for it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from monai_tumor.config import DATA_ENV_VAR, data_root
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """Folder of the shared real data (``$MONAI_TUMOR_DATA``, default ``../shared/data``).
+
+    Missing outside CI: the test is skipped with a message saying what to set.
+    Missing in CI (``CI=true``): the test fails.
+    """
+    root = data_root()
+    if not (root / "README.md").is_file():
+        message = (
+            f"real data not found at {root}; set {DATA_ENV_VAR} to the folder holding "
+            "sts/, lung1/, brats/, lidc_nodules/, ct_jpeg2000/, dcm_qa_ts/, dcmqi_seg/"
+        )
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(message)
+        pytest.skip(message)
+    return root
