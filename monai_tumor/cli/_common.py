@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,8 +12,17 @@ import typer
 from rich.console import Console
 
 from monai_tumor.errors import EXIT_CODES, MonaiTumorError
+from monai_tumor.export.atomic import atomic_write_json
 
-__all__ = ["console", "err_console", "exit_code_for", "handle_errors", "write_json_report"]
+__all__ = [
+    "configure_logging",
+    "console",
+    "err_console",
+    "exit_code_for",
+    "handle_errors",
+    "run",
+    "write_json_report",
+]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -26,7 +34,7 @@ def exit_code_for(error: MonaiTumorError) -> int:
     """Stable exit code for an error: that of its most specific known class."""
     for cls in type(error).__mro__:
         if cls in EXIT_CODES:
-            return EXIT_CODES[cls]  # type: ignore[index]
+            return EXIT_CODES[cls]
     return 1
 
 
@@ -42,12 +50,8 @@ def handle_errors() -> Iterator[None]:
 
 def write_json_report(path: Path | None, payload: dict[str, Any]) -> None:
     """Write a JSON run report atomically if ``path`` is given."""
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)
+    if path is not None:
+        atomic_write_json(path, payload)
 
 
 def configure_logging(verbose: bool) -> None:

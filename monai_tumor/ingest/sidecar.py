@@ -1,0 +1,96 @@
+"""Acquisition fields of a series for JSON sidecars, with no patient identifiers.
+
+The field names follow DICOM keywords (as dcm2niix's BIDS sidecars do for most
+of them). Only acquisition and equipment attributes are copied; every
+attribute that identifies or describes the patient (names, IDs, birth date,
+sex, age, dates and times, institution, operators) is left out by design: the
+list below is an allow-list, not a deny-list.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.valuerep import IS, DSfloat
+
+__all__ = ["ACQUISITION_FIELDS", "acquisition_fields"]
+
+#: DICOM keywords copied into sidecars when present (an allow-list).
+ACQUISITION_FIELDS: tuple[str, ...] = (
+    "Modality",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "MagneticFieldStrength",
+    "BodyPartExamined",
+    "SeriesDescription",
+    "ProtocolName",
+    "SeriesNumber",
+    "ImageType",
+    "ScanningSequence",
+    "SequenceVariant",
+    "ScanOptions",
+    "SequenceName",
+    "MRAcquisitionType",
+    "EchoTime",
+    "RepetitionTime",
+    "InversionTime",
+    "FlipAngle",
+    "EchoTrainLength",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "KVP",
+    "XRayTubeCurrent",
+    "ExposureTime",
+    "ConvolutionKernel",
+    "ReconstructionDiameter",
+    "ContrastBolusAgent",
+    "Units",
+    "DecayCorrection",
+    "RescaleType",
+    "PhotometricInterpretation",
+    "BitsStored",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "FrameOfReferenceUID",
+    "SOPClassUID",
+)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, MultiValue | list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, DSfloat | float):
+        return float(value)
+    if isinstance(value, IS | int):
+        return int(value)
+    if isinstance(value, bytes):
+        return None
+    return str(value)
+
+
+def acquisition_fields(dataset: Dataset) -> dict[str, Any]:
+    """Return the allow-listed acquisition attributes of a DICOM header.
+
+    Parameters
+    ----------
+    dataset
+        Any instance of the series (header only is enough).
+
+    Returns
+    -------
+    dict
+        DICOM keyword to JSON-serialisable value, for every keyword in
+        :data:`ACQUISITION_FIELDS` present and non-empty in ``dataset``.
+        Never contains patient identifiers.
+    """
+    out: dict[str, Any] = {}
+    for keyword in ACQUISITION_FIELDS:
+        value = dataset.get(keyword)
+        if value is None or value == "":
+            continue
+        converted = _jsonable(value)
+        if converted is not None:
+            out[keyword] = converted
+    return out
