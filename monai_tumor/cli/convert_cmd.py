@@ -1,9 +1,87 @@
-"""`monai-tumor convert` (being written)."""
+"""``monai-tumor convert SERIES OUT.nii.gz``: one series to NIfTI + JSON sidecar."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from monai_tumor.cli._common import console, handle_errors, write_json_report
+from monai_tumor.errors import ConfigError
+
+__all__ = ["register"]
+
+
+def convert(
+    series: Annotated[
+        str,
+        typer.Argument(
+            help="A folder holding one series, a single NIfTI/NRRD/MHA file, or a "
+            "SeriesInstanceUID (with --index)."
+        ),
+    ],
+    out: Annotated[Path, typer.Argument(help="Output .nii.gz (the .json sidecar goes beside it).")],
+    index: Annotated[
+        Path | None,
+        typer.Option("--index", help="SQLite index written by `monai-tumor scan`."),
+    ] = None,
+    series_uid: Annotated[
+        str | None,
+        typer.Option("--series-uid", help="Which series, when the folder holds several."),
+    ] = None,
+    nonuniform: Annotated[
+        str,
+        typer.Option(help="Missing slices / uneven spacing: 'error' or 'resample'."),
+    ] = "error",
+    tilt: Annotated[
+        str,
+        typer.Option(help="Gantry tilt: 'error', 'resample' or 'shear' (exact sheared affine)."),
+    ] = "error",
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write a JSON run report here.")
+    ] = None,
+) -> None:
+    """Convert one series to NIfTI with a JSON sidecar of acquisition fields.
+
+    The sidecar never contains patient names, IDs or birth dates.
+    """
+    from monai_tumor.export.convert import convert_series
+    from monai_tumor.ingest.reader import ReadOptions
+
+    with handle_errors():
+        options = ReadOptions(nonuniform=nonuniform, tilt=tilt)  # type: ignore[arg-type]
+        source: str | Path | list[Path]
+        path = Path(series)
+        if path.exists():
+            source = path
+        elif index is not None:
+            from monai_tumor.ingest.index import SeriesIndex
+
+            source = SeriesIndex(index).files_for_series(series)
+        else:
+            raise ConfigError(
+                f"{series!r} is neither an existing path nor usable as a SeriesInstanceUID "
+                "without --index; run `monai-tumor scan EXPORT_DIR` and pass --index"
+            )
+        result = convert_series(source, out, options=options, series_uid=series_uid)
+        console.print(
+            f"wrote [bold]{result.nifti}[/] {result.shape} "
+            f"spacing {tuple(round(s, 4) for s in result.spacing_mm)} mm; sidecar {result.sidecar}"
+        )
+        write_json_report(
+            report,
+            {
+                "command": "convert",
+                "nifti": str(result.nifti),
+                "sidecar": str(result.sidecar),
+                "shape": list(result.shape),
+                "spacing_mm": list(result.spacing_mm),
+                "series_uid": result.series_uid,
+            },
+        )
 
 
 def register(app: typer.Typer) -> None:
-    """Add the command to the app."""
+    """Add the ``convert`` command to ``app``."""
+    app.command("convert")(convert)

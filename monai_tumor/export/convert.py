@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
 from monai.data import MetaTensor
+from pydicom.errors import InvalidDicomError
 
 from monai_tumor import __version__
 from monai_tumor.errors import ExportError
