@@ -44,3 +44,18 @@ def test_real_header_fields_are_json_and_identifier_free(data_dir: Path, rel: st
         if len(value) > 3:
             assert value not in text
     assert not set(fields) & set(IDENTIFYING)
+
+
+def test_identifiers_inside_free_text_are_redacted() -> None:
+    ds = pydicom.Dataset()
+    ds.PatientName = "DOE^JANE"
+    ds.PatientID = "PAT-0042"
+    ds.Modality = "MR"
+    ds.SeriesDescription = "PAT-0042 T1 post Doe"
+    ds.ProtocolName = "jane DOE flair"
+    fields = acquisition_fields(ds)
+    text = json.dumps(fields)
+    assert "PAT-0042" not in text
+    assert "doe" not in text.lower()
+    assert "jane" not in text.lower()
+    assert fields["SeriesDescription"].startswith("[redacted] T1 post")

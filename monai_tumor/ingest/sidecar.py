@@ -4,18 +4,21 @@ The field names follow DICOM keywords (as dcm2niix's BIDS sidecars do for most
 of them). Only acquisition and equipment attributes are copied; every
 attribute that identifies or describes the patient (names, IDs, birth date,
 sex, age, dates and times, institution, operators) is left out by design: the
-list below is an allow-list, not a deny-list.
+list below is an allow-list, not a deny-list. Free-text fields
+(SeriesDescription, ProtocolName, ...) are also scrubbed of the patient's name
+and ID, which exports sometimes copy into them.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import IS, DSfloat
 
-__all__ = ["ACQUISITION_FIELDS", "acquisition_fields"]
+__all__ = ["ACQUISITION_FIELDS", "REDACTED", "acquisition_fields"]
 
 #: DICOM keywords copied into sidecars when present (an allow-list).
 ACQUISITION_FIELDS: tuple[str, ...] = (
@@ -58,6 +61,33 @@ ACQUISITION_FIELDS: tuple[str, ...] = (
 )
 
 
+#: Replacement for identifier text found inside free-text fields.
+REDACTED = "[redacted]"
+
+
+def _identifier_strings(dataset: Dataset) -> list[str]:
+    """Patient name (and its components) and ID as they appear in free text."""
+    found: list[str] = []
+    for keyword in ("PatientID", "PatientName", "OtherPatientIDs"):
+        value = str(dataset.get(keyword, "") or "").strip()
+        if not value:
+            continue
+        found.append(value)
+        found.extend(part for part in value.replace("^", " ").split() if len(part) >= 3)
+    # longest first so "SMITH^JOHN" is replaced before "SMITH"
+    return sorted({s for s in found if len(s) >= 3}, key=len, reverse=True)
+
+
+def _scrub(value: Any, identifiers: list[str]) -> Any:
+    if isinstance(value, str):
+        for ident in identifiers:
+            value = re.sub(re.escape(ident), REDACTED, value, flags=re.IGNORECASE)
+        return value
+    if isinstance(value, list):
+        return [_scrub(v, identifiers) for v in value]
+    return value
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, MultiValue | list | tuple):
         return [_jsonable(v) for v in value]
@@ -83,8 +113,10 @@ def acquisition_fields(dataset: Dataset) -> dict[str, Any]:
     dict
         DICOM keyword to JSON-serialisable value, for every keyword in
         :data:`ACQUISITION_FIELDS` present and non-empty in ``dataset``.
-        Never contains patient identifiers.
+        Never contains patient identifiers: occurrences of the patient's name
+        or ID inside free-text values are replaced by ``"[redacted]"``.
     """
+    identifiers = _identifier_strings(dataset)
     out: dict[str, Any] = {}
     for keyword in ACQUISITION_FIELDS:
         value = dataset.get(keyword)
@@ -92,5 +124,5 @@ def acquisition_fields(dataset: Dataset) -> dict[str, Any]:
             continue
         converted = _jsonable(value)
         if converted is not None:
-            out[keyword] = converted
+            out[keyword] = _scrub(converted, identifiers)
     return out
