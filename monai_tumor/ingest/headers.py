@@ -595,7 +595,7 @@ def _normalise(ds: Dataset) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for keyword in HEADER_KEYWORDS.values():
         try:
-            elem = ds.get(keyword, None)
+            elem = ds[keyword] if keyword in ds else None  # noqa: SIM401 (get() returns the value)
         except Exception:  # a malformed value is treated as absent
             elem = None
         if elem is None or elem.value is None or elem.value == "":
