@@ -33,9 +33,11 @@ __all__ = [
     "Orientation",
     "SliceStack",
     "affine_from_dicom",
+    "affine_from_itk",
     "axis_codes",
     "frame_to_voxel",
     "gantry_tilt_degrees",
+    "in_plane_offsets",
     "lps_to_ras",
     "orientation_of",
     "patient_to_voxel",
@@ -200,9 +202,7 @@ def sort_along_normal(
     )
 
 
-def gantry_tilt_degrees(
-    positions: npt.ArrayLike, iop: Sequence[float] | npt.ArrayLike
-) -> float:
+def gantry_tilt_degrees(positions: npt.ArrayLike, iop: Sequence[float] | npt.ArrayLike) -> float:
     """Angle between the slice normal and the line through the slice positions.
 
     Zero for an ordinary stack; non-zero for CT acquired with a tilted gantry,
@@ -229,6 +229,34 @@ def gantry_tilt_degrees(
         return 0.0
     cosine = abs(float(travel @ stack.normal)) / length
     return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+
+
+def in_plane_offsets(positions: npt.ArrayLike, iop: Sequence[float] | npt.ArrayLike) -> FloatArray:
+    """In-plane displacement of each slice from the straight stack through the first.
+
+    For a straight (untilted) stack every slice position lies on the line
+    through ``positions[0]`` along the slice normal, and all offsets are zero.
+    With gantry tilt they grow linearly with the distance along the normal.
+
+    Parameters
+    ----------
+    positions
+        ImagePositionPatient of each slice, shape ``(n, 3)``, LPS mm.
+    iop
+        The stack's shared ImageOrientationPatient.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(n, 2)``, mm: the offset of ``positions[m] - positions[0]``
+        along the row direction (increasing column index) and along the column
+        direction (increasing row index). The component along the normal is
+        removed. Offsets are relative to ``positions[0]`` in the given order.
+    """
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    row, col = _as_iop(iop)
+    rel = pos - pos[0]
+    return np.stack([rel @ row, rel @ col], axis=-1)
 
 
 def affine_from_dicom(
@@ -272,6 +300,43 @@ def affine_from_dicom(
     aff[:3, 1] = col * ps[0]
     aff[:3, 2] = step_vec
     aff[:3, 3] = np.asarray(first_position, dtype=np.float64).reshape(3)
+    return lps_to_ras(aff) if ras else aff
+
+
+def affine_from_itk(
+    direction: npt.ArrayLike,
+    spacing: npt.ArrayLike,
+    origin: npt.ArrayLike,
+    *,
+    ras: bool = True,
+) -> FloatArray:
+    """Build a voxel-to-world affine from ITK/SimpleITK image geometry.
+
+    ITK (and SimpleITK, dcm2niix's JSON, MHA/NRRD headers read through ITK)
+    describe an image in LPS with a direction matrix whose columns are the
+    unit directions of the voxel axes ``[i, j, k]`` (x fastest, the same order
+    as this package's ``[column, row, slice]``).
+
+    Parameters
+    ----------
+    direction
+        ``GetDirection()``: 9 values (row-major 3x3) or a ``(3, 3)`` matrix, LPS.
+    spacing
+        ``GetSpacing()``: voxel size along i, j, k in mm.
+    origin
+        ``GetOrigin()``: LPS mm of the centre of voxel ``[0, 0, 0]``.
+    ras
+        Return the RAS affine if True (default), else LPS.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(4, 4)`` affine mapping ``[i, j, k]`` to mm.
+    """
+    dir_m = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+    aff = np.eye(4)
+    aff[:3, :3] = dir_m * np.asarray(spacing, dtype=np.float64).reshape(1, 3)
+    aff[:3, 3] = np.asarray(origin, dtype=np.float64).reshape(3)
     return lps_to_ras(aff) if ras else aff
 
 

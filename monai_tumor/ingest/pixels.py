@@ -1,0 +1,125 @@
+"""Decode the stored pixel values of DICOM instances.
+
+Decoding goes through pydicom's pixel backend (``pydicom.pixels.pixel_array``),
+which uses pylibjpeg or python-gdcm for JPEG, JPEG-LS, JPEG 2000 and RLE and
+handles big endian, BitsStored sign extension and planar configuration.
+
+The one exception is the commonest case on disk: uncompressed little-endian,
+one sample per pixel, where every bit of the allocated word is a stored bit
+(or the value is unsigned, which pydicom does not mask either). There the
+pixel bytes already in memory are viewed with ``numpy.frombuffer`` without a
+copy. It gives the same values as pydicom (tested against it on real data) and
+skips pydicom's per-call option handling, which is a third of the read time
+on a 134-slice CT.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from pydicom.dataset import Dataset
+from pydicom.pixels import pixel_array
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from monai_tumor.errors import IngestError
+from monai_tumor.ingest.codecs import can_decode, transfer_syntax_name
+
+__all__ = ["decode_frames", "stored_dtype"]
+
+_NATIVE_LE = {str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)}
+
+
+def stored_dtype(ds: Dataset) -> np.dtype[np.generic]:
+    """Return the numpy dtype of the stored values of a monochrome image.
+
+    Parameters
+    ----------
+    ds
+        A dataset with BitsAllocated (0028,0100) and PixelRepresentation (0028,0103).
+
+    Returns
+    -------
+    numpy.dtype
+        ``uint8/16/32`` or ``int8/16/32`` (native byte order).
+    """
+    bits = int(ds.BitsAllocated)
+    signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
+    if bits not in (8, 16, 32):
+        raise IngestError(f"BitsAllocated {bits} is not supported; expected 8, 16 or 32")
+    return np.dtype(f"{'i' if signed else 'u'}{bits // 8}")
+
+
+def _fast_path_ok(ds: Dataset, transfer_syntax: str) -> bool:
+    if transfer_syntax not in _NATIVE_LE or "PixelData" not in ds:
+        return False
+    if int(getattr(ds, "SamplesPerPixel", 1)) != 1:
+        return False
+    bits_allocated = int(ds.BitsAllocated)
+    if bits_allocated not in (8, 16, 32):
+        return False
+    signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
+    bits_stored = int(getattr(ds, "BitsStored", bits_allocated))
+    return not signed or bits_stored == bits_allocated
+
+
+def decode_frames(ds: Dataset, path: Path, transfer_syntax: str) -> npt.NDArray[np.generic]:
+    """Decode every frame of an instance to stored values.
+
+    Parameters
+    ----------
+    ds
+        The full dataset, pixel data included.
+    path
+        File the dataset came from (for error messages).
+    transfer_syntax
+        TransferSyntaxUID of the file.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(frames, rows, columns)`` stored values (before rescale), DICOM frame
+        order ``[row, column]``. Read-only when it is a view of the file bytes.
+
+    Raises
+    ------
+    IngestError
+        No decoder for the transfer syntax, colour data, or a decoding failure.
+    """
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if int(getattr(ds, "SamplesPerPixel", 1)) != 1:
+        raise IngestError(
+            f"SamplesPerPixel is {ds.SamplesPerPixel}; a volume needs monochrome pixels "
+            "(SamplesPerPixel 1). Colour images (secondary captures, screenshots) "
+            "cannot be read as a volume",
+            path=path,
+        )
+    if _fast_path_ok(ds, transfer_syntax):
+        dtype = stored_dtype(ds).newbyteorder("<")
+        raw = ds.PixelData
+        expected = rows * cols * n_frames * dtype.itemsize
+        if len(raw) < expected:
+            raise IngestError(
+                f"PixelData holds {len(raw)} bytes, expected {expected} for "
+                f"{n_frames} frame(s) of {rows}x{cols} at {dtype.itemsize * 8} bits; "
+                "the file is truncated: re-export or re-transfer it",
+                path=path,
+            )
+        arr = np.frombuffer(raw, dtype=dtype, count=rows * cols * n_frames)
+        return arr.reshape(n_frames, rows, cols)
+    if not can_decode(transfer_syntax):
+        raise IngestError(
+            f"no decoder installed for transfer syntax {transfer_syntax_name(transfer_syntax)}; "
+            "install pylibjpeg with its openjpeg/libjpeg/rle plugins or python-gdcm",
+            path=path,
+        )
+    try:
+        arr = pixel_array(ds)
+    except Exception as exc:  # decoder plugins raise many different types
+        raise IngestError(
+            f"could not decode the pixel data ({transfer_syntax_name(transfer_syntax)}): {exc}",
+            path=path,
+        ) from exc
+    return np.asarray(arr).reshape(n_frames, rows, cols)
