@@ -1,3 +1,29 @@
-"""Stage: bundle (see docs/architecture.md)."""
+"""Stage: bundle. Offline verification of MONAI bundles (see docs/bundle_format.md)."""
 
-__all__: list[str] = []
+from monai_tumor.bundle.verify import (
+    CHECK_NAMES,
+    LAYOUT_KEY,
+    CheckResult,
+    CheckStatus,
+    InputLayout,
+    LayoutKind,
+    VerifyReport,
+    default_schema_path,
+    read_input_layout,
+    verify_bundle,
+    write_synthetic_dataset,
+)
+
+__all__ = [
+    "CHECK_NAMES",
+    "LAYOUT_KEY",
+    "CheckResult",
+    "CheckStatus",
+    "InputLayout",
+    "LayoutKind",
+    "VerifyReport",
+    "default_schema_path",
+    "read_input_layout",
+    "verify_bundle",
+    "write_synthetic_dataset",
+]
