@@ -6,14 +6,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import warnings
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-import SimpleITK as sitk
+import SimpleITK as sitk  # noqa: N813
 import torch
 from dicom_factory import RLE_LOSSLESS, lps_affine, random_rotation, write_series
 from hypothesis import given, settings
@@ -153,7 +152,7 @@ def test_compressed_series_equals_uncompressed(tmp_path: Path) -> None:
 
 def test_gap_is_an_error_by_default(tmp_path: Path) -> None:
     write_series(tmp_path, _volume((4, 4, 8)), affine_lps=AXIAL, skip=(3, 4))
-    with pytest.raises(InvalidSeriesError, match="non-uniform slice spacing.*gap"):
+    with pytest.raises(InvalidSeriesError, match=r"non-uniform slice spacing.*gap"):
         read_series(tmp_path)
 
 
@@ -213,7 +212,7 @@ def test_tilt_shear_keeps_exact_affine(tmp_path: Path) -> None:
 
 
 def test_tilt_resample_shifts_slices_onto_straight_grid(tmp_path: Path) -> None:
-    stored, aff = _tilted(tmp_path, 1.0)  # exactly one row per slice
+    stored, _ = _tilted(tmp_path, 1.0)  # exactly one row per slice
     img = read_series(tmp_path, options=ReadOptions(tilt="resample"))
     straight = lps_affine(pixel_spacing=(1.0, 1.0), slice_step=2.0)
     np.testing.assert_allclose(img.affine.numpy(), geometry.lps_to_ras(straight), atol=1e-6)
@@ -370,7 +369,7 @@ def test_dcm_qa_ts_all_transfer_syntaxes_identical(data_dir: Path) -> None:
         str(pydicom.dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID) for f in files
     }
     assert len(syntaxes) == 7  # two files each for JPEG lossless and JPEG-LS
-    for f, img in zip(files, images):
+    for f, img in zip(files, images, strict=True):
         assert torch.equal(img.as_tensor(), images[0].as_tensor()), f.name
         np.testing.assert_allclose(img.affine.numpy(), images[0].affine.numpy(), atol=1e-6)
     # The fast path (view of the bytes) equals pydicom's decoder (12-bit unsigned here).
