@@ -935,6 +935,8 @@ def inspect_file(path: str | os.PathLike[str], *, use_fast_path: bool = True) ->
                     return SkippedFile(
                         path, SkipReason.TRUNCATED, f"file ends inside its header ({size} bytes)"
                     )
+                except (ValueError, LookupError, struct.error, UnicodeError):
+                    pass  # malformed values: let pydicom judge the file
                 else:
                     return _classify(path, values, stop, ts, media, None)
         return _parse_with_pydicom(path, size, force=False)

@@ -1,0 +1,402 @@
+"""The SQLite index of a scanned export: one row per file, keyed by path.
+
+Each row keeps the file's size and modification time (ns), so a rescan parses
+only new or changed files and drops deleted ones, and what the header reader
+found: an image instance, a non-image object (RTSTRUCT, SEG) or a skipped file
+with its reason. Series summaries are computed from the rows on demand
+(:meth:`SeriesIndex.series`), so they always reflect what is on disk.
+
+Storage: SQLite in WAL mode; every batch of rows is written in its own
+transaction, so killing a scan loses at most the batch being written. The
+schema is versioned (:data:`SCHEMA_VERSION`); an index written by another
+version is a cache and is rebuilt from scratch.
+
+Privacy: rows hold the header fields of :class:`~monai_tumor.ingest.headers.InstanceHeader`
+(PatientID only as its hash; never PatientName or PatientBirthDate).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from monai_tumor.errors import ConfigError
+from monai_tumor.ingest.enums import FileKind, SkipReason
+from monai_tumor.ingest.headers import FileRecord, InstanceHeader, NonImageObject, SkippedFile
+
+if TYPE_CHECKING:
+    from monai_tumor.ingest.scan import SeriesInfo
+
+__all__ = ["SCHEMA_VERSION", "IndexRow", "SeriesIndex", "record_to_row", "split_duplicates"]
+
+logger = logging.getLogger(__name__)
+
+#: Version of the table layout; a different stored version triggers a rebuild.
+SCHEMA_VERSION = 1
+
+#: One ``files`` row: (path, size, mtime_ns, kind, series_uid, study_uid,
+#: patient_hash, sop_instance_uid, reason, payload JSON).
+IndexRow = tuple[
+    str, int, int, str, str | None, str | None, str | None, str | None, str | None, str
+]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    series_uid TEXT,
+    study_uid TEXT,
+    patient_hash TEXT,
+    sop_instance_uid TEXT,
+    reason TEXT,
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_series ON files (series_uid);
+"""
+
+
+def record_to_row(record: FileRecord, size: int, mtime_ns: int) -> IndexRow:
+    """Turn what :func:`~monai_tumor.ingest.headers.inspect_file` found into a row.
+
+    Parameters
+    ----------
+    record
+        The file's header, non-image object or skip record.
+    size, mtime_ns
+        The file's ``st_size`` and ``st_mtime_ns`` when it was read.
+
+    Returns
+    -------
+    IndexRow
+        The row tuple, ready for :meth:`SeriesIndex.put_rows`.
+    """
+    payload = record.to_dict()
+    path = payload.pop("path")
+    text = json.dumps(payload, separators=(",", ":"))
+    if isinstance(record, InstanceHeader):
+        return (
+            path,
+            size,
+            mtime_ns,
+            FileKind.IMAGE.value,
+            record.series_instance_uid,
+            record.study_instance_uid,
+            record.patient_hash,
+            record.sop_instance_uid,
+            None,
+            text,
+        )
+    if isinstance(record, NonImageObject):
+        return (
+            path,
+            size,
+            mtime_ns,
+            FileKind.NON_IMAGE.value,
+            record.series_instance_uid,
+            record.study_instance_uid,
+            record.patient_hash,
+            record.sop_instance_uid,
+            None,
+            text,
+        )
+    return (
+        path,
+        size,
+        mtime_ns,
+        FileKind.SKIPPED.value,
+        None,
+        None,
+        None,
+        None,
+        record.reason.value,
+        text,
+    )
+
+
+def split_duplicates(
+    headers: Iterable[InstanceHeader],
+) -> tuple[list[InstanceHeader], list[SkippedFile]]:
+    """Keep one file per SOPInstanceUID (the first path in sort order).
+
+    Parameters
+    ----------
+    headers
+        Image instance headers, possibly with copies of the same instance.
+
+    Returns
+    -------
+    tuple
+        ``(unique, duplicates)``: the kept headers, sorted by path, and a
+        :class:`SkippedFile` with reason ``DUPLICATE_INSTANCE`` for each copy.
+    """
+    kept: dict[str, InstanceHeader] = {}
+    duplicates: list[SkippedFile] = []
+    for header in sorted(headers, key=lambda h: str(h.path)):
+        first = kept.get(header.sop_instance_uid)
+        if first is None:
+            kept[header.sop_instance_uid] = header
+        else:
+            duplicates.append(
+                SkippedFile(
+                    header.path,
+                    SkipReason.DUPLICATE_INSTANCE,
+                    f"same SOPInstanceUID as {first.path}",
+                    header.sop_class_uid,
+                )
+            )
+    return list(kept.values()), duplicates
+
+
+def _under(root: Path | None) -> tuple[str, tuple[str, ...]]:
+    """Build the SQL condition selecting paths under ``root`` (all paths if None)."""
+    if root is None:
+        return "1", ()
+    prefix = str(root).rstrip(os.sep) + os.sep
+    # Every path starting with "root/" sorts in [root/, root0): '0' follows '/'.
+    return "path >= ? AND path < ?", (prefix, prefix[:-1] + chr(ord(os.sep) + 1))
+
+
+class SeriesIndex:
+    """An open SQLite index of one or more scanned exports.
+
+    Parameters
+    ----------
+    path
+        The index file (created with its folder if missing, unless
+        ``create`` is False).
+    create
+        Create the file if it does not exist.
+
+    Raises
+    ------
+    ConfigError
+        The file does not exist and ``create`` is False, or it cannot be opened
+        as SQLite.
+
+    Examples
+    --------
+    >>> with SeriesIndex(tmp_path / "index.sqlite") as index:  # doctest: +SKIP
+    ...     for info in index.series():
+    ...         print(info.modality, info.number_of_slices)
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            if not create:
+                raise ConfigError(
+                    "no index found here; expected an index written by `monai-tumor scan` - "
+                    "run the scan first or pass the right --index",
+                    path=self.path,
+                )
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot create the index folder ({exc.strerror}); pass --index with a "
+                    "writable location",
+                    path=self.path.parent,
+                ) from exc
+        try:
+            # Autocommit mode: transactions are explicit (see _transaction).
+            self._conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise ConfigError(
+                f"cannot open the index as SQLite ({exc}); delete it to rebuild it, or pass "
+                "another --index",
+                path=self.path,
+            ) from exc
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _migrate(self) -> None:
+        self._conn.executescript(_SCHEMA)  # idempotent
+        with self._transaction() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is not None and int(row[0]) != SCHEMA_VERSION:
+                logger.warning(
+                    "index %s has schema version %s, expected %s: rebuilding it",
+                    self.path,
+                    row[0],
+                    SCHEMA_VERSION,
+                )
+                conn.execute("DELETE FROM files")
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic transaction: committed on success, rolled back on error."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._conn.close()
+
+    def __enter__(self) -> SeriesIndex:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ writing
+
+    def put_rows(self, rows: Sequence[IndexRow]) -> None:
+        """Insert or replace rows in one transaction (see :func:`record_to_row`)."""
+        if not rows:
+            return
+        with self._transaction() as conn:
+            conn.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def put(self, record: FileRecord, *, size: int, mtime_ns: int) -> None:
+        """Insert or replace one file's record."""
+        self.put_rows([record_to_row(record, size, mtime_ns)])
+
+    def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
+        """Drop rows of files that no longer exist, in one transaction.
+
+        Returns
+        -------
+        int
+            Number of rows removed.
+        """
+        keys = [(str(p),) for p in paths]
+        if not keys:
+            return 0
+        with self._transaction() as conn:
+            conn.executemany("DELETE FROM files WHERE path = ?", keys)
+        return len(keys)
+
+    # ------------------------------------------------------------------ reading
+
+    def file_states(self, *, root: Path | None = None) -> dict[str, tuple[int, int]]:
+        """``{path: (size, mtime_ns)}`` of indexed files (under ``root`` if given)."""
+        where, args = _under(root)
+        rows = self._conn.execute(f"SELECT path, size, mtime_ns FROM files WHERE {where}", args)
+        return {path: (size, mtime) for path, size, mtime in rows}
+
+    def _rows(self, kind: FileKind, where: str = "1", args: tuple[Any, ...] = ()) -> list[Any]:
+        return self._conn.execute(
+            f"SELECT path, payload FROM files WHERE kind = ? AND {where}",
+            (kind.value, *args),
+        ).fetchall()
+
+    def headers(
+        self, *, root: Path | None = None, series_uid: str | None = None, unique: bool = True
+    ) -> list[InstanceHeader]:
+        """Image instance headers, sorted by path.
+
+        Parameters
+        ----------
+        root
+            Only files under this folder.
+        series_uid
+            Only this SeriesInstanceUID.
+        unique
+            Drop second copies of the same SOPInstanceUID (see :func:`split_duplicates`).
+        """
+        where, args = _under(root)
+        if series_uid is not None:
+            where, args = f"{where} AND series_uid = ?", (*args, series_uid)
+        headers = [
+            InstanceHeader.from_dict({**json.loads(payload), "path": path})
+            for path, payload in self._rows(FileKind.IMAGE, where, args)
+        ]
+        if unique:
+            return split_duplicates(headers)[0]
+        return sorted(headers, key=lambda h: str(h.path))
+
+    def files_for_series(self, series_uid: str) -> list[Path]:
+        """Files of one series (one per SOPInstanceUID), sorted by path.
+
+        The order is not the slice order: the series reader sorts slices along
+        their normal (:func:`monai_tumor.geometry.sort_along_normal`).
+        """
+        return [h.path for h in self.headers(series_uid=series_uid)]
+
+    def non_image_objects(self, *, root: Path | None = None) -> list[NonImageObject]:
+        """RTSTRUCT and SEG objects found, sorted by path."""
+        where, args = _under(root)
+        return sorted(
+            (
+                NonImageObject.from_dict({**json.loads(payload), "path": path})
+                for path, payload in self._rows(FileKind.NON_IMAGE, where, args)
+            ),
+            key=lambda o: str(o.path),
+        )
+
+    def skipped(
+        self, *, root: Path | None = None, include_duplicates: bool = True
+    ) -> list[SkippedFile]:
+        """Every file not in a series, with its reason, sorted by path.
+
+        Parameters
+        ----------
+        root
+            Only files under this folder.
+        include_duplicates
+            Also list second copies of an instance (reason ``DUPLICATE_INSTANCE``).
+        """
+        where, args = _under(root)
+        records = [
+            SkippedFile.from_dict({**json.loads(payload), "path": path})
+            for path, payload in self._rows(FileKind.SKIPPED, where, args)
+        ]
+        if include_duplicates:
+            records += split_duplicates(self.headers(root=root, unique=False))[1]
+        return sorted(records, key=lambda r: str(r.path))
+
+    def series(self, *, root: Path | None = None) -> list[SeriesInfo]:
+        """Summaries of every image series (under ``root`` if given).
+
+        Returns
+        -------
+        list of SeriesInfo
+            Sorted by patient hash, study, series number and UID.
+        """
+        # Imported here: scan.py builds on this module (it owns SeriesInfo).
+        from monai_tumor.ingest.scan import summarize_series
+
+        by_series: dict[str, list[InstanceHeader]] = {}
+        for header in self.headers(root=root):
+            by_series.setdefault(header.series_instance_uid, []).append(header)
+        infos = [summarize_series(group) for group in by_series.values()]
+        return sorted(
+            infos,
+            key=lambda s: (
+                s.patient_hash,
+                s.study_instance_uid,
+                s.series_number if s.series_number is not None else -1,
+                s.series_instance_uid,
+            ),
+        )
+
+    def __len__(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM files").fetchone()[0])
