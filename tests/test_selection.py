@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pydicom
 import pytest
 import torch
 from monai.data import MetaTensor
 
 from monai_tumor.errors import ConfigError, InvalidSeriesError, UnsupportedInputError
-from monai_tumor.geometry import orientation_of, sort_along_normal, voxel_to_patient
+from monai_tumor.geometry import voxel_to_patient
+from monai_tumor.ingest.scan import scan_export
 from monai_tumor.ingest.selection import (
     SelectionStatus,
     load_inputs,
@@ -333,37 +333,25 @@ def test_ct_rules_reject(attrs: dict[str, Any], reason: str) -> None:
 # --------------------------------------------------------------------------- real series
 
 
-def dicom_attributes(folder: Path) -> dict[str, Any]:
-    """Selection attributes of one DICOM series folder, from its headers."""
-    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in sorted(folder.glob("*.dcm"))]
-    first = headers[0]
-    stack = sort_along_normal(
-        [h.ImagePositionPatient for h in headers], first.ImageOrientationPatient
-    )
-    return {
-        "SeriesInstanceUID": str(first.SeriesInstanceUID),
-        "StudyInstanceUID": str(first.StudyInstanceUID),
-        "Modality": str(first.Modality),
-        "SeriesDescription": str(first.get("SeriesDescription", "")),
-        "ImageType": [str(v) for v in first.get("ImageType", [])],
-        "Orientation": orientation_of(first.ImageOrientationPatient).value,
-        "NumberOfSlices": len(headers),
-        "SliceSpacing": stack.spacing,
-        "Uniform": stack.uniform,
-        "Decodable": True,
-        "MultiFrame": False,
-    }
-
-
 @pytest.mark.realdata
-def test_ct_rules_pick_the_sts_ct(data_dir: Path) -> None:
-    root = data_dir / "sts" / "STS_001"
-    study = [dicom_attributes(root / m / "dicom" / "image") for m in ("MR_T1", "PET", "CT")]
-    result = select_series(study, RULES_DIR / "ct.json")
-    assert result.selected == {"ct": study[2]["SeriesInstanceUID"]}
+def test_ct_rules_pick_the_sts_ct(data_dir: Path, tmp_path: Path) -> None:
+    scanned = scan_export(
+        data_dir / "sts" / "STS_001",
+        index_path=tmp_path / "index.sqlite",
+        progress=False,
+        executor="serial",
+    )
+    by_modality = {s.selection_attributes()["Modality"]: s for s in scanned.series}
+    assert set(by_modality) == {"CT", "MR", "PT"}
+    result = select_series(scanned.series, RULES_DIR / "ct.json")
+    ct_uid = by_modality["CT"].selection_attributes()["SeriesInstanceUID"]
+    assert result.selected == {"ct": ct_uid}
     reasons = {r.series_uid: r.reason for r in result.inputs["ct"].rejected}
-    assert "Modality 'MR'" in reasons[study[0]["SeriesInstanceUID"]]
-    assert "Modality 'PT'" in reasons[study[1]["SeriesInstanceUID"]]
+    assert "Modality 'MR'" in reasons[by_modality["MR"].selection_attributes()["SeriesInstanceUID"]]
+    assert "Modality 'PT'" in reasons[by_modality["PT"].selection_attributes()["SeriesInstanceUID"]]
+    # the MR series of this study is DERIVED: a brain rule would also say why it was rejected
+    mr = select_series(scanned.series, RULES_DIR / "brain_mri_flair_t1c.json")
+    assert mr.missing == ("flair", "t1c")
 
 
 # --------------------------------------------------------------------------- load_inputs

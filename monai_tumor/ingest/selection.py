@@ -59,9 +59,9 @@ a series chosen for an earlier selection is not offered to later ones), and
 free-text ``"description"`` / ``"version"``.
 
 Condition keys are DICOM keywords (checked against pydicom's dictionary) or the
-derived keys of :meth:`monai_tumor.ingest.scan.SeriesInfo.selection_attributes`:
-``Orientation``, ``NumberOfSlices``, ``SliceSpacing``, ``Uniform``,
-``Decodable``, ``MultiFrame``.
+derived keys of :meth:`monai_tumor.ingest.scan.SeriesInfo.selection_attributes`
+(:data:`DERIVED_KEYS`: ``Orientation``, ``NumberOfSlices``, ``SliceSpacing``,
+``Uniform``, ``Decodable``, ``MultiFrame``, ...); a misspelt key is an error.
 """
 
 from __future__ import annotations
@@ -101,7 +101,18 @@ __all__ = [
 
 #: Keys computed by the scanner rather than read from one DICOM attribute.
 DERIVED_KEYS: frozenset[str] = frozenset(
-    {"Orientation", "NumberOfSlices", "SliceSpacing", "Uniform", "Decodable", "MultiFrame"}
+    {
+        "Orientation",
+        "NumberOfSlices",
+        "NumberOfStacks",
+        "NumberOfInstances",
+        "SliceSpacing",
+        "Uniform",
+        "Decodable",
+        "MultiFrame",
+        "ImageKind",
+        "PatientHash",
+    }
 )
 
 _TOP_LEVEL_KEYS = frozenset({"selections", "distinct", "description", "version"})
