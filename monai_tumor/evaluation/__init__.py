@@ -1,0 +1,27 @@
+"""Stage: evaluation. Dice, HD95 and surface Dice of predictions against references."""
+
+from monai_tumor.evaluation.metrics import (
+    CSV_COLUMNS,
+    CaseMetric,
+    EvaluationOptions,
+    evaluate,
+    evaluate_case,
+    load_prediction,
+    load_reference,
+    match_cases,
+    parse_label_groups,
+    write_metrics_csv,
+)
+
+__all__ = [
+    "CSV_COLUMNS",
+    "CaseMetric",
+    "EvaluationOptions",
+    "evaluate",
+    "evaluate_case",
+    "load_prediction",
+    "load_reference",
+    "match_cases",
+    "parse_label_groups",
+    "write_metrics_csv",
+]
