@@ -24,6 +24,7 @@ import numpy.typing as npt
 from monai.data import ImageReader, MetaTensor
 from monai.data.image_reader import _stack_images
 
+from monai_tumor.errors import MonaiTumorError
 from monai_tumor.ingest.reader import ReadOptions, is_volume_file, read_series
 
 __all__ = ["DicomSeriesReader"]
@@ -42,6 +43,13 @@ def _looks_readable(path: Path) -> bool:
     except OSError:
         return False
     return head[128:132] == b"DICM"
+
+
+class _Failed:
+    """A read error carried from ``read`` to ``get_data`` (see DicomSeriesReader.read)."""
+
+    def __init__(self, error: MonaiTumorError) -> None:
+        self.error = error
 
 
 class DicomSeriesReader(ImageReader):
@@ -112,12 +120,22 @@ class DicomSeriesReader(ImageReader):
         MetaTensor or list of MetaTensor
             ``(1, I, J, K)`` volumes as :func:`read_series` returns them.
         """
-        if isinstance(data, (str, os.PathLike)):
-            return self._read_one(data)
-        items = [Path(p) for p in data]
-        if items and all(p.is_dir() or is_volume_file(p) for p in items):
-            return [self._read_one(p) for p in items]
-        return self._read_one(items)
+        # MONAI's LoadImage catches any exception raised by ``read`` and silently tries
+        # its other readers (PydicomReader, which orders slices by InstanceNumber and
+        # would happily read a series we refused for missing slices). Our errors are
+        # therefore handed over to ``get_data``, which LoadImage calls unguarded, so
+        # the user sees the InvalidSeriesError itself.
+        try:
+            if isinstance(data, (str, os.PathLike)):
+                return self._read_one(data)
+            items = [Path(p) for p in data]
+            if len(items) == 1:
+                return self._read_one(items[0])
+            if items and all(p.is_dir() or is_volume_file(p) for p in items):
+                return [self._read_one(p) for p in items]
+            return self._read_one(items)
+        except MonaiTumorError as exc:
+            return _Failed(exc)
 
     def get_data(self, img: Any) -> tuple[npt.NDArray[Any], dict[str, Any]]:
         """Return the voxels ``(C, I, J, K)`` and the metadata MONAI expects.
@@ -134,6 +152,8 @@ class DicomSeriesReader(ImageReader):
             ``affine``/``original_affine`` (RAS, numpy float64), ``spatial_shape``,
             ``space`` and every DICOM key :func:`read_series` sets.
         """
+        if isinstance(img, _Failed):
+            raise img.error
         images: list[MetaTensor] = img if isinstance(img, list) else [img]
         arrays: list[npt.NDArray[Any]] = []
         meta: dict[str, Any] = {}
