@@ -12,6 +12,8 @@ import numpy.typing as npt
 import pydicom
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from monai.data import MetaTensor
 from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
@@ -19,7 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from scipy import ndimage
 
 from monai_tumor.errors import IngestError, InvalidSeriesError, UnsupportedInputError
-from monai_tumor.geometry import patient_to_voxel, ras_to_lps, voxel_to_patient
+from monai_tumor.geometry import lps_to_ras, patient_to_voxel, ras_to_lps, voxel_to_patient
 from monai_tumor.ingest.groundtruth import list_rois, rtstruct_to_mask, seg_to_mask
 from monai_tumor.ingest.reader import read_series
 
@@ -136,6 +138,59 @@ def test_rtstruct_rejects_other_dicom(tmp_path: Path) -> None:
     (tmp_path / "junk.dcm").write_bytes(b"not dicom")
     with pytest.raises(IngestError):
         list_rois(tmp_path / "junk.dcm")
+
+
+def _rotation(a: float, b: float, c: float) -> npt.NDArray[np.float64]:
+    ca, sa, cb, sb, cc, sc = np.cos(a), np.sin(a), np.cos(b), np.sin(b), np.cos(c), np.sin(c)
+    rz = np.array([[ca, -sa, 0], [sa, ca, 0], [0, 0, 1.0]])
+    ry = np.array([[cb, 0, sb], [0, 1.0, 0], [-sb, 0, cb]])
+    rx = np.array([[1.0, 0, 0], [0, cc, -sc], [0, sc, cc]])
+    return rz @ ry @ rx
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    angles=st.tuples(*[st.floats(-np.pi, np.pi) for _ in range(3)]),
+    spacing=st.tuples(*[st.floats(0.3, 4.0) for _ in range(3)]),
+    flips=st.tuples(*[st.sampled_from([-1.0, 1.0]) for _ in range(3)]),
+    origin=st.tuples(*[st.floats(-500, 500) for _ in range(3)]),
+    box=st.tuples(
+        st.integers(0, 10),
+        st.integers(0, 10),
+        st.integers(1, 8),
+        st.integers(1, 8),
+        st.integers(0, 5),
+    ),
+)
+def test_rtstruct_square_lands_on_its_voxels_for_any_orientation(
+    tmp_path: Path,
+    angles: tuple[float, float, float],
+    spacing: tuple[float, float, float],
+    flips: tuple[float, float, float],
+    origin: tuple[float, float, float],
+    box: tuple[int, int, int, int, int],
+) -> None:
+    """A contour drawn around voxels (i0..i1, j0..j1) of slice k, in any oblique grid."""
+    lps = np.eye(4)
+    lps[:3, :3] = _rotation(*angles) @ np.diag(np.multiply(spacing, flips))
+    lps[:3, 3] = origin
+    shape = (20, 20, 6)
+    ref = MetaTensor(torch.zeros((1, *shape)), affine=torch.as_tensor(lps_to_ras(lps)))
+    i0, j0, width, height, k = box
+    i1, j1 = i0 + width - 1, j0 + height - 1
+    corners = np.array(
+        [[i0 - 0.4, j0 - 0.4], [i1 + 0.4, j0 - 0.4], [i1 + 0.4, j1 + 0.4], [i0 - 0.4, j1 + 0.4]]
+    )
+    world = voxel_to_patient(lps, np.column_stack([corners, np.full(4, float(k))]))
+    path = _write_rtstruct(tmp_path / "rs.dcm", [[tuple(p) for p in world]])
+    mask = rtstruct_to_mask(path, ref, roi="GTV")[0].numpy()
+    expected = np.zeros(shape, dtype=np.uint8)
+    expected[i0 : i1 + 1, j0 : j1 + 1, k] = 1
+    np.testing.assert_array_equal(mask, expected)
 
 
 # --------------------------------------------------------------------------- real RTSTRUCT
