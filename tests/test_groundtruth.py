@@ -274,19 +274,39 @@ def test_liver_seg_equals_nrrd_in_world_space(data_dir: Path, ct3: MetaTensor) -
 
 
 @pytest.mark.realdata
-def test_liver_seg_follows_a_flipped_reference(data_dir: Path, ct3: MetaTensor) -> None:
-    """Reverse the column and slice axes of the reference: the mask must follow the world."""
+@pytest.mark.parametrize("change", ["flip_column_and_slice", "swap_column_and_row"])
+def test_liver_seg_follows_a_reoriented_reference(
+    data_dir: Path, ct3: MetaTensor, change: str
+) -> None:
+    """Reorder the reference's voxels (same world): the mask must follow the world."""
     n_i, _, n_k = ct3.shape[1:]
-    flip = np.diag([-1.0, 1.0, -1.0, 1.0])
-    flip[0, 3], flip[2, 3] = n_i - 1, n_k - 1
-    flipped = MetaTensor(
-        torch.flip(ct3.as_tensor(), dims=(1, 3)),
-        affine=torch.as_tensor(ct3.affine.numpy() @ flip),
-        meta={"FrameOfReferenceUID": ct3.meta["FrameOfReferenceUID"]},
-    )
     path = data_dir / "dcmqi_seg" / "liver.dcm"
     straight = seg_to_mask(path, ct3)[0].numpy()
-    np.testing.assert_array_equal(seg_to_mask(path, flipped)[0].numpy(), straight[::-1, :, ::-1])
+    if change == "flip_column_and_slice":
+        index_map = np.diag([-1.0, 1.0, -1.0, 1.0])
+        index_map[0, 3], index_map[2, 3] = n_i - 1, n_k - 1
+        data = torch.flip(ct3.as_tensor(), dims=(1, 3))
+        expected = straight[::-1, :, ::-1]
+    else:
+        index_map = np.eye(4)[[1, 0, 2, 3]]
+        data = ct3.as_tensor().permute(0, 2, 1, 3)
+        expected = straight.transpose(1, 0, 2)
+    moved = MetaTensor(
+        data,
+        affine=torch.as_tensor(ct3.affine.numpy() @ index_map),
+        meta={"FrameOfReferenceUID": ct3.meta["FrameOfReferenceUID"]},
+    )
+    np.testing.assert_array_equal(seg_to_mask(path, moved)[0].numpy(), expected)
+
+
+@pytest.mark.realdata
+def test_seg_without_plane_positions_is_refused(data_dir: Path, tmp_path: Path) -> None:
+    ds = pydicom.dcmread(data_dir / "dcmqi_seg" / "liver.dcm")
+    for group in ds.PerFrameFunctionalGroupsSequence:
+        del group.PlanePositionSequence
+    ds.save_as(tmp_path / "no_positions.dcm")
+    with pytest.raises(IngestError, match=r"no_positions\.dcm"):
+        seg_to_mask(tmp_path / "no_positions.dcm", _reference())
 
 
 @pytest.mark.realdata

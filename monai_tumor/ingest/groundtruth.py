@@ -404,24 +404,6 @@ def _frame_voxel_indices(
     return np.rint(base), np.rint(step_col), np.rint(step_row)
 
 
-def _frame_by_source(seg: Any, index: int, reference: MetaTensor, path: Path) -> int | None:
-    """Slice index of a frame from its DerivationImageSequence (no plane position)."""
-    uids = list(reference.meta.get("sop_instance_uids", []))
-    frames = list(reference.meta.get("frame_numbers", [1] * len(uids)))
-    item = _functional_item(seg, index, "DerivationImageSequence")
-    if item is None or not uids:
-        return None
-    for source in item.get("SourceImageSequence", []):
-        if str(source.get("SpatialLocationsPreserved", "")).upper() not in {"YES", ""}:
-            continue
-        uid = str(source.ReferencedSOPInstanceUID)
-        frame = int(source.get("ReferencedFrameNumber", 1) or 1)
-        for k, (u, f) in enumerate(zip(uids, frames, strict=False)):
-            if u == uid and int(f) == frame:
-                return k
-    return None
-
-
 def seg_to_mask(
     seg_path: str | os.PathLike[str],
     reference: MetaTensor,
@@ -439,9 +421,9 @@ def seg_to_mask(
     columns must run along the reference's. Frames may cover any subset of
     slices, in any order, and may be offset in-plane. This does not depend on
     the SEG declaring that spatial locations are preserved (dcmqi's SEGs do
-    not) nor on which source instances it references. Only a frame without a
-    plane position is placed through its source image reference, which then
-    must be one of the reference's instances.
+    not) nor on which source instances it references. Frames must carry a plane
+    position (highdicom refuses a SEG with a frame of reference but without
+    them, and a source-image reference alone does not say where a pixel is).
 
     Parameters
     ----------
@@ -518,17 +500,12 @@ def seg_to_mask(
             continue
         placed = _frame_voxel_indices(seg, index, affine_lps, reference, path, tolerance)
         if placed is None:
-            k = _frame_by_source(seg, index, reference, path)
-            if k is None:
-                raise UnsupportedInputError(
-                    f"SEG frame {index + 1} has no plane position and no source image among the "
-                    "reference's instances with spatial locations preserved; it cannot be placed",
-                    path=path,
-                )
-            base = np.array([0.0, 0.0, float(k)])
-            step_col, step_row = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
-        else:
-            base, step_col, step_row = placed
+            raise UnsupportedInputError(
+                f"SEG frame {index + 1} has no plane position, orientation or pixel spacing; "
+                "it cannot be placed on the reference grid",
+                path=path,
+            )
+        base, step_col, step_row = placed
         for channel, layer in layers:
             rows, cols = np.nonzero(layer)
             ijk = (
