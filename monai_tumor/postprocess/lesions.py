@@ -1,0 +1,403 @@
+"""Connected lesions of a segmentation and their measurements.
+
+A *lesion* is one 26-connected component of the (binary or selected-label)
+mask. For each lesion this module reports its volume (mL), longest 3D
+diameter (mm), longest axial diameter (mm), centroid in patient **LPS** mm,
+intensity statistics of the image inside it and the slice range it covers.
+
+All patient-coordinate maths goes through :mod:`monai_tumor.geometry`
+(``ras_to_lps``, ``voxel_to_patient``, ``spacing_from_affine``,
+``orientation_of``). The only derived quantity composed here is the
+ImageOrientationPatient of the voxel grid (:func:`_grid_iop`): the first two
+columns of the LPS affine divided by their lengths.
+
+Connected components: :func:`scipy.ndimage.label` with the full 3x3x3
+structuring element (26-connectivity, the convention for lesion counting in
+3D: two voxels touching at an edge or corner belong to the same lesion).
+MONAI's ``KeepLargestConnectedComponent`` / ``get_largest_connected_component_mask``
+only keep the largest component; we need every component with its label, and
+scipy's labeller plus ``find_objects`` gives labels and bounding boxes in one
+pass on the CPU without optional dependencies (cuCIM).
+
+Diameters are measured between **voxel centres** (a lesion of one voxel has
+diameter 0), the usual convention of radiomics tools; they underestimate the
+physical extent by up to one voxel diagonal.
+
+Longest axial diameter
+    The longest distance between two lesion voxels lying in one plane of
+    constant patient z (an axial plane), measured in that plane.
+
+    * When the voxel grid is axial (its slice plane is within 10 degrees of the
+      patient axial plane, :func:`monai_tumor.geometry.orientation_of`), the
+      planes are the acquired slices ``k``: the longest in-plane distance on
+      each slice, as a radiologist measures on the axial image (RECIST).
+    * Otherwise (coronal, sagittal, oblique grids) a plane ``z = c`` passes
+      through the voxels whose centre is within ``t / 2`` of it, where ``t`` is
+      the voxel's extent along z (``sum |A_z|`` over the three voxel axes of the
+      LPS affine ``A``). Planes are sampled every half of the smallest voxel
+      spacing across the lesion, and the distance is measured between the
+      voxel centres' projections onto the axial plane (x, y).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from monai.data import MetaTensor
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+from scipy.spatial.distance import pdist
+
+from monai_tumor.errors import MonaiTumorError
+from monai_tumor.geometry import (
+    Orientation,
+    orientation_of,
+    ras_to_lps,
+    spacing_from_affine,
+    voxel_to_patient,
+)
+
+__all__ = ["LESIONS_SCHEMA", "Lesion", "lesions_report", "measure_lesions"]
+
+#: Identifier of the ``lesions.json`` layout written by :func:`lesions_report`.
+LESIONS_SCHEMA = "monai-tumor/lesions/v1"
+
+FloatArray = npt.NDArray[np.float64]
+
+_CONNECTIVITY_26 = ndimage.generate_binary_structure(3, 3)
+_CONNECTIVITY_6 = ndimage.generate_binary_structure(3, 1)
+_CONNECTIVITY_4 = ndimage.generate_binary_structure(2, 1)
+# Below this many points a brute-force pairwise search is cheaper than a hull.
+_BRUTE_FORCE_MAX = 64
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """Measurements of one connected lesion.
+
+    Attributes
+    ----------
+    index
+        1-based lesion number, by decreasing volume.
+    label
+        Mask value the lesion was taken from (``None``: any non-zero value).
+    voxel_count
+        Number of voxels.
+    volume_ml
+        Voxel count times voxel volume (``|det|`` of the affine's 3x3), mL.
+    diameter_3d_mm
+        Longest distance between two voxel centres of the lesion, mm.
+    diameter_axial_mm
+        Longest distance within one axial plane (see the module docstring), mm.
+    centroid_lps_mm
+        Mean voxel centre in patient LPS coordinates, mm.
+    centroid_voxel
+        Mean voxel index ``[i, j, k]`` (column, row, slice) on the mask grid.
+    bbox_voxel
+        Inclusive voxel bounding box ``((i0, j0, k0), (i1, j1, k1))``.
+    intensity_mean, intensity_max
+        Mean and maximum image value inside the lesion, in ``intensity_unit``.
+    intensity_unit
+        ``"HU"`` for CT, else the image's ``"intensity_unit"`` meta or ``"arbitrary"``.
+    first_slice, last_slice
+        First and last slice index ``k`` of the grid that the lesion touches.
+    first_slice_sop_instance_uid, last_slice_sop_instance_uid
+        SOP Instance UIDs of those slices, when the mask or image meta has
+        ``"sop_instance_uids"``.
+    """
+
+    index: int
+    label: int | None
+    voxel_count: int
+    volume_ml: float
+    diameter_3d_mm: float
+    diameter_axial_mm: float
+    centroid_lps_mm: tuple[float, float, float]
+    centroid_voxel: tuple[float, float, float]
+    bbox_voxel: tuple[tuple[int, int, int], tuple[int, int, int]]
+    intensity_mean: float
+    intensity_max: float
+    intensity_unit: str
+    first_slice: int
+    last_slice: int
+    first_slice_sop_instance_uid: str | None = None
+    last_slice_sop_instance_uid: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (tuples become lists, units in key names)."""
+        out = asdict(self)
+        out["centroid_lps_mm"] = list(self.centroid_lps_mm)
+        out["centroid_voxel"] = list(self.centroid_voxel)
+        out["bbox_voxel"] = [list(self.bbox_voxel[0]), list(self.bbox_voxel[1])]
+        return out
+
+
+def _to_numpy(x: MetaTensor | torch.Tensor | npt.ArrayLike) -> npt.NDArray[Any]:
+    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if arr.ndim == 4:
+        if arr.shape[0] != 1:
+            raise MonaiTumorError(
+                f"expected a single-channel volume (1, I, J, K), found shape {arr.shape}; "
+                "pass one channel (a label map or a binary mask)"
+            )
+        arr = arr[0]
+    if arr.ndim != 3:
+        raise MonaiTumorError(f"expected a 3D volume (I, J, K), found shape {arr.shape}")
+    return arr
+
+
+def _affine_of(t: MetaTensor) -> FloatArray:
+    aff = t.affine
+    return np.asarray(
+        aff.detach().cpu().numpy() if isinstance(aff, torch.Tensor) else aff, dtype=np.float64
+    )
+
+
+def _grid_iop(affine_lps: FloatArray) -> FloatArray:
+    """ImageOrientationPatient of the grid: unit columns 0 (row dir) and 1 (column dir)."""
+    spacing = spacing_from_affine(affine_lps)
+    return np.concatenate([affine_lps[:3, 0] / spacing[0], affine_lps[:3, 1] / spacing[1]])
+
+
+def _farthest_pair_distance(points_index: npt.NDArray[Any], to_mm: FloatArray) -> float:
+    """Longest distance (mm) between points given as voxel indices.
+
+    The convex hull is computed on the voxel indices: hull vertices are
+    invariant under the (invertible, affine) voxel-to-patient map, so the
+    farthest pair in patient space is among the index-space hull vertices.
+    ``to_mm`` is the linear part mapping index differences to mm.
+    """
+    pts = np.unique(np.asarray(points_index, dtype=np.float64), axis=0)
+    if len(pts) < 2:
+        return 0.0
+    if len(pts) > _BRUTE_FORCE_MAX:
+        dims = int(np.linalg.matrix_rank(pts - pts.mean(axis=0)))
+        # Hull in the subspace the points span (a single slice is planar in 3D).
+        if dims >= 2:
+            centred = pts - pts.mean(axis=0)
+            _, _, vt = np.linalg.svd(centred, full_matrices=False)
+            reduced = centred @ vt[:dims].T
+            try:
+                pts = pts[ConvexHull(reduced).vertices]
+            except QhullError:
+                pts = pts[ConvexHull(reduced, qhull_options="QJ").vertices]
+        else:  # collinear: the two extreme points along the line
+            centred = pts - pts.mean(axis=0)
+            _, _, vt = np.linalg.svd(centred, full_matrices=False)
+            proj = centred @ vt[0]
+            pts = pts[[int(np.argmin(proj)), int(np.argmax(proj))]]
+    mm = pts @ to_mm.T
+    return float(pdist(mm).max())
+
+
+def _farthest_pair_distance_2d(points_xy: FloatArray) -> float:
+    """Longest distance between 2D points already in mm."""
+    pts = np.unique(points_xy, axis=0)
+    if len(pts) < 2:
+        return 0.0
+    if len(pts) > _BRUTE_FORCE_MAX:
+        return _farthest_pair_distance(pts, np.eye(2))
+    return float(pdist(pts).max())
+
+
+def _surface_voxels(component: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """Voxels of the component with at least one 6-neighbour outside it."""
+    return component & ~ndimage.binary_erosion(component, _CONNECTIVITY_6, border_value=0)
+
+
+def _axial_diameter_per_slice(component: npt.NDArray[np.bool_], linear: FloatArray) -> float:
+    """Longest in-plane distance over the ``k`` slices of an axial grid (mm)."""
+    best = 0.0
+    for k in range(component.shape[2]):
+        sl = component[:, :, k]
+        if not sl.any():
+            continue
+        edge = sl & ~ndimage.binary_erosion(sl, _CONNECTIVITY_4, border_value=0)
+        ij = np.argwhere(edge)
+        best = max(best, _farthest_pair_distance(ij, linear[:, :2]))
+    return best
+
+
+def _axial_diameter_slabs(
+    indices: npt.NDArray[Any], affine_lps: FloatArray, spacing: FloatArray
+) -> float:
+    """Longest xy distance within planes of constant patient z (non-axial grids), mm."""
+    pts = voxel_to_patient(affine_lps, indices)
+    thickness = float(np.abs(affine_lps[2, :3]).sum())
+    step = float(spacing.min()) / 2.0
+    z = pts[:, 2]
+    best = 0.0
+    for c in np.arange(z.min(), z.max() + step, step):
+        sel = np.abs(z - c) <= thickness / 2.0
+        if np.count_nonzero(sel) >= 2:
+            best = max(best, _farthest_pair_distance_2d(pts[sel, :2]))
+    return best
+
+
+def _intensity_unit(image: MetaTensor) -> str:
+    modality = str(image.meta.get("Modality", "")).upper()
+    if modality == "CT":
+        return "HU"
+    return str(image.meta.get("intensity_unit", "arbitrary"))
+
+
+def measure_lesions(
+    mask: MetaTensor,
+    image: MetaTensor,
+    *,
+    label: int | None = None,
+    min_volume_ml: float = 0.0,
+) -> list[Lesion]:
+    """Split a mask into 26-connected lesions and measure each.
+
+    Parameters
+    ----------
+    mask
+        ``(1, I, J, K)`` or ``(I, J, K)`` label map or binary mask on the
+        image grid (voxel axes ``[column, row, slice]``), with a RAS affine.
+    image
+        ``(1, I, J, K)`` image the mask was made on (same grid); its values
+        give the intensity statistics (HU for CT after rescale).
+    label
+        Mask value to measure; ``None`` takes every non-zero voxel as lesion
+        (for a multi-class map, the whole tumour).
+    min_volume_ml
+        Lesions smaller than this (mL) are dropped before numbering.
+
+    Returns
+    -------
+    list of Lesion
+        Sorted by decreasing volume, numbered from 1. Empty if no voxel is set.
+
+    Raises
+    ------
+    MonaiTumorError
+        If the mask and image grids differ (shape or affine).
+    """
+    m = _to_numpy(mask)
+    img = _to_numpy(image)
+    if m.shape != img.shape:
+        raise MonaiTumorError(
+            f"mask shape {m.shape} differs from image shape {img.shape}; measure the mask "
+            "on the grid it was predicted on (resample it to the image first)"
+        )
+    affine_ras = _affine_of(mask)
+    if not np.allclose(affine_ras, _affine_of(image), atol=1e-3):
+        raise MonaiTumorError(
+            "mask and image affines differ by more than 1e-3 mm: they are not on the same "
+            "grid; resample the mask onto the image before measuring"
+        )
+    affine_lps = ras_to_lps(affine_ras)
+    linear = affine_lps[:3, :3]
+    spacing = spacing_from_affine(affine_lps)
+    voxel_ml = abs(float(np.linalg.det(linear))) / 1000.0
+    axial = orientation_of(_grid_iop(affine_lps)) is Orientation.AXIAL
+    unit = _intensity_unit(image)
+    uids = mask.meta.get("sop_instance_uids") or image.meta.get("sop_instance_uids")
+    uid_list = list(uids) if uids is not None and len(uids) == m.shape[2] else None
+
+    binary = (m == label) if label is not None else (m != 0)
+    labelled, _ = ndimage.label(binary, structure=_CONNECTIVITY_26)
+    found: list[Lesion] = []
+    for number, box in enumerate(ndimage.find_objects(labelled), start=1):
+        if box is None:
+            continue
+        component = labelled[box] == number
+        count = int(np.count_nonzero(component))
+        volume = count * voxel_ml
+        if volume < min_volume_ml:
+            continue
+        offset = np.array([s.start for s in box])
+        local = np.argwhere(component)
+        indices = local + offset
+        centroid_vox = indices.mean(axis=0)
+        centroid = voxel_to_patient(affine_lps, centroid_vox)
+        surface = np.argwhere(_surface_voxels(component)) + offset
+        d3 = _farthest_pair_distance(surface, linear)
+        if axial:
+            dax = _axial_diameter_per_slice(component, linear)
+        else:
+            dax = _axial_diameter_slabs(indices, affine_lps, spacing)
+        values = img[box][component]
+        k0, k1 = int(indices[:, 2].min()), int(indices[:, 2].max())
+        found.append(
+            Lesion(
+                index=0,
+                label=label,
+                voxel_count=count,
+                volume_ml=float(volume),
+                diameter_3d_mm=d3,
+                diameter_axial_mm=dax,
+                centroid_lps_mm=(float(centroid[0]), float(centroid[1]), float(centroid[2])),
+                centroid_voxel=(
+                    float(centroid_vox[0]),
+                    float(centroid_vox[1]),
+                    float(centroid_vox[2]),
+                ),
+                bbox_voxel=(
+                    (int(indices[:, 0].min()), int(indices[:, 1].min()), k0),
+                    (int(indices[:, 0].max()), int(indices[:, 1].max()), k1),
+                ),
+                intensity_mean=float(values.mean()),
+                intensity_max=float(values.max()),
+                intensity_unit=unit,
+                first_slice=k0,
+                last_slice=k1,
+                first_slice_sop_instance_uid=str(uid_list[k0]) if uid_list else None,
+                last_slice_sop_instance_uid=str(uid_list[k1]) if uid_list else None,
+            )
+        )
+    found.sort(key=lambda les: (-les.voxel_count, les.centroid_voxel))
+    return [replace(les, index=i) for i, les in enumerate(found, start=1)]
+
+
+def lesions_report(lesions: list[Lesion], *, provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """Build the JSON-ready ``lesions.json`` payload.
+
+    Parameters
+    ----------
+    lesions
+        As returned by :func:`measure_lesions`.
+    provenance
+        Where the mask came from (model/bundle name and version, input series
+        UIDs, software versions, ...). Must not contain patient identifiers;
+        copied as given (values made JSON-safe with ``str``).
+
+    Returns
+    -------
+    dict
+        ``{"schema", "provenance", "conventions", "lesion_count",
+        "total_volume_ml", "lesions": [...]}``; units are in the key names
+        (``volume_ml``, ``diameter_3d_mm``, ``centroid_lps_mm``), intensity units in
+        each lesion's ``intensity_unit``.
+    """
+    return {
+        "schema": LESIONS_SCHEMA,
+        "provenance": _json_safe(dict(provenance)),
+        "conventions": {
+            "patient_coordinates": "DICOM LPS (x to patient left, y posterior, z superior), mm",
+            "voxel_indices": "[column, row, slice] on the mask grid, 0-based",
+            "connectivity": "26-connected components",
+            "diameters": "between voxel centres; axial = within planes of constant patient z",
+        },
+        "lesion_count": len(lesions),
+        "total_volume_ml": float(sum(les.volume_ml for les in lesions)),
+        "lesions": [les.to_dict() for les in lesions],
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
