@@ -948,6 +948,8 @@ def _parse_with_pydicom(path: Path, size: int, *, force: bool) -> FileRecord:
     try:
         values, stop, ts, media, ds = _pydicom_parse(path, size, force=force)
     except _NeedMoreError:
+        if force:  # no preamble and no complete element: not DICOM at all
+            return SkippedFile(path, SkipReason.NOT_DICOM, "no DICM prefix, not a dataset")
         return SkippedFile(
             path, SkipReason.TRUNCATED, f"file ends inside its header ({size} bytes)"
         )
@@ -956,8 +958,11 @@ def _parse_with_pydicom(path: Path, size: int, *, force: bool) -> FileRecord:
         return SkippedFile(path, reason, _first_line(exc))
     except (EOFError, struct.error) as exc:
         return SkippedFile(path, SkipReason.TRUNCATED, _first_line(exc))
-    except OSError:
-        raise
+    except OSError as exc:
+        if exc.errno is not None:
+            raise  # a real I/O error: reported as unreadable by the caller
+        # pydicom raises a bare OSError when the data ends early.
+        return SkippedFile(path, SkipReason.TRUNCATED, _first_line(exc))
     except Exception as exc:  # any parser failure means a corrupt file
         if force:
             return SkippedFile(path, SkipReason.NOT_DICOM, _first_line(exc))

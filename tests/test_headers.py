@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from monai_tumor.errors import IngestError, UnsupportedInputError
+from monai_tumor.ingest.enums import ImageKind, SkipReason
+from monai_tumor.ingest.headers import (
+    InstanceHeader,
+    NonImageObject,
+    SkippedFile,
+    inspect_file,
+    patient_hash,
+    read_header,
+)
+
+LUNG_SLICE = Path("lung1/LUNG1-001/image/1-001.dcm")
+REAL_FILES = [
+    LUNG_SLICE,
+    Path("lung1/LUNG1-001/mask_rtstruct/1-1.dcm"),
+    Path("sts/STS_001/CT/dicom/image/000000.dcm"),
+    Path("sts/STS_002/MR_T1/dicom/image/000003.dcm"),
+    Path("sts/STS_003/PET/dicom/image/000010.dcm"),
+    Path("sts/STS_003/PET/dicom/mask/RS.dcm"),
+    Path("dcmqi_seg/liver.dcm"),
+    *(Path(f"dcm_qa_ts/In/{i}.dcm") for i in range(1, 10)),
+]
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("relative", REAL_FILES, ids=str)
+def test_fast_path_matches_pydicom(data_dir: Path, relative: Path) -> None:
+    path = data_dir / relative
+    assert inspect_file(path) == inspect_file(path, use_fast_path=False)
+
+
+@pytest.mark.realdata
+def test_lung1_slice_header(data_dir: Path) -> None:
+    header = read_header(data_dir / LUNG_SLICE)
+    ds = pydicom.dcmread(data_dir / LUNG_SLICE, stop_before_pixels=True)
+    assert header.modality == "CT"
+    assert (header.rows, header.columns) == (512, 512)
+    assert header.pixel_spacing == (0.9765625, 0.9765625)
+    assert header.image_orientation == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    assert header.image_position == tuple(float(v) for v in ds.ImagePositionPatient)
+    assert header.series_instance_uid == ds.SeriesInstanceUID
+    assert header.sop_instance_uid == ds.SOPInstanceUID
+    assert header.transfer_syntax_uid == ds.file_meta.TransferSyntaxUID
+    assert header.image_kind is ImageKind.ORIGINAL
+    assert header.patient_hash == patient_hash(str(ds.PatientID))
+    assert header.number_of_frames == 1 and not header.multi_frame
+
+
+def test_header_has_no_identifier_fields() -> None:
+    names = {f.name.lower() for f in dataclasses.fields(InstanceHeader)}
+    assert not {n for n in names if "name" in n and "patient" in n}
+    assert "patient_id" not in names and "patient_birth_date" not in names
+
+
+def test_patient_hash() -> None:
+    assert patient_hash(None) == "" and patient_hash("") == ""
+    value = patient_hash("ABC-123")
+    assert len(value) == 16 and int(value, 16) >= 0
+    assert value == patient_hash("ABC-123") != patient_hash("ABC-124")
+
+
+@pytest.mark.realdata
+def test_rtstruct_is_a_non_image_object(data_dir: Path) -> None:
+    path = data_dir / "lung1/LUNG1-001/mask_rtstruct/1-1.dcm"
+    record = inspect_file(path)
+    assert isinstance(record, NonImageObject)
+    assert record.modality == "RTSTRUCT"
+    image = read_header(data_dir / LUNG_SLICE)
+    assert record.referenced_series_uids == (image.series_instance_uid,)
+    with pytest.raises(UnsupportedInputError, match="RT Structure Set"):
+        read_header(path)
+
+
+@pytest.mark.realdata
+def test_seg_references_its_series(data_dir: Path) -> None:
+    record = inspect_file(data_dir / "dcmqi_seg/liver.dcm")
+    assert isinstance(record, NonImageObject) and record.modality == "SEG"
+    ct = next((data_dir / "dcmqi_seg/ct-3slice").iterdir())
+    assert record.referenced_series_uids == (read_header(ct).series_instance_uid,)
+
+
+@pytest.mark.realdata
+def test_compressed_syntaxes_read_alike(data_dir: Path) -> None:
+    paths = [data_dir / f"dcm_qa_ts/In/{i}.dcm" for i in range(1, 10)]
+    headers = [read_header(p) for p in paths]
+    syntaxes = [
+        str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID) for p in paths
+    ]
+    assert [h.transfer_syntax_uid for h in headers] == syntaxes
+    geometry = {(h.rows, h.columns, h.image_orientation, h.pixel_spacing) for h in headers}
+    assert len(geometry) == 1
+
+
+@pytest.mark.realdata
+def test_empty_uids_get_stand_ins(data_dir: Path) -> None:
+    files = sorted((data_dir / "ct_jpeg2000/dicom").iterdir())
+    headers = [read_header(f) for f in files]
+    assert all(h.synthetic_uids for h in headers)
+    assert len({h.series_instance_uid for h in headers}) == 1
+    assert headers[0].series_instance_uid.startswith("missing-series-")
+    assert len({h.sop_instance_uid for h in headers}) == len(files)
+
+
+def test_enhanced_multiframe_positions() -> None:
+    path = get_testdata_file("eCT_Supplemental.dcm")
+    assert path is not None
+    header = read_header(path)
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    assert header.number_of_frames == int(ds.NumberOfFrames) == 2
+    expected = tuple(
+        tuple(float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient)
+        for item in ds.PerFrameFunctionalGroupsSequence
+    )
+    assert header.frame_positions == expected
+    assert header.image_orientation is not None and header.pixel_spacing is not None
+    assert header.positions() == expected
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", SkipReason.EMPTY),
+        (b"hello, not an image\n", SkipReason.NOT_DICOM),
+        (b"\x08\x00garbage that looks like a tag" * 4, SkipReason.NOT_DICOM),
+        (b"\x00" * 128 + b"DICM", SkipReason.TRUNCATED),
+    ],
+)
+def test_junk_reasons(tmp_path: Path, content: bytes, reason: SkipReason) -> None:
+    path = tmp_path / "junk"
+    path.write_bytes(content)
+    record = inspect_file(path)
+    assert isinstance(record, SkippedFile) and record.reason is reason
+    with pytest.raises(IngestError, match=reason.value):
+        read_header(path)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("cut", [131, 140, 200, 300, 600, 1000, 1497])
+@pytest.mark.parametrize("fast", [True, False])
+def test_truncated_copies_never_pass_as_images(
+    data_dir: Path, tmp_path: Path, cut: int, fast: bool
+) -> None:
+    data = (data_dir / "sts/STS_001/CT/dicom/image/000000.dcm").read_bytes()
+    path = tmp_path / "cut"
+    path.write_bytes(data[:cut])
+    record = inspect_file(path, use_fast_path=fast)
+    assert isinstance(record, SkippedFile)
+    expected = {
+        SkipReason.TRUNCATED,
+        SkipReason.CORRUPT,
+        SkipReason.NOT_DICOM,
+        SkipReason.NO_PIXEL_DATA,
+    }
+    assert record.reason in expected
+    if fast and cut >= 132:  # past the "DICM" prefix: the fast path says truncated
+        assert record.reason is SkipReason.TRUNCATED
+
+
+@pytest.mark.realdata
+def test_round_trip_through_dict(data_dir: Path) -> None:
+    header = read_header(data_dir / LUNG_SLICE)
+    assert InstanceHeader.from_dict(header.to_dict()) == header
+    rs = inspect_file(data_dir / "lung1/LUNG1-001/mask_rtstruct/1-1.dcm")
+    assert isinstance(rs, NonImageObject)
+    assert NonImageObject.from_dict(rs.to_dict()) == rs
+    skipped = SkippedFile(Path("/x"), SkipReason.DICOMDIR, "media storage directory")
+    assert SkippedFile.from_dict(skipped.to_dict()) == skipped
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    record = inspect_file(tmp_path / "does-not-exist")
+    assert isinstance(record, SkippedFile) and record.reason is SkipReason.UNREADABLE
