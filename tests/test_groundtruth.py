@@ -221,14 +221,13 @@ def test_lung1_gtv_is_inside_the_body(data_dir: Path) -> None:
     gtv = rtstruct_to_mask(rs, ref, roi="GTV-1")[0].numpy().astype(bool)
     assert gtv.any()
     hu = ref[0].numpy()
-    labels, _ = ndimage.label(hu > -500)
-    body = labels == np.argmax(np.bincount(labels[labels > 0].ravel(), minlength=labels.max() + 1))
-    # fill the lungs (air inside the body) slice by slice
-    body = np.stack(
-        [ndimage.binary_fill_holes(body[:, :, k]) for k in range(body.shape[2])], axis=2
-    )
-    assert np.count_nonzero(gtv & body) == np.count_nonzero(gtv)
-    # and the tumour is mostly soft tissue, not air: a flipped axis would fail this
+    for k in np.flatnonzero(gtv.any(axis=(0, 1))):
+        # body on this slice: largest connected region above -500 HU, lungs (holes) filled
+        labels, _ = ndimage.label(hu[:, :, k] > -500)
+        body = ndimage.binary_fill_holes(labels == np.argmax(np.bincount(labels[labels > 0])))
+        assert np.count_nonzero(gtv[:, :, k] & ~body) == 0, f"GTV leaves the body on slice {k}"
+    # and the tumour is mostly soft tissue, not air. Measured: 0.94 of GTV voxels > -500 HU;
+    # with the column axis mirrored 0.13, with the row axis mirrored 0.68.
     assert float(np.mean(hu[gtv] > -500)) > 0.8
 
 
