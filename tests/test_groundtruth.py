@@ -212,7 +212,6 @@ def test_sts_rtstruct_matches_nifti_mask(data_dir: Path, patient: str, modality:
 
 
 @pytest.mark.realdata
-@pytest.mark.slow
 def test_lung1_gtv_is_inside_the_body(data_dir: Path) -> None:
     folder = data_dir / "lung1" / "LUNG1-001"
     ref = read_series(folder / "image")
