@@ -159,6 +159,12 @@ class _Instance:
             self.decoded = decode_frames(self.ds, self.path, self.transfer_syntax)
         return self.decoded
 
+    def release(self) -> None:
+        """Drop the pixel bytes once copied into the volume (halves peak memory)."""
+        self.decoded = None
+        if "PixelData" in self.ds:
+            del self.ds.PixelData
+
 
 @dataclass(frozen=True)
 class _Slice:
@@ -303,6 +309,15 @@ def _split_stacks(instances: list[_Instance]) -> list[list[_Slice]]:
             placed = False
             for key, members in stacks:
                 k_iop, k_size, k_ps = key
+                first = members[0].frame
+                if (
+                    first.iop == frame.iop
+                    and first.pixel_spacing == frame.pixel_spacing
+                    and (k_size == key_size)
+                ):
+                    members.append(_Slice(inst, frame))
+                    placed = True
+                    break
                 if (
                     k_size == key_size
                     and np.allclose(k_iop, iop, atol=1e-4)
@@ -368,25 +383,37 @@ def _drop_duplicates(slices: list[_Slice], options: ReadOptions) -> list[_Slice]
     return [s for i, s in enumerate(slices) if i not in drop]
 
 
+def _rescale_into(raw: npt.NDArray[Any], frame: FrameInfo, out: npt.NDArray[Any]) -> None:
+    """``out = raw * slope + intercept`` in float32.
+
+    float32 arithmetic: exact for integer slope/intercept (|value| < 2**24), and
+    for fractional slopes (PET) it reproduces the reference NIfTI conversions
+    bit for bit (checked on the STS PET series), which float64-then-round does not.
+    """
+    if frame.slope == 1.0:  # one pass instead of two; same result (x * 1 is exact)
+        np.add(raw, np.float32(frame.intercept), out=out, casting="unsafe")
+    else:
+        np.multiply(raw, np.float32(frame.slope), out=out, casting="unsafe")
+        if frame.intercept != 0.0:
+            out += np.float32(frame.intercept)
+
+
 def _fill(ordered: list[_Slice], out: npt.NDArray[Any], options: ReadOptions) -> None:
     """Decode ``ordered`` slices into ``out[k]`` (shape (K, rows, cols)), rescaling."""
     integer_out = np.issubdtype(out.dtype, np.integer)
+    uses: dict[int, int] = {}
+    for sl in ordered:
+        uses[id(sl.instance)] = uses.get(id(sl.instance), 0) + 1
 
     def one(k: int) -> None:
         sl = ordered[k]
         raw = sl.pixels()
         if integer_out:
             out[k] = raw
-            return
-        # float32 arithmetic: exact for integer slope/intercept (|value| < 2**24), and for
-        # fractional slopes (PET) it reproduces the reference NIfTI conversions bit for bit
-        # (checked on the STS PET series), which float64-then-round does not.
-        if sl.frame.slope == 1.0:  # one pass instead of two; same result (x * 1 is exact)
-            np.add(raw, np.float32(sl.frame.intercept), out=out[k], casting="unsafe")
         else:
-            np.multiply(raw, np.float32(sl.frame.slope), out=out[k], casting="unsafe")
-            if sl.frame.intercept != 0.0:
-                out[k] += np.float32(sl.frame.intercept)
+            _rescale_into(raw, sl.frame, out[k])
+        if uses[id(sl.instance)] == 1 and len(sl.instance.frames) == 1:
+            sl.instance.release()
 
     workers = _workers(options, len(ordered))
     if workers == 1:
