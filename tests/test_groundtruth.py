@@ -357,3 +357,11 @@ def test_seg_off_grid_reference_is_refused(data_dir: Path, ct3: MetaTensor) -> N
     shifted = MetaTensor(ct3.as_tensor(), affine=torch.as_tensor(shifted_affine))
     with pytest.raises(InvalidSeriesError, match="between reference voxels"):
         seg_to_mask(data_dir / "dcmqi_seg" / "liver.dcm", shifted)
+
+
+@pytest.mark.realdata
+def test_seg_on_another_pixel_spacing_is_refused(data_dir: Path, ct3: MetaTensor) -> None:
+    scaled_affine = ct3.affine.numpy() @ np.diag([1.01, 1.01, 1.0, 1.0])  # 1 % larger pixels
+    scaled = MetaTensor(ct3.as_tensor(), affine=torch.as_tensor(scaled_affine))
+    with pytest.raises(UnsupportedInputError, match="not the reference's"):
+        seg_to_mask(data_dir / "dcmqi_seg" / "liver.dcm", scaled)

@@ -293,26 +293,23 @@ def rtstruct_to_mask(
         k_values = ijk[:, 2]
         k = int(np.rint(np.median(k_values)))
         off = float(np.max(np.abs(k_values - k)))
-        if off > tolerance or not 0 <= k < shape[2]:
+        on_image = 0 <= k < shape[2]
+        if off > tolerance or not on_image:
             where = (
                 f"{off:.3f} voxels from slice {k}"
-                if 0 <= k < shape[2]
+                if on_image
                 else f"at slice index {k}, outside the image's 0..{shape[2] - 1}"
             )
             message = (
                 f"contour {number} of ROI {info.name!r} is {where} (tolerance {tolerance}); "
                 "the contour was not drawn on this image's slices"
             )
-            if policy is OffSlicePolicy.RAISE or not 0 <= k < shape[2]:
-                if policy is OffSlicePolicy.RAISE:
-                    raise InvalidSeriesError(
-                        message + "; pass the series it was drawn on, or off_slice='nearest'",
-                        path=path,
-                    )
-                warnings.warn(f"{path}: {message}; skipped", stacklevel=2)
-                skipped += 1
-                continue
-            if policy is OffSlicePolicy.SKIP:
+            if policy is OffSlicePolicy.RAISE:
+                raise InvalidSeriesError(
+                    message + "; pass the series it was drawn on, or off_slice='nearest'",
+                    path=path,
+                )
+            if policy is OffSlicePolicy.SKIP or not on_image:
                 warnings.warn(f"{path}: {message}; skipped", stacklevel=2)
                 skipped += 1
                 continue
@@ -355,7 +352,6 @@ def _frame_voxel_indices(
     seg: Any,
     index: int,
     affine_lps: npt.NDArray[np.float64],
-    reference: MetaTensor,
     path: Path,
     tolerance: float,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
@@ -372,10 +368,13 @@ def _frame_voxel_indices(
     base = patient_to_voxel(affine_lps, ipp)
     step_col = patient_to_voxel(affine_lps, ipp + row_dir * spacing[1]) - base
     step_row = patient_to_voxel(affine_lps, ipp + col_dir * spacing[0]) - base
+    # Steps must be unit moves along i or j; their error, accumulated across the
+    # frame, must stay within the tolerance so the far edge still lands on a voxel.
+    extent = max(int(seg.Rows), int(seg.Columns)) - 1
     for step in (step_col, step_row):
         rounded = np.rint(step)
         if (
-            np.max(np.abs(step - rounded)) > tolerance
+            np.max(np.abs(step - rounded)) * max(extent, 1) > tolerance
             or np.sum(np.abs(rounded)) != 1
             or rounded[2] != 0
         ):
@@ -410,7 +409,7 @@ def seg_to_mask(
     *,
     segments: Sequence[int | str] | None = None,
     as_label_map: bool = False,
-    tolerance: float = 1e-2,
+    tolerance: float = 0.05,
 ) -> MetaTensor:
     """Map a DICOM SEG onto the reference image's voxel grid.
 
@@ -440,7 +439,8 @@ def seg_to_mask(
         Return one channel whose values are segment numbers, instead of one
         binary channel per segment. Overlapping segments are then an error.
     tolerance
-        Largest distance from an integer voxel index, in voxels.
+        Largest distance from an integer voxel index, in voxels, for the
+        frame origin and for its far edge (pixel spacing mismatch).
 
     Returns
     -------
@@ -498,7 +498,7 @@ def seg_to_mask(
             layers = [(channel_of[number], on)]
         if not any(layer.any() for _, layer in layers):
             continue
-        placed = _frame_voxel_indices(seg, index, affine_lps, reference, path, tolerance)
+        placed = _frame_voxel_indices(seg, index, affine_lps, path, tolerance)
         if placed is None:
             raise UnsupportedInputError(
                 f"SEG frame {index + 1} has no plane position, orientation or pixel spacing; "
