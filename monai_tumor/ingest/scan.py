@@ -665,6 +665,11 @@ def _parse_batch(batch: Sequence[tuple[str, int, int]]) -> list[IndexRow]:
     return [record_to_row(_inspect(path), size, mtime) for path, size, mtime in batch]
 
 
+def _is_writable(folder: Path) -> bool:
+    """Whether we may create the index folder in ``folder`` (not for root on a RO mount)."""
+    return os.access(folder, os.W_OK)
+
+
 def _resolve_index(root: Path, index_path: str | os.PathLike[str] | None) -> Path:
     if index_path is not None:
         return Path(index_path).expanduser().resolve()
@@ -674,7 +679,7 @@ def _resolve_index(root: Path, index_path: str | os.PathLike[str] | None) -> Pat
         "created; pass --index FILE (index_path=...) with a writable location - "
         "nothing is ever written into a read-only export"
     )
-    if not os.access(root, os.W_OK):
+    if not _is_writable(root):
         raise ConfigError(message, path=root)
     try:
         target.parent.mkdir(exist_ok=True)
