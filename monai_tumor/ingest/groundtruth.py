@@ -7,12 +7,12 @@ instances or on frame order. The result has the reference's voxel grid
 (``[column, row, slice]``) and RAS affine.
 
 Why not a library rasteriser: highdicom reads and writes SEG but has no RTSTRUCT
-rasteriser, and rt-utils / dicompyler-core map contours through the referenced
-image order and fill with OpenCV (an extra dependency whose fill rule differs at
-the boundary). Filling each contour with ``skimage.draw.polygon`` on its
-slice's (column, row) indices and XOR-ing contours of the same slice reproduces
-the reference masks shipped with the ``sts`` data exactly (Dice 1.0, see
-``tests/test_groundtruth.py``).
+rasteriser, and rt-utils would add OpenCV (its ``fillPoly`` rasterises polygon
+edges too, a different fill rule at the boundary) for a few lines of work.
+Filling each contour with ``skimage.draw.polygon`` (pixel centres inside) on
+its slice's (column, row) indices and XOR-ing contours of the same slice
+reproduces the reference masks shipped with the ``sts`` data exactly (Dice 1.0,
+see ``tests/test_groundtruth.py``).
 """
 
 from __future__ import annotations
