@@ -484,6 +484,10 @@ def seg_to_mask(
     max_fraction = float(seg.get("MaximumFractionalValue", 1) or 1)
     outside = 0
     n_frames = int(seg.get("NumberOfFrames", 1) or 1)
+    # highdicom's Segmentation.get_volume() + Volume.match_geometry() would also work for
+    # this data, but needs regularly spaced frames and its own (slice, row, column) axes;
+    # placing frame by frame through geometry.py also handles a single frame, irregular
+    # or sparse frames, and keeps one owner of the orientation maths.
     for index in range(n_frames):
         frame = np.asarray(seg.get_stored_frame(index, as_index=True))
         if seg_type == "LABELMAP":
