@@ -210,6 +210,18 @@ def test_folders_match_cases_and_write_csv(tmp_path: Path) -> None:
     assert float(table[0]["hd95_mm"]) == pytest.approx(0.7, abs=1e-5)
 
 
+def test_case_folders_with_several_files_need_ref_name(tmp_path: Path) -> None:
+    _save(tmp_path / "pred" / "c.nii.gz", _box())
+    _save(tmp_path / "ref" / "c" / "image.nii.gz", _box(value=7))
+    _save(tmp_path / "ref" / "c" / "label.nii.gz", _box())
+    with pytest.raises(IngestError, match="--ref-name"):
+        match_cases(tmp_path / "pred", tmp_path / "ref")
+    (row,) = evaluate(
+        tmp_path / "pred", tmp_path / "ref", options=EvaluationOptions(ref_name="label*")
+    )
+    assert (row.case, row.dice) == ("c", 1.0)
+
+
 def test_missing_reference_case_raises(tmp_path: Path) -> None:
     _save(tmp_path / "pred" / "a.nii.gz", _box())
     _save(tmp_path / "pred" / "zz.nii.gz", _box())

@@ -51,6 +51,14 @@ def _evaluate(
             "(default: the prediction's grid).",
         ),
     ] = None,
+    ref_name: Annotated[
+        str | None,
+        typer.Option(
+            "--ref-name",
+            help="Reference file name (glob) inside each <case>/ reference folder, "
+            "e.g. OTMultiClass.nii.gz.",
+        ),
+    ] = None,
     roi: Annotated[
         str | None, typer.Option("--roi", help="RTSTRUCT ROI name or regular expression.")
     ] = None,
@@ -84,6 +92,7 @@ def _evaluate(
             roi=roi,
             segments=seg_list,
             ref_series=ref_series,
+            ref_name=ref_name,
         )
         rows = evaluate(pred, ref, options=options)
         write_metrics_csv(rows, out)

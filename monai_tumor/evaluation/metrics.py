@@ -144,6 +144,9 @@ class EvaluationOptions:
     ref_series
         DICOM series folder giving the grid RTSTRUCT/SEG references are placed on;
         None places them on the prediction's grid.
+    ref_name
+        Glob of the reference file inside each ``<case>/`` reference sub-folder
+        (e.g. ``"OTMultiClass.nii.gz"`` for BraTS); None: the folder must hold one file.
     """
 
     labels: Mapping[str, Sequence[int]] | None = None
@@ -152,6 +155,7 @@ class EvaluationOptions:
     roi: str | None = None
     segments: Sequence[int | str] | None = None
     ref_series: Path | None = None
+    ref_name: str | None = None
 
 
 def parse_label_groups(text: str) -> dict[str, tuple[int, ...]]:
@@ -284,7 +288,9 @@ def load_reference(
     return groundtruth.seg_to_mask(ref_path, grid, segments=opts.segments, as_label_map=True)
 
 
-def match_cases(pred: str | Path, ref: str | Path) -> list[tuple[str, Path, Path]]:
+def match_cases(
+    pred: str | Path, ref: str | Path, *, ref_name: str | None = None
+) -> list[tuple[str, Path, Path]]:
     """Pair prediction and reference files by case name.
 
     Parameters
@@ -294,7 +300,9 @@ def match_cases(pred: str | Path, ref: str | Path) -> list[tuple[str, Path, Path
     ref
         A reference file, or a folder holding for each prediction case either a file
         ``<case>.<volume suffix>`` / ``<case>.dcm`` or a sub-folder ``<case>/`` with
-        exactly one reference file in it.
+        exactly one reference file in it (or one matching ``ref_name``).
+    ref_name
+        Glob of the reference file inside case sub-folders.
 
     Returns
     -------
@@ -312,7 +320,7 @@ def match_cases(pred: str | Path, ref: str | Path) -> list[tuple[str, Path, Path
             raise IngestError("does not exist", path=p)
     if pred_path.is_file():
         if ref_path.is_dir():
-            found = _ref_in_folder(ref_path, _case_name(pred_path))
+            found = _ref_in_folder(ref_path, _case_name(pred_path), ref_name)
             if found is None:
                 raise IngestError(
                     f"no reference for case {_case_name(pred_path)!r} in this folder", path=ref_path
@@ -330,7 +338,7 @@ def match_cases(pred: str | Path, ref: str | Path) -> list[tuple[str, Path, Path
     pairs, missing = [], []
     for p in preds:
         case = _case_name(p)
-        found = _ref_in_folder(ref_path, case)
+        found = _ref_in_folder(ref_path, case, ref_name)
         if found is None:
             missing.append(case)
         else:
@@ -344,20 +352,21 @@ def match_cases(pred: str | Path, ref: str | Path) -> list[tuple[str, Path, Path
     return pairs
 
 
-def _ref_in_folder(folder: Path, case: str) -> Path | None:
+def _ref_in_folder(folder: Path, case: str, ref_name: str | None) -> Path | None:
     for suffix in (*_VOLUME_SUFFIXES, ".dcm"):
         candidate = folder / f"{case}{suffix}"
         if candidate.is_file():
             return candidate
     sub = folder / case
     if sub.is_dir():
-        files = sorted(p for p in sub.iterdir() if p.is_file() and not p.name.startswith("."))
+        pattern = ref_name or "*"
+        files = sorted(p for p in sub.glob(pattern) if p.is_file() and not p.name.startswith("."))
         if len(files) == 1:
             return files[0]
         if len(files) > 1:
             raise IngestError(
-                f"{len(files)} files in the case folder; keep exactly one reference per case "
-                "(or name it <case>.nii.gz beside the others)",
+                f"{len(files)} files match {pattern!r} in the case folder; expected one "
+                "reference per case: pass its name (--ref-name)",
                 path=sub,
             )
     return None
@@ -554,7 +563,7 @@ def evaluate(
     """
     opts = options or EvaluationOptions()
     if isinstance(pred_paths, (str, Path)) and isinstance(ref_paths, (str, Path)):
-        pairs = match_cases(pred_paths, ref_paths)
+        pairs = match_cases(pred_paths, ref_paths, ref_name=opts.ref_name)
     elif isinstance(pred_paths, (str, Path)) or isinstance(ref_paths, (str, Path)):
         raise ConfigError("give either one path each or two lists of paths of equal length")
     else:
