@@ -1,0 +1,25 @@
+"""Helpers used by the brats_glioma_mri bundle configs (depend only on monai, torch, numpy, nibabel)."""
+
+from __future__ import annotations
+
+from scripts import curves, datalist, transforms
+from scripts.datalist import inference_datalist, latest_checkpoint, load_split
+from scripts.transforms import (
+    BratsLabelsToTcWtEtd,
+    TcWtEtToBratsLabelsd,
+    ZeroBackgroundd,
+    case_name_formatter,
+)
+
+__all__ = [
+    "curves",
+    "datalist",
+    "transforms",
+    "BratsLabelsToTcWtEtd",
+    "TcWtEtToBratsLabelsd",
+    "ZeroBackgroundd",
+    "case_name_formatter",
+    "inference_datalist",
+    "latest_checkpoint",
+    "load_split",
+]

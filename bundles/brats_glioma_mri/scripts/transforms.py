@@ -1,0 +1,152 @@
+"""Label conversions and background handling for the brats_glioma_mri bundle.
+
+Why not ``monai.transforms.ConvertToMultiChannelBasedOnBratsClassesd``: it implements the
+BraTS 2018+ convention (labels 1, 2, 4) and drops label 3 (non-enhancing tumour, used in
+BraTS 2012-2016) from both TC and WT.  The BraTS 2013 references used here contain label 3, so
+the conversion below puts it into TC and WT, as the BraTS 2013 challenge defined the regions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
+
+__all__ = [
+    "BratsLabelsToTcWtEtd",
+    "TcWtEtToBratsLabelsd",
+    "ZeroBackgroundd",
+    "brats_labels_to_tc_wt_et",
+    "case_name_formatter",
+    "tc_wt_et_to_brats_labels",
+]
+
+#: BraTS label values per region (2012-2016 convention; label 3 absent from 2017+ data is harmless).
+TC_LABELS = (1, 3, 4)
+WT_LABELS = (1, 2, 3, 4)
+ET_LABELS = (4,)
+
+
+def brats_labels_to_tc_wt_et(label: torch.Tensor) -> torch.Tensor:
+    """Convert a BraTS label map to three binary channels TC, WT, ET.
+
+    Parameters
+    ----------
+    label
+        Shape (1, X, Y, Z) or (X, Y, Z); values 0 background, 1 necrosis, 2 edema,
+        3 non-enhancing tumour, 4 enhancing tumour (floats are rounded to integers).
+
+    Returns
+    -------
+    torch.Tensor
+        Shape (3, X, Y, Z), float32 in {0, 1}: channel 0 TC (1, 3, 4), 1 WT (1-4), 2 ET (4).
+    """
+    lab = torch.as_tensor(label)
+    if lab.ndim == 4:
+        if lab.shape[0] != 1:
+            raise ValueError(f"expected a single-channel label map, got shape {tuple(lab.shape)}")
+        lab = lab[0]
+    lab = torch.round(lab).to(torch.int64)
+    channels = [torch.isin(lab, torch.tensor(v)) for v in (TC_LABELS, WT_LABELS, ET_LABELS)]
+    return torch.stack(channels).to(torch.float32)
+
+
+def tc_wt_et_to_brats_labels(pred: torch.Tensor) -> torch.Tensor:
+    """Convert binary TC, WT, ET channels to one BraTS label map (0, 1, 2, 4).
+
+    Nested painting enforces ET within TC within WT: WT -> 2, then TC -> 1, then ET -> 4,
+    so ``label == 4`` gives ET, ``label in {1, 4}`` gives TC and ``label > 0`` gives WT.
+
+    Parameters
+    ----------
+    pred
+        Shape (3, X, Y, Z), channels TC, WT, ET, values in {0, 1}.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape (1, X, Y, Z), uint8.
+    """
+    p = torch.as_tensor(pred) > 0.5
+    if p.ndim != 4 or p.shape[0] != 3:
+        raise ValueError(f"expected (3, X, Y, Z) TC/WT/ET channels, got shape {tuple(p.shape)}")
+    out = torch.zeros(p.shape[1:], dtype=torch.uint8)
+    out[p[1]] = 2
+    out[p[0]] = 1
+    out[p[2]] = 4
+    return out[None]
+
+
+def _with_meta(data: torch.Tensor, like: Any) -> torch.Tensor:
+    if isinstance(like, MetaTensor):
+        return MetaTensor(
+            data, affine=like.affine, meta=like.meta, applied_operations=like.applied_operations
+        )
+    return data
+
+
+class BratsLabelsToTcWtEtd(MapTransform):
+    """Dictionary wrapper of :func:`brats_labels_to_tc_wt_et` (keeps the MetaTensor metadata)."""
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = _with_meta(brats_labels_to_tc_wt_et(d[key]), d[key])
+        return d
+
+
+class TcWtEtToBratsLabelsd(MapTransform):
+    """Dictionary wrapper of :func:`tc_wt_et_to_brats_labels` (keeps the MetaTensor metadata)."""
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = _with_meta(tc_wt_et_to_brats_labels(d[key]), d[key])
+        return d
+
+
+class ZeroBackgroundd(MapTransform):
+    """Set the background of skull-stripped MRI channels to 0.
+
+    The BraTS inputs here are z-scored inside the brain, so the background is a constant
+    negative value (each channel's minimum); raw skull-stripped MRI has 0 there.  A voxel is
+    brain if any channel exceeds that channel's minimum; every channel is set to 0 elsewhere,
+    after which ``CropForegroundd(select_fn=x != 0)`` and ``NormalizeIntensityd(nonzero=True)``
+    see the brain only.  Hand-written because no MONAI transform masks by a constant background.
+    """
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            flat = img.reshape(img.shape[0], -1)
+            mins = flat.min(dim=1).values.reshape(-1, *([1] * (img.ndim - 1)))
+            brain = (img > mins).any(dim=0, keepdim=True)
+            d[key] = img * brain
+        return d
+
+
+def case_name_formatter(metadict: dict[str, Any], saver: Any) -> dict[str, Any]:
+    """Name the output after the case folder (``IN/<case>/Flair.nii.gz`` -> ``<case>``).
+
+    Used as ``SaveImaged(output_name_formatter=...)`` with ``output_postfix=""`` and
+    ``separate_folder=False`` so that predictions are written as ``OUT/<case>.nii.gz``.
+    """
+    name = metadict.get("filename_or_obj", "case")
+    if isinstance(name, Sequence) and not isinstance(name, str):
+        name = name[0]
+    return {"subject": Path(str(name)).parent.name, "idx": None}
