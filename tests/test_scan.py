@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from messy_export import MessyExport, build_messy_export
+from pydicom.data import get_testdata_file
 
 from monai_tumor.errors import ConfigError, IngestError
 from monai_tumor.geometry import Orientation
@@ -163,7 +164,7 @@ def test_rescan_reads_only_new_or_changed_files(data_dir: Path, tmp_path: Path) 
 def test_default_index_inside_writable_export(data_dir: Path, tmp_path: Path) -> None:
     export = tmp_path / "export"
     shutil.copytree(data_dir / "sts/STS_002/PET/dicom", export)
-    result = scan_export(export, progress=False)
+    result = scan_export(export, progress=True)  # the bar goes to stderr
     assert result.index_path == default_index_path(export.resolve())
     assert result.index_path.is_file()
     # the index's own files are never scanned
@@ -276,3 +277,16 @@ def test_summary_rejects_mixed_series() -> None:
     other = InstanceHeader(**{**_header("b", 1.0, AXIAL).__dict__, "series_instance_uid": "9"})
     with pytest.raises(ValueError, match="2 series"):
         summarize_series([_header("a", 0.0, AXIAL), other])
+
+
+def test_enhanced_multiframe_series(tmp_path: Path) -> None:
+    source = get_testdata_file("eCT_Supplemental.dcm")
+    assert source is not None
+    export = tmp_path / "export"
+    export.mkdir()
+    shutil.copyfile(source, export / "MF0001")
+    result = scan_export(export, index_path=tmp_path / "index.sqlite", progress=False)
+    (info,) = result.series
+    assert info.multi_frame and info.number_of_instances == 1
+    assert info.number_of_slices == 2 and info.selection_attributes()["MultiFrame"] is True
+    assert info.main_stack.slice_spacing is not None and info.orientation is not None

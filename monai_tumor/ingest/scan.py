@@ -562,7 +562,8 @@ def summarize_series(headers: Sequence[InstanceHeader]) -> SeriesInfo:
     first = ordered[0][0]
     kinds: dict[ImageKind, int] = {}
     for header in headers:
-        kinds[header.image_kind] = kinds.get(header.image_kind, 0) + 1
+        kind = header.image_kind
+        kinds[kind] = kinds.get(kind, 0) + 1
     syntaxes = tuple(sorted({h.transfer_syntax_uid for h in headers}))
     n_slices = sum(s.number_of_slices for s in stacks)
     return SeriesInfo(
@@ -630,6 +631,7 @@ def _walk(root: Path, exclude: set[str]) -> Iterator[tuple[str, int, int]]:
     """Yield ``(path, size, mtime_ns)`` of every regular file under ``root``.
 
     Symlinks to files are followed; symlinks to folders are not (no loops).
+    Index folders (:data:`INDEX_DIRNAME`) and the paths in ``exclude`` are skipped.
     """
     stack = [str(root)]
     while stack:
@@ -644,7 +646,8 @@ def _walk(root: Path, exclude: set[str]) -> Iterator[tuple[str, int, int]]:
                 continue
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
+                    if entry.name != INDEX_DIRNAME:  # ours, or of a scanned sub-folder
+                        stack.append(entry.path)
                 elif entry.is_file():
                     st = entry.stat()
                     yield entry.path, st.st_size, st.st_mtime_ns
