@@ -95,3 +95,30 @@ def test_compressed_enhanced_equals_uncompressed(tmp_path: Path) -> None:
         tmp_path / "rle.dcm", stored, affine_lps=aff, modality="CT", transfer_syntax=RLE_LOSSLESS
     )
     assert torch.equal(read_series(a).as_tensor(), read_series(b).as_tensor())
+
+
+def test_rt_dose_frames_placed_by_grid_frame_offsets() -> None:
+    path = Path(get_testdata_file("rtdose.dcm"))
+    ds = pydicom.dcmread(path)
+    img = read_series(path)
+    assert img.shape == (1, 10, 10, 15)
+    expected_lps = np.array(
+        [[10.0, 0, 0, 189.43125], [0, 10.0, 0, 199.43125], [0, 0, 5.0, -761.87], [0, 0, 0, 1]]
+    )
+    np.testing.assert_allclose(img.affine.numpy(), geometry.lps_to_ras(expected_lps), atol=1e-6)
+    np.testing.assert_array_equal(
+        img[0].numpy(), ds.pixel_array.transpose(2, 1, 0).astype(np.float32)
+    )
+
+
+def test_multiframe_without_positions_is_refused(tmp_path: Path) -> None:
+    path = write_enhanced(
+        tmp_path / "e.dcm", np.zeros((4, 4, 3), np.int16), affine_lps=lps_affine()
+    )
+    ds = pydicom.dcmread(path)
+    for item in ds.PerFrameFunctionalGroupsSequence:
+        del item.PlanePositionSequence
+    ds.ImagePositionPatient = [0, 0, 0]
+    ds.save_as(path)
+    with pytest.raises(InvalidSeriesError, match="no per-frame positions"):
+        read_series(path)

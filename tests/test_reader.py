@@ -437,3 +437,35 @@ def test_agrees_with_dcm2niix(data_dir: Path, tmp_path: Path, rel: str) -> None:
         np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-3 * float(np.abs(theirs).max()))
     else:
         np.testing.assert_array_equal(ours, theirs)
+
+
+def test_image_without_geometry_only_matters_when_chosen(tmp_path: Path) -> None:
+    files = write_series(tmp_path / "ct", _volume((4, 4, 3)), affine_lps=AXIAL)
+    shot = write_series(tmp_path / "sc", _volume((4, 4, 1)), affine_lps=AXIAL, modality="MR")[0]
+    ds = pydicom.dcmread(shot)
+    del ds.ImagePositionPatient
+    ds.save_as(shot)
+    uid = str(pydicom.dcmread(files[0]).SeriesInstanceUID)
+    assert read_series(tmp_path, series_uid=uid).shape == (1, 4, 4, 3)
+    with pytest.raises(InvalidSeriesError, match="no ImagePositionPatient") as err:
+        read_series(tmp_path, series_uid=str(ds.SeriesInstanceUID))
+    assert str(shot) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "message"),
+    [
+        ("PixelSpacing", ["0", "0.7"], "expected two positive"),
+        ("ImageOrientationPatient", ["1", "0", "0", "1", "0", "0"], "orthogonal"),
+    ],
+)
+def test_broken_geometry_is_refused(
+    tmp_path: Path, keyword: str, value: list, message: str
+) -> None:
+    files = write_series(tmp_path, _volume((4, 4, 3)), affine_lps=AXIAL)
+    ds = pydicom.dcmread(files[1])
+    setattr(ds, keyword, value)
+    ds.save_as(files[1])
+    with pytest.raises(InvalidSeriesError, match=message) as err:
+        read_series(tmp_path)
+    assert str(files[1]) in str(err.value)

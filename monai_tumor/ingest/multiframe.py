@@ -11,6 +11,9 @@ frames (SharedFunctionalGroupsSequence) or per frame
 * PixelMeasuresSequence > PixelSpacing (and SliceThickness, SpacingBetweenSlices)
 * PixelValueTransformationSequence > RescaleSlope, RescaleIntercept
 
+A legacy multi-frame image without per-frame positions (RT Dose) places its
+frames with GridFrameOffsetVector along the slice normal.
+
 Both kinds come out as a list of :class:`FrameInfo`, so the stacking code does
 not care where a frame came from.
 """
@@ -18,12 +21,14 @@ not care where a frame came from.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 from pydicom.dataset import Dataset
 
 from monai_tumor.errors import InvalidSeriesError
+from monai_tumor.geometry import slice_normal
 
 __all__ = ["FrameInfo", "frames_of"]
 
@@ -94,6 +99,7 @@ _SLOPE = 0x00281053
 _INTERCEPT = 0x00281052
 _THICKNESS = 0x00180050
 _SPACING_BETWEEN = 0x00180088
+_GRID_FRAME_OFFSETS = 0x3004000C
 
 
 def _ds_values(src: Dataset | None, tag: int, path: Path) -> tuple[float, ...] | None:
@@ -176,6 +182,22 @@ def _frame(
             raise InvalidSeriesError(
                 f"{name}{frame_note} has {len(values)} values; expected {count}", path=path
             )
+    if ps[0] <= 0 or ps[1] <= 0:
+        raise InvalidSeriesError(
+            f"PixelSpacing{frame_note} is {list(ps)}; expected two positive distances (mm)",
+            path=path,
+        )
+    row, col = np.asarray(iop[:3]), np.asarray(iop[3:])
+    if (
+        abs(float(np.linalg.norm(row)) - 1) > 0.01
+        or abs(float(np.linalg.norm(col)) - 1) > 0.01
+        or abs(float(row @ col)) > 0.01
+    ):
+        raise InvalidSeriesError(
+            f"ImageOrientationPatient{frame_note} is {list(iop)}; expected two orthogonal "
+            "unit vectors (row and column direction cosines)",
+            path=path,
+        )
     slope = _pick(_SLOPE, path, rescale, ds)
     intercept = _pick(_INTERCEPT, path, rescale, ds)
     thickness = _pick(_SPACING_BETWEEN, path, measures, ds) or _pick(_THICKNESS, path, measures, ds)
@@ -224,7 +246,7 @@ def frames_of(ds: Dataset, path: Path) -> list[FrameInfo]:
             f"NumberOfFrames is {n_frames}; the file is inconsistent",
             path=path,
         )
-    return [
+    frames = [
         _frame(
             path,
             sop_uid,
@@ -236,3 +258,23 @@ def frames_of(ds: Dataset, path: Path) -> list[FrameInfo]:
         )
         for i in range(n_frames)
     ]
+    if n_frames > 1 and not any(_item(f, "PlanePositionSequence") for f in per_frame_seq):
+        offsets = _ds_values(ds, _GRID_FRAME_OFFSETS, path)
+        if offsets is None or len(offsets) != n_frames:
+            raise InvalidSeriesError(
+                f"{n_frames} frames but no per-frame positions (PlanePositionSequence in "
+                "PerFrameFunctionalGroupsSequence, or GridFrameOffsetVector); the frames "
+                "cannot be placed in space",
+                path=path,
+            )
+        # RT Dose style (PS3.3 C.8.8.3.2): offsets along the normal from the first frame.
+        # With a first offset of 0 they are relative; otherwise they are the z of each
+        # frame of an axial stack, which is the same displacement from frame 1.
+        normal = slice_normal(frames[0].iop)
+        base = np.asarray(frames[0].ipp)
+        moved = []
+        for f, off in zip(frames, offsets, strict=True):
+            pos = base + (off - offsets[0]) * normal
+            moved.append(replace(f, ipp=(float(pos[0]), float(pos[1]), float(pos[2]))))
+        frames = moved
+    return frames

@@ -148,6 +148,7 @@ class _Instance:
     ds: Dataset
     transfer_syntax: str
     frames: list[FrameInfo]
+    geometry_error: InvalidSeriesError | None = None
     decoded: npt.NDArray[np.generic] | None = field(default=None, repr=False)
 
     @property
@@ -250,7 +251,13 @@ def _parse(path: Path, *, lenient: bool) -> _Instance | None:
     tsyntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     if not tsyntax:
         tsyntax = "1.2.840.10008.1.2" if ds.is_implicit_VR else "1.2.840.10008.1.2.1"
-    return _Instance(path=path, ds=ds, transfer_syntax=tsyntax, frames=frames_of(ds, path))
+    try:
+        frames = frames_of(ds, path)
+    except InvalidSeriesError as exc:
+        # Raised only if this instance's series is the one being read: a screenshot
+        # without geometry must not stop the CT beside it from loading.
+        return _Instance(path=path, ds=ds, transfer_syntax=tsyntax, frames=[], geometry_error=exc)
+    return _Instance(path=path, ds=ds, transfer_syntax=tsyntax, frames=frames)
 
 
 def _workers(options: ReadOptions, n: int) -> int:
@@ -303,6 +310,8 @@ def _split_stacks(instances: list[_Instance]) -> list[list[_Slice]]:
     """Group frames by orientation, frame size and pixel spacing (order of first appearance)."""
     stacks: list[tuple[tuple[Any, ...], list[_Slice]]] = []
     for inst in instances:
+        if inst.geometry_error is not None:
+            raise inst.geometry_error
         for frame in inst.frames:
             iop = np.asarray(frame.iop)
             key_size = (frame.rows, frame.columns)
