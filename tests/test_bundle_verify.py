@@ -337,6 +337,18 @@ def test_missing_layout_key_fails_layout_and_smoke(tiny_bundle: Path) -> None:
     assert "monai_tumor.input_layout" in report["input_layout"].message
 
 
+@pytest.mark.slow
+def test_smoke_run_sees_only_the_bundle_runtime(tiny_bundle: Path) -> None:
+    # scikit-image is installed here, but not in a bare torch+monai+nibabel environment
+    _edit_json(
+        tiny_bundle / "configs" / "inference.json",
+        lambda c: c["initialize"].append("$__import__('skimage')"),
+    )
+    report = verify_bundle(tiny_bundle, schema_path=SCHEMA)
+    assert report.failed == ("inference_smoke",)
+    assert "skimage is not available to bundles" in report["inference_smoke"].message
+
+
 def test_not_a_folder_raises(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="not a folder"):
         verify_bundle(tmp_path / "nope")

@@ -31,7 +31,8 @@ The checks (see ``docs/bundle_format.md`` for the why of each):
 ``inference_smoke``
     ``configs/inference.json`` runs in a subprocess (``monai.bundle.run`` with
     ``bundle_root``/``dataset_dir``/``output_dir`` overrides, ``monai_tumor``
-    imports blocked) on a small synthetic dataset with a flipped, anisotropic,
+    and all packages outside :data:`BUNDLE_RUNTIME` blocked) on a small synthetic
+    dataset with a flipped, anisotropic,
     offset grid; every case must give ``<output_dir>/<case>.nii.gz`` on exactly the
     input grid (shape and affine within 1e-3 mm).
 """
@@ -61,6 +62,7 @@ from monai_tumor.config import data_root
 from monai_tumor.errors import BundleError
 
 __all__ = [
+    "BUNDLE_RUNTIME",
     "CHECK_NAMES",
     "DEPLOY_INFERENCE_KEYS",
     "LABEL_INFERENCE_KEYS",
@@ -247,7 +249,7 @@ class InputLayout:
         ``files`` only: the glob the bundle uses to find cases.
     smoke_shape
         Spatial shape (voxels, axes [column, row, slice]) of the synthetic smoke input,
-        or None to derive it from ``network_data_format`` (``*`` -> 32).
+        or None to derive it from ``network_data_format`` (``*`` -> 32, ``n`` -> 2).
     smoke_spacing
         Voxel size (mm) of the synthetic smoke input.
     """
@@ -327,11 +329,13 @@ def _io_format(meta: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str,
         ) from exc
 
 
-def _fake_spatial_shape(spatial_shape: Sequence[Any], *, any_size: int = 32) -> tuple[int, ...]:
+def _fake_spatial_shape(
+    spatial_shape: Sequence[Any], *, any_size: int = 32, n: int = 1
+) -> tuple[int, ...]:
     """Return a concrete shape for a declared ``spatial_shape`` (``*`` -> ``any_size``)."""
     from monai.bundle.scripts import _get_fake_spatial_shape
 
-    return tuple(int(s) for s in _get_fake_spatial_shape(spatial_shape, p=1, n=1, any=any_size))
+    return tuple(int(s) for s in _get_fake_spatial_shape(spatial_shape, p=1, n=n, any=any_size))
 
 
 def _load_state_dict(path: Path) -> Mapping[str, Any]:
@@ -706,20 +710,71 @@ def _quiet(name: str) -> Iterator[None]:
         log.setLevel(level)
 
 
+#: Distributions a bundle may use at run time (with their own dependencies):
+#: torch, monai and nibabel, plus MONAI's ``fire`` (its command line) and ``ignite``
+#: (``SupervisedEvaluator``/handlers) extras. Everything else installed in the current
+#: environment is made unimportable in the smoke run, so that it behaves like a bare
+#: ``pip install torch "monai[fire,ignite]" nibabel`` (MONAI's optional imports then
+#: report the package as missing, exactly as they would there).
+BUNDLE_RUNTIME: tuple[str, ...] = ("torch", "monai", "nibabel", "fire", "pytorch-ignite")
+
+# Runs in the subprocess: blocks monai_tumor and every top-level module whose
+# distributions are all outside the dependency closure of BUNDLE_RUNTIME.
 _RUNNER = r"""
-import importlib.abc, json, sys
+import importlib.abc, importlib.metadata as md, json, re, sys
+
+args, runtime = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+
+def canon(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+allowed, stack = {"pip", "setuptools", "wheel"}, [canon(n) for n in runtime]
+while stack:
+    name = stack.pop()
+    if name in allowed and name not in runtime:
+        continue
+    try:
+        dist = md.distribution(name)
+    except md.PackageNotFoundError:
+        continue
+    allowed.add(name)
+    for req in dist.requires or []:
+        if "extra ==" in req:
+            continue
+        dep = canon(re.split(r"[\s;<>=!~\[(]", req, maxsplit=1)[0])
+        if dep not in allowed:
+            stack.append(dep)
+blocked = {"monai_tumor"}
+for module, dists in md.packages_distributions().items():
+    if not any(canon(d) in allowed for d in dists):
+        blocked.add(module)
+blocked -= set(sys.stdlib_module_names)
 
 class _Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name == "monai_tumor" or name.startswith("monai_tumor."):
-            raise ImportError("bundles must not import monai_tumor (blocked by bundle verify)")
+        if name.partition(".")[0] in blocked:
+            raise ImportError(
+                f"{name} is not available to bundles (only torch, monai, nibabel and their "
+                "dependencies; blocked by monai-tumor bundle verify)"
+            )
         return None
 
 sys.meta_path.insert(0, _Block())
-args = json.loads(sys.argv[1])
 from monai.bundle import run
 run(**args)
 """
+
+
+def _root_cause(log: str) -> str:
+    """First and last exception lines of a traceback log (the root cause comes first)."""
+    errors = [ln.strip() for ln in log.splitlines() if _EXC_LINE.match(ln.strip())]
+    if not errors:
+        return "\n".join(log.strip().splitlines()[-6:])
+    shown = list(dict.fromkeys([errors[0], errors[-1]]))
+    return " ... ".join(shown)
+
+
+_EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*")
 
 
 def _check_inference_smoke(ctx: _Context) -> tuple[CheckStatus, str]:
@@ -730,7 +785,8 @@ def _check_inference_smoke(ctx: _Context) -> tuple[CheckStatus, str]:
     meta = _metadata(ctx.bundle_dir)
     layout = read_input_layout(meta)
     image, _ = _io_format(meta)
-    shape = layout.smoke_shape or _fake_spatial_shape(image["spatial_shape"])
+    # "16*n" -> 32: a little more than the smallest network input, still fast on CPU
+    shape = layout.smoke_shape or _fake_spatial_shape(image["spatial_shape"], n=2)
     with tempfile.TemporaryDirectory(prefix="bundle-verify-") as tmp:
         dataset_dir, output_dir = Path(tmp) / "in", Path(tmp) / "out"
         inputs = write_synthetic_dataset(
@@ -754,7 +810,7 @@ def _check_inference_smoke(ctx: _Context) -> tuple[CheckStatus, str]:
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         try:
             proc = subprocess.run(
-                [ctx.python, "-c", _RUNNER, json.dumps(args)],
+                [ctx.python, "-c", _RUNNER, json.dumps(args), json.dumps(BUNDLE_RUNTIME)],
                 cwd=tmp,
                 env=env,
                 capture_output=True,
@@ -765,8 +821,9 @@ def _check_inference_smoke(ctx: _Context) -> tuple[CheckStatus, str]:
         except subprocess.TimeoutExpired:
             return CheckStatus.FAIL, f"inference did not finish within {ctx.timeout_s:.0f} s"
         if proc.returncode != 0:
-            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
-            return CheckStatus.FAIL, f"monai.bundle run exited {proc.returncode}:\n{tail}"
+            return CheckStatus.FAIL, f"monai.bundle run exited {proc.returncode}: " + _root_cause(
+                proc.stdout + "\n" + proc.stderr
+            )
         problems: list[str] = []
         for case, src in inputs.items():
             out = output_dir / f"{case}.nii.gz"
