@@ -242,8 +242,11 @@ def main() -> int:
         out = ROOT / "benchmarks" / "results" / "scan.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2))
-        print("| method | files | median s | files/s | vs pydicom loop | peak RSS MiB (workers) |")
-        print("|---|---|---|---|---|---|")
+        print(
+            "| method | files | median s | files/s | files per CPU-s | vs pydicom loop "
+            "| peak RSS MiB (workers) |"
+        )
+        print("|---|---|---|---|---|---|---|")
         for row in rows:
             print(
                 f"| {row['method']} | {row['files']} | {row['median_s']:.2f} | "
