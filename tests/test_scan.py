@@ -290,3 +290,33 @@ def test_enhanced_multiframe_series(tmp_path: Path) -> None:
     assert info.multi_frame and info.number_of_instances == 1
     assert info.number_of_slices == 2 and info.selection_attributes()["MultiFrame"] is True
     assert info.main_stack.slice_spacing is not None and info.orientation is not None
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(
+    ("folder", "slices", "spacing", "uniform", "objects"),
+    [
+        ("lung1", [134], [3.0], [True], 1),
+        ("ct_jpeg2000", [20], [2.0], [True], 0),  # JPEG 2000, empty study/series UIDs
+        ("dcm_qa_ts", [9], [None], [False], 0),  # one image in 9 syntaxes: same position
+        ("dcmqi_seg", [3, 3, 3, 3, 3], [2.5, 2.5, 2.5, 2.5, 1.0], [True] * 5, 6),
+    ],
+)
+def test_scan_other_real_folders_in_place(
+    data_dir: Path,
+    tmp_path: Path,
+    folder: str,
+    slices: list[int],
+    spacing: list[float | None],
+    uniform: list[bool],
+    objects: int,
+) -> None:
+    result = scan_export(data_dir / folder, index_path=tmp_path / "i.sqlite", progress=False)
+    got = sorted((s.number_of_slices, s.slice_spacing or 0.0, s.uniform) for s in result.series)
+    want = sorted((n, z or 0.0, u) for n, z, u in zip(slices, spacing, uniform, strict=True))
+    assert [(n, u) for n, _, u in got] == [(n, u) for n, _, u in want]
+    assert [z for _, z, _ in got] == pytest.approx([z for _, z, _ in want], rel=1e-6)
+    assert all(s.decodable for s in result.series)
+    assert len(result.non_image_objects) == objects
+    assert {r.reason for r in result.skipped} <= {SkipReason.NOT_DICOM}
+    assert not (data_dir / folder / INDEX_DIRNAME).exists()
