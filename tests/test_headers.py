@@ -179,3 +179,38 @@ def test_round_trip_through_dict(data_dir: Path) -> None:
 def test_unreadable_file(tmp_path: Path) -> None:
     record = inspect_file(tmp_path / "does-not-exist")
     assert isinstance(record, SkippedFile) and record.reason is SkipReason.UNREADABLE
+
+
+def test_un_vr_and_charset_decode_like_pydicom(tmp_path: Path) -> None:
+    ds = pydicom.Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = pydicom.uid.CTImageStorage
+    ds.SOPInstanceUID = "1.2.3.4"
+    ds.StudyInstanceUID = "1.2.3"
+    ds.SeriesInstanceUID = "1.2.3.5"
+    ds.Modality = "CT"
+    ds.SeriesDescription = "Thorax nativ – Lunge ü"
+    ds.Rows = 64
+    ds.Columns = 32
+    ds.PixelSpacing = [0.5, 0.75]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.ImagePositionPatient = [0, 0, -12.5]
+    ds.BitsAllocated = 16
+    ds.PixelData = b"\0" * (64 * 32 * 2)
+    path = tmp_path / "ct"
+    ds.save_as(path, enforce_file_format=True)
+    # Rewrite Rows with VR UN (as some converters do): explicit VR, 4-byte length.
+    data = path.read_bytes()
+    as_us = b"\x28\x00\x10\x00US\x02\x00\x40\x00"
+    assert data.count(as_us) == 1
+    path.write_bytes(data.replace(as_us, b"\x28\x00\x10\x00UN\x00\x00\x02\x00\x00\x00\x40\x00"))
+    fast = inspect_file(path)
+    assert fast == inspect_file(path, use_fast_path=False)
+    assert isinstance(fast, InstanceHeader)
+    assert (fast.rows, fast.columns) == (64, 32)
+    assert fast.series_description == "Thorax nativ – Lunge ü"
+    assert fast.pixel_spacing == (0.5, 0.75) and fast.image_position == (0.0, 0.0, -12.5)

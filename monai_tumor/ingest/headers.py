@@ -549,12 +549,12 @@ def _decode_raw(raw: Mapping[int, tuple[str, bytes]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for tag, (vr, value) in raw.items():
         keyword = HEADER_KEYWORDS[tag]
+        if vr == "UN" or not vr:  # some writers use UN: decode by the dictionary VR
+            vr = _VR[tag]
         if vr in ("US", "SS"):
             fmt = "<H" if vr == "US" else "<h"
             out[keyword] = struct.unpack_from(fmt, value)[0] if len(value) >= 2 else None
             continue
-        if vr == "UN":
-            vr = _VR[tag]
         out[keyword] = _text_value(keyword, _decode_text(value, vr, encodings))
     return out
 
