@@ -268,3 +268,13 @@ def test_sts_wrong_patient_raises(data_dir: Path) -> None:
             sts / "STS_001" / "CT" / "nifti" / "mask" / "mask.nii.gz",
             sts / "STS_002" / "CT" / "nifti" / "mask" / "mask.nii.gz",
         )
+
+
+@pytest.mark.realdata
+def test_dicom_seg_reference_on_its_series(data_dir: Path) -> None:
+    seg = data_dir / "dcmqi_seg"
+    options = EvaluationOptions(ref_series=seg / "ct-3slice")
+    (m,) = evaluate(seg / "liver_seg.nrrd", seg / "liver.dcm", options=options)
+    assert (m.case, m.label) == ("liver_seg", "1")
+    assert (m.dice, m.hd95_mm, m.surface_dice) == (1.0, 0.0, 1.0)
+    assert m.ref_voxels == 107_098

@@ -120,6 +120,8 @@ LABEL_TRAIN_KEYS: tuple[tuple[str, bool], ...] = (
 DEPLOY_INFERENCE_KEYS: tuple[str, ...] = ("preprocessing", "postprocessing", "inferer")
 #: Further ids the Model Zoo layout (and ``monai.bundle run``) expects in ``inference.json``.
 MODEL_ZOO_INFERENCE_KEYS: tuple[str, ...] = (
+    "dataset_dir",
+    "output_dir",
     "network",
     "dataset",
     "evaluator",
@@ -608,8 +610,6 @@ def _check_deploy_keys(ctx: _Context) -> tuple[CheckStatus, str]:
 def _check_model_zoo_keys(ctx: _Context) -> tuple[CheckStatus, str]:
     infer = _parser(ctx.bundle_dir, "inference.json", device=None)
     missing = _missing_ids(infer, MODEL_ZOO_INFERENCE_KEYS)
-    if "dataset_dir" not in infer or "output_dir" not in infer:
-        missing += [k for k in ("dataset_dir", "output_dir") if k not in infer]
     if missing:
         return CheckStatus.FAIL, f"inference.json lacks Model Zoo ids: {', '.join(missing)}"
     return CheckStatus.PASS, "Model Zoo inference ids present"
