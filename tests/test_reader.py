@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 
 from monai_tumor import geometry
 from monai_tumor.errors import IngestError, InvalidSeriesError
+from monai_tumor.ingest.multiframe import frames_of
+from monai_tumor.ingest.native_header import scan_native
 from monai_tumor.ingest.pixels import decode_frames
 from monai_tumor.ingest.reader import (
     DuplicateSliceWarning,
@@ -469,3 +471,75 @@ def test_broken_geometry_is_refused(
     with pytest.raises(InvalidSeriesError, match=message) as err:
         read_series(tmp_path)
     assert str(files[1]) in str(err.value)
+
+
+# ------------------------------------------------------- fast native header scan
+
+
+def _assert_scan_matches_pydicom(path: Path) -> bool:
+    data = path.read_bytes()
+    fast = scan_native(data)
+    if fast is None:
+        return False
+    full = pydicom.dcmread(path)
+    assert frames_of(fast, path) == frames_of(full, path)
+    for key in (
+        "SeriesInstanceUID",
+        "SOPInstanceUID",
+        "SOPClassUID",
+        "Modality",
+        "Rows",
+        "Columns",
+        "BitsAllocated",
+        "BitsStored",
+        "PixelRepresentation",
+        "SamplesPerPixel",
+        "StudyInstanceUID",
+        "FrameOfReferenceUID",
+        "SeriesDescription",
+    ):
+        assert fast.get(key) == full.get(key), key
+    assert bytes(fast.PixelData) == full.PixelData
+    assert fast.file_meta.TransferSyntaxUID == full.file_meta.TransferSyntaxUID
+    return True
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_scan_skips_undefined_length_sequences(tmp_path: Path, implicit: bool) -> None:
+    path = write_series(tmp_path, _volume((5, 4, 1)), affine_lps=AXIAL)[0]
+    ds = pydicom.dcmread(path)
+    inner = pydicom.Dataset()
+    inner.CodeValue = "X"
+    inner.CodeMeaning = "nested"
+    item = pydicom.Dataset()
+    item.CodeValue = "Y"
+    item.PurposeOfReferenceCodeSequence = pydicom.Sequence([inner])
+    ds.DeidentificationMethodCodeSequence = pydicom.Sequence([item, pydicom.Dataset()])
+    ds["DeidentificationMethodCodeSequence"].is_undefined_length = True
+    ds.DeidentificationMethodCodeSequence[0].is_undefined_length_sequence_item = True
+    ds.ReferencedImageSequence = pydicom.Sequence([pydicom.Dataset()])  # defined length
+    if implicit:
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    assert _assert_scan_matches_pydicom(path)
+
+
+def test_scan_falls_back_on_what_it_does_not_handle(tmp_path: Path) -> None:
+    stored = _volume((5, 4, 1))
+    rle = write_series(tmp_path / "rle", stored, affine_lps=AXIAL, transfer_syntax=RLE_LOSSLESS)[0]
+    assert scan_native(rle.read_bytes()) is None
+    raw = write_series(tmp_path / "raw", stored, affine_lps=AXIAL)[0].read_bytes()
+    assert scan_native(raw[:128] + b"XXXX" + raw[132:]) is None  # no DICM prefix
+    assert scan_native(raw[:-200]) is None  # truncated
+    assert scan_native(b"") is None
+
+
+@pytest.mark.realdata
+def test_scan_matches_pydicom_on_real_files(data_dir: Path) -> None:
+    folders = [data_dir / "sts" / s / "dicom" / "image" for s in STS]
+    folders += [data_dir / "lung1" / "LUNG1-001" / "image", data_dir / "dcm_qa_ts" / "In"]
+    used = 0
+    for folder in folders:
+        for path in sorted(folder.iterdir())[:5]:
+            used += _assert_scan_matches_pydicom(path)
+    assert used >= 50  # the native files take the fast path

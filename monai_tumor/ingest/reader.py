@@ -43,6 +43,7 @@ from pydicom.errors import InvalidDicomError
 from monai_tumor import geometry
 from monai_tumor.errors import IngestError, InvalidSeriesError, UnsupportedInputError
 from monai_tumor.ingest.multiframe import FrameInfo, frames_of
+from monai_tumor.ingest.native_header import scan_native
 from monai_tumor.ingest.pixels import decode_frames, stored_dtype
 
 __all__ = [
@@ -220,8 +221,10 @@ def _parse(path: Path, *, lenient: bool) -> _Instance | None:
         data = path.read_bytes()
     except OSError as exc:
         raise IngestError(f"cannot read the file: {exc}", path=path) from exc
+    ds = scan_native(data)
     try:
-        ds = pydicom.dcmread(io.BytesIO(data))
+        if ds is None:
+            ds = pydicom.dcmread(io.BytesIO(data))
     except InvalidDicomError as exc:
         if lenient:
             return None
