@@ -278,3 +278,13 @@ def test_dicom_seg_reference_on_its_series(data_dir: Path) -> None:
     assert (m.case, m.label) == ("liver_seg", "1")
     assert (m.dice, m.hd95_mm, m.surface_dice) == (1.0, 0.0, 1.0)
     assert m.ref_voxels == 107_098
+
+
+def test_paired_lists(tmp_path: Path) -> None:
+    preds = [_save(tmp_path / f"p{i}.nii.gz", _box((i, 0, 0))) for i in range(2)]
+    refs = [_save(tmp_path / f"r{i}.nii.gz", _box()) for i in range(2)]
+    rows = evaluate(preds, refs)
+    assert [r.case for r in rows] == ["p0", "p1"]
+    assert [r.dice for r in rows] == pytest.approx([1.0, 0.95])
+    with pytest.raises(ConfigError, match="pair them"):
+        evaluate(preds, refs[:1])
