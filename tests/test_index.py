@@ -100,7 +100,7 @@ def test_failed_batch_rolls_back_and_keeps_earlier_batches(index: SeriesIndex) -
     index.put(_header("/exp/a", "1.1"), size=1, mtime_ns=1)
     good = record_to_row(_header("/exp/b", "1.2"), 1, 1)
     with pytest.raises(sqlite3.Error):
-        index.put_rows([good, ("/exp/c", 1)])  # type: ignore[list-item]
+        index.put_rows([good, ("/exp/c", None, 1, "image", None, None, None, None, None, "{}")])  # type: ignore[list-item]
     assert set(index.file_states()) == {"/exp/a"}
 
 

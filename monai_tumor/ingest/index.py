@@ -39,7 +39,7 @@ __all__ = ["SCHEMA_VERSION", "IndexRow", "SeriesIndex", "record_to_row", "split_
 logger = logging.getLogger(__name__)
 
 #: Version of the table layout; a different stored version triggers a rebuild.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: One ``files`` row: (path, size, mtime_ns, kind, series_uid, study_uid,
 #: patient_hash, sop_instance_uid, reason, payload JSON).
@@ -62,6 +62,12 @@ CREATE TABLE IF NOT EXISTS files (
     payload TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS files_series ON files (series_uid);
+CREATE TABLE IF NOT EXISTS series_cache (
+    root TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (root, series_uid)
+);
 """
 
 
@@ -166,6 +172,11 @@ def _under(root: Path | None) -> tuple[str, tuple[str, ...]]:
     return "path >= ? AND path < ?", (prefix, prefix[:-1] + chr(ord(os.sep) + 1))
 
 
+def _is_under(path: Path, root: Path) -> bool:
+    prefix = str(root).rstrip(os.sep) + os.sep
+    return str(path).startswith(prefix)
+
+
 class SeriesIndex:
     """An open SQLite index of one or more scanned exports.
 
@@ -234,6 +245,7 @@ class SeriesIndex:
                     SCHEMA_VERSION,
                 )
                 conn.execute("DELETE FROM files")
+                conn.execute("DELETE FROM series_cache")
             conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
@@ -273,7 +285,10 @@ class SeriesIndex:
         if not rows:
             return
         with self._transaction() as conn:
+            touched = {row[4] for row in rows if row[4]}
+            touched |= self._series_of(conn, [row[0] for row in rows])
             conn.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            self._invalidate(conn, touched)
 
     def put(self, record: FileRecord, *, size: int, mtime_ns: int) -> None:
         """Insert or replace one file's record."""
@@ -291,8 +306,33 @@ class SeriesIndex:
         if not keys:
             return 0
         with self._transaction() as conn:
+            touched = self._series_of(conn, [k[0] for k in keys])
             conn.executemany("DELETE FROM files WHERE path = ?", keys)
+            self._invalidate(conn, touched)
         return len(keys)
+
+    @staticmethod
+    def _series_of(conn: sqlite3.Connection, paths: Sequence[str]) -> set[str]:
+        """SeriesInstanceUIDs currently stored for these paths."""
+        found: set[str] = set()
+        for start in range(0, len(paths), 500):
+            chunk = paths[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found |= {
+                uid
+                for (uid,) in conn.execute(
+                    f"SELECT DISTINCT series_uid FROM files WHERE path IN ({marks})", chunk
+                )
+                if uid
+            }
+        return found
+
+    @staticmethod
+    def _invalidate(conn: sqlite3.Connection, series_uids: Iterable[str]) -> None:
+        """Drop cached summaries of series whose files changed."""
+        conn.executemany(
+            "DELETE FROM series_cache WHERE series_uid = ?", [(uid,) for uid in series_uids]
+        )
 
     # ------------------------------------------------------------------ reading
 
@@ -333,6 +373,20 @@ class SeriesIndex:
             return split_duplicates(headers)[0]
         return sorted(headers, key=lambda h: str(h.path))
 
+    def _duplicated_headers(self, root: Path | None) -> list[InstanceHeader]:
+        """Headers of image files whose SOPInstanceUID occurs more than once."""
+        where, args = _under(root)
+        rows = self._conn.execute(
+            f"SELECT path, payload FROM files WHERE kind = ? AND {where} AND sop_instance_uid IN "
+            f"(SELECT sop_instance_uid FROM files WHERE kind = ? AND {where} "
+            "GROUP BY sop_instance_uid HAVING COUNT(*) > 1)",
+            (FileKind.IMAGE.value, *args, FileKind.IMAGE.value, *args),
+        )
+        return [
+            InstanceHeader.from_dict({**json.loads(payload), "path": path})
+            for path, payload in rows
+        ]
+
     def files_for_series(self, series_uid: str) -> list[Path]:
         """Files of one series (one per SOPInstanceUID), sorted by path.
 
@@ -370,11 +424,14 @@ class SeriesIndex:
             for path, payload in self._rows(FileKind.SKIPPED, where, args)
         ]
         if include_duplicates:
-            records += split_duplicates(self.headers(root=root, unique=False))[1]
+            records += split_duplicates(self._duplicated_headers(root))[1]
         return sorted(records, key=lambda r: str(r.path))
 
     def series(self, *, root: Path | None = None) -> list[SeriesInfo]:
         """Summaries of every image series (under ``root`` if given).
+
+        Summaries are cached in the index and recomputed only for series whose
+        files were added, changed or removed since.
 
         Returns
         -------
@@ -382,12 +439,39 @@ class SeriesIndex:
             Sorted by patient hash, study, series number and UID.
         """
         # Imported here: scan.py builds on this module (it owns SeriesInfo).
-        from monai_tumor.ingest.scan import summarize_series
+        from monai_tumor.ingest.scan import SeriesInfo, summarize_series
 
-        by_series: dict[str, list[InstanceHeader]] = {}
-        for header in self.headers(root=root):
-            by_series.setdefault(header.series_instance_uid, []).append(header)
-        infos = [summarize_series(group) for group in by_series.values()]
+        where, args = _under(root)
+        scope = str(root) if root is not None else ""
+        uids = [
+            uid
+            for (uid,) in self._conn.execute(
+                f"SELECT DISTINCT series_uid FROM files WHERE kind = ? AND {where}",
+                (FileKind.IMAGE.value, *args),
+            )
+        ]
+        cached = {
+            uid: payload
+            for uid, payload in self._conn.execute(
+                "SELECT series_uid, payload FROM series_cache WHERE root = ?", (scope,)
+            )
+        }
+        infos: list[SeriesInfo] = []
+        fresh: list[tuple[str, str, str]] = []
+        for uid in uids:
+            if uid in cached:
+                infos.append(SeriesInfo.from_record(json.loads(cached[uid])))
+                continue
+            if root is None:
+                headers = self.headers(series_uid=uid)
+            else:
+                headers = [h for h in self.headers(series_uid=uid) if _is_under(h.path, root)]
+            info = summarize_series(headers)
+            infos.append(info)
+            fresh.append((scope, uid, json.dumps(info.to_record(), separators=(",", ":"))))
+        if fresh:
+            with self._transaction() as conn:
+                conn.executemany("INSERT OR REPLACE INTO series_cache VALUES (?,?,?)", fresh)
         return sorted(
             infos,
             key=lambda s: (

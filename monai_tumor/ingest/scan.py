@@ -39,7 +39,7 @@ from monai_tumor.ingest.headers import (
     inspect_file,
     sop_class_name,
 )
-from monai_tumor.ingest.index import IndexRow, SeriesIndex, record_to_row, split_duplicates
+from monai_tumor.ingest.index import IndexRow, SeriesIndex, record_to_row
 
 __all__ = [
     "INDEX_DIRNAME",
@@ -132,6 +132,25 @@ class StackInfo:
             "gaps": self.gaps,
             "multi_frame": self.multi_frame,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StackInfo:
+        """Rebuild from :meth:`to_dict` output."""
+        iop, spacing = data.get("image_orientation"), data.get("pixel_spacing")
+        return cls(
+            number_of_slices=int(data["number_of_slices"]),
+            number_of_instances=int(data["number_of_instances"]),
+            rows=int(data["rows"]),
+            columns=int(data["columns"]),
+            orientation=Orientation(data["orientation"]) if data.get("orientation") else None,
+            image_orientation=tuple(iop) if iop else None,
+            pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing else None,
+            slice_spacing=data.get("slice_spacing"),
+            uniform=bool(data["uniform"]),
+            duplicate_positions=int(data["duplicate_positions"]),
+            gaps=int(data["gaps"]),
+            multi_frame=bool(data["multi_frame"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -275,6 +294,43 @@ class SeriesInfo:
             "stacks": [s.to_dict() for s in self.stacks],
             "attributes": self.selection_attributes(),
         }
+
+    def to_record(self) -> dict[str, Any]:
+        """Lossless JSON-ready dict (for the index's summary cache); see :meth:`from_record`."""
+        return {
+            **self.to_dict(),
+            "study_instance_uid": self.study_instance_uid,
+            "patient_hash": self.patient_hash,
+            "raw_attributes": dict(self.attributes),
+        }
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> SeriesInfo:
+        """Rebuild from :meth:`to_record` output."""
+        spacing = data.get("pixel_spacing")
+        return cls(
+            series_instance_uid=data["series_instance_uid"],
+            study_instance_uid=data["study_instance_uid"],
+            patient_hash=data["patient_hash"],
+            modality=data["modality"],
+            sop_class_uid=data["sop_class_uid"],
+            image_kind=ImageKind(data["image_kind"]),
+            series_number=data.get("series_number"),
+            series_description=data.get("series_description"),
+            number_of_instances=int(data["number_of_instances"]),
+            number_of_slices=int(data["number_of_slices"]),
+            number_of_frames=int(data["number_of_slices"]),
+            stacks=tuple(StackInfo.from_dict(s) for s in data["stacks"]),
+            orientation=Orientation(data["orientation"]) if data.get("orientation") else None,
+            pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing else None,
+            slice_spacing=data.get("slice_spacing"),
+            uniform=bool(data["uniform"]),
+            multi_frame=bool(data["multi_frame"]),
+            transfer_syntaxes=tuple(data["transfer_syntaxes"]),
+            decodable=bool(data["decodable"]),
+            synthetic_uids=bool(data.get("synthetic_uids", False)),
+            attributes=dict(data.get("raw_attributes") or {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -592,9 +648,7 @@ def summarize_series(headers: Sequence[InstanceHeader]) -> SeriesInfo:
 
 
 def _group(
-    series: Sequence[SeriesInfo],
-    headers_by_series: Mapping[str, InstanceHeader],
-    objects: Sequence[NonImageObject],
+    series: Sequence[SeriesInfo], objects: Sequence[NonImageObject]
 ) -> tuple[PatientInfo, ...]:
     studies: dict[tuple[str, str], list[SeriesInfo]] = {}
     for info in series:
@@ -606,12 +660,12 @@ def _group(
         studies.setdefault(key, [])
     patients: dict[str, list[StudyInfo]] = {}
     for (pid, study_uid), members in sorted(studies.items()):
-        sample = headers_by_series.get(members[0].series_instance_uid) if members else None
+        attributes = members[0].attributes if members else {}
         patients.setdefault(pid, []).append(
             StudyInfo(
                 study_instance_uid=study_uid,
-                study_date=sample.study_date if sample else None,
-                study_description=sample.study_description if sample else None,
+                study_date=attributes.get("StudyDate"),
+                study_description=attributes.get("StudyDescription"),
                 series=tuple(members),
                 non_image_objects=tuple(objects_by_study.get((pid, study_uid), ())),
             )
@@ -792,24 +846,10 @@ def scan_export(
         _parse_all(index, todo, kind, n_workers, progress)
         parse_seconds = time.perf_counter() - parse_start
 
-        headers = index.headers(root=root, unique=False)
-        unique, duplicates = split_duplicates(headers)
-        by_series: dict[str, list[InstanceHeader]] = {}
-        for header in unique:
-            by_series.setdefault(header.series_instance_uid, []).append(header)
-        series = sorted(
-            (summarize_series(group) for group in by_series.values()),
-            key=lambda s: (
-                s.patient_hash,
-                s.study_instance_uid,
-                s.series_number if s.series_number is not None else -1,
-                s.series_instance_uid,
-            ),
-        )
+        series = index.series(root=root)
         objects = index.non_image_objects(root=root)
-        skipped_rows = index.skipped(root=root, include_duplicates=False)
-    skipped = tuple(sorted([*skipped_rows, *duplicates], key=lambda r: str(r.path)))
-    patients = _group(series, {k: v[0] for k, v in by_series.items()}, objects)
+        skipped = tuple(index.skipped(root=root))
+    patients = _group(series, objects)
     stats = ScanStats(
         files_found=len(found),
         files_parsed=len(todo),
