@@ -18,6 +18,7 @@ from monai_tumor.ingest.index import SeriesIndex
 from monai_tumor.ingest.scan import (
     INDEX_DIRNAME,
     ScanResult,
+    SeriesInfo,
     default_index_path,
     scan_export,
     summarize_series,
@@ -320,3 +321,13 @@ def test_scan_other_real_folders_in_place(
     assert len(result.non_image_objects) == objects
     assert {r.reason for r in result.skipped} <= {SkipReason.NOT_DICOM}
     assert not (data_dir / folder / INDEX_DIRNAME).exists()
+
+
+@pytest.mark.realdata
+def test_series_summary_round_trips_through_the_cache(scanned: ScanResult) -> None:
+    for info in scanned.series:
+        back = SeriesInfo.from_record(json.loads(json.dumps(info.to_record())))
+        assert back == info
+        assert back.selection_attributes() == info.selection_attributes()
+    with SeriesIndex(scanned.index_path, create=False) as index:  # served from the cache
+        assert index.series(root=scanned.export_dir) == list(scanned.series)
