@@ -470,8 +470,11 @@ class SeriesIndex:
             infos.append(info)
             fresh.append((scope, uid, json.dumps(info.to_record(), separators=(",", ":"))))
         if fresh:
-            with self._transaction() as conn:
-                conn.executemany("INSERT OR REPLACE INTO series_cache VALUES (?,?,?)", fresh)
+            try:
+                with self._transaction() as conn:
+                    conn.executemany("INSERT OR REPLACE INTO series_cache VALUES (?,?,?)", fresh)
+            except sqlite3.Error as exc:  # e.g. a read-only index: the cache is optional
+                logger.debug("series summaries not cached in %s: %s", self.path, exc)
         return sorted(
             infos,
             key=lambda s: (
