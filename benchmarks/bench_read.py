@@ -2,12 +2,13 @@
 
 Compared in the same run:
 
-* ``monai_tumor.ingest.read_series`` (float32 HU; and ``dtype="stored"``, int16)
+* ``monai_tumor.ingest.read_series`` (float32 HU; default threads and one thread)
 * SimpleITK ``ImageSeriesReader`` (GDCM file ordering + read + numpy view)
 * MONAI ``LoadImage(reader="PydicomReader")``
 * the ``dcm2niix`` command (whole process, uncompressed NIfTI into a temp folder)
 
 Reported per method: median and min wall time of N runs after one warm-up run,
+median CPU time (process_time: all threads; robust when the machine is shared),
 ratio to read_series, and peak memory: the rise in peak RSS of a fresh child
 process doing one read (works for C/C++ libraries too), plus the tracemalloc
 peak for in-process Python/numpy allocations (blind to ITK's C++ buffers).
@@ -51,10 +52,10 @@ def read_series_f32(folder: Path) -> Any:
     return read_series(folder)
 
 
-def read_series_stored(folder: Path) -> Any:
+def read_series_one_thread(folder: Path) -> Any:
     from monai_tumor.ingest.reader import ReadOptions, read_series
 
-    return read_series(folder, options=ReadOptions(dtype="stored"))
+    return read_series(folder, options=ReadOptions(workers=1))
 
 
 def simpleitk(folder: Path) -> Any:
@@ -74,7 +75,7 @@ def monai_pydicom(folder: Path) -> Any:
 
 IN_PROCESS: dict[str, Callable[[Path], Any]] = {
     "read_series (float32)": read_series_f32,
-    "read_series (stored int16)": read_series_stored,
+    "read_series (1 thread)": read_series_one_thread,
     "SimpleITK ImageSeriesReader": simpleitk,
     "MONAI LoadImage(PydicomReader)": monai_pydicom,
 }
@@ -140,11 +141,12 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for name, fn in IN_PROCESS.items():
         fn(folder)  # warm-up: file cache and lazy imports
-        times = []
+        times, cpu = [], []
         for _ in range(args.runs):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             result = fn(folder)
             times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
             del result
         tracemalloc.start()
         result = fn(folder)
@@ -156,6 +158,7 @@ def main() -> None:
                 "method": name,
                 "median_s": statistics.median(times),
                 "min_s": min(times),
+                "cpu_s": statistics.median(cpu),
                 "tracemalloc_peak_mib": peak / 2**20,
                 "rss_rise_mib": _child_rss_rise(name, folder),
             }
@@ -174,6 +177,7 @@ def main() -> None:
                 "method": "dcm2niix (process)",
                 "median_s": statistics.median(t for t, _ in runs),
                 "min_s": min(t for t, _ in runs),
+                "cpu_s": None,
                 "tracemalloc_peak_mib": None,
                 "rss_rise_mib": max(r for _, r in runs),  # whole process max RSS
             }
@@ -209,13 +213,15 @@ def main() -> None:
     load = report["machine"]["load_average_1min"]
     print(f"{n_files} files from {folder}, {args.runs} runs, load avg {load:.1f}\n")
     print(
-        "| method | median s | min s | x read_series | peak RSS rise MiB | tracemalloc peak MiB |"
+        "| method | median s | min s | CPU s | x read_series | peak RSS rise MiB "
+        "| tracemalloc peak MiB |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         tm = "-" if row["tracemalloc_peak_mib"] is None else f"{row['tracemalloc_peak_mib']:.0f}"
+        cpu_s = "-" if row["cpu_s"] is None else f"{row['cpu_s']:.3f}"
         print(
-            f"| {row['method']} | {row['median_s']:.3f} | {row['min_s']:.3f} | "
+            f"| {row['method']} | {row['median_s']:.3f} | {row['min_s']:.3f} | {cpu_s} | "
             f"{row['ratio_to_read_series']:.2f} | {row['rss_rise_mib']:.0f} | {tm} |"
         )
 
