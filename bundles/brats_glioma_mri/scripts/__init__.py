@@ -1,4 +1,4 @@
-"""Helpers used by the brats_glioma_mri bundle configs (depend only on monai, torch, numpy, nibabel)."""
+"""Helpers used by the brats_glioma_mri configs (depend only on monai, torch, numpy, nibabel)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from scripts.transforms import (
 )
 
 __all__ = [
-    "curves",
-    "datalist",
-    "transforms",
     "BratsLabelsToTcWtEtd",
     "TcWtEtToBratsLabelsd",
     "ZeroBackgroundd",
     "case_name_formatter",
+    "curves",
+    "datalist",
     "inference_datalist",
     "latest_checkpoint",
     "load_split",
+    "transforms",
 ]

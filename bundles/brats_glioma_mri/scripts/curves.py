@@ -1,4 +1,4 @@
-"""Training-curve handler: one CSV row per validation, and a PNG of loss and Dice (training only)."""
+"""Training-curve handler: a CSV row per epoch and a PNG of loss and validation Dice."""
 
 from __future__ import annotations
 
