@@ -162,7 +162,8 @@ def test_bundle_runs_standalone(
         timeout=1800,
         check=False,
     )
-    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-4000:])
+    errors = [ln.strip() for ln in proc.stderr.splitlines() if "Error: " in ln]
+    assert proc.returncode == 0, (list(dict.fromkeys(errors))[:5], proc.stderr[-2000:])
     for case, source in cases.items():
         written = out / f"{case}.nii.gz"
         found = sorted(p.name for p in out.rglob("*")) if out.exists() else []
