@@ -248,7 +248,7 @@ def render_overlay(
                 ax.plot(contour[:, 1] - 1, contour[:, 0] - 1, color=styles[value][1], lw=1.3)
         _annotate(
             ax,
-            vol.shape,
+            lab[:, :, k] != 0,
             k,
             disp_affine,
             source_affine,
@@ -294,7 +294,7 @@ def _slice_z(affine_ras: npt.NDArray[np.float64], shape: tuple[int, ...], k: int
 
 def _annotate(
     ax: Any,
-    shape: tuple[int, ...],
+    in_slice: npt.NDArray[np.bool_],
     k: int,
     disp_affine: npt.NDArray[np.float64],
     source_affine: npt.NDArray[np.float64],
@@ -305,7 +305,8 @@ def _annotate(
 ) -> None:
     """Orientation letters, slice position and lesion numbers on one panel."""
     style: Mapping[str, Any] = {"color": "#ffd24d", "fontsize": 10, "fontweight": "bold"}
-    n_cols, n_rows = shape[0], shape[1]
+    shape = in_slice.shape
+    n_cols, n_rows = shape
     ax.text(0.01, 0.5, "R", transform=ax.transAxes, ha="left", va="center", **style)
     ax.text(0.99, 0.5, "L", transform=ax.transAxes, ha="right", va="center", **style)
     ax.text(0.5, 0.99, "A", transform=ax.transAxes, ha="center", va="top", **style)
@@ -322,19 +323,25 @@ def _annotate(
     ax.set_title(text, color="white", fontsize=9, pad=3)
     for lesion in lesions or ():
         corners = _display_corners(lesion, source_affine, disp_affine)
-        if corners[:, 2].min() - 0.5 <= k <= corners[:, 2].max() + 0.5:
-            # Number just outside the lesion's top-right corner (display coordinates).
-            ax.text(
-                corners[:, 0].max() + 0.02 * n_cols,
-                corners[:, 1].min(),
-                str(lesion.index),
-                color="#ffd24d",
-                fontsize=11,
-                fontweight="bold",
-                ha="left",
-                va="bottom",
-                path_effects=[patheffects.withStroke(linewidth=2.5, foreground="black")],
-            )
+        if not corners[:, 2].min() - 0.5 <= k <= corners[:, 2].max() + 0.5:
+            continue
+        # Mask pixels of this slice inside the lesion's box: label at their top-right.
+        lo = np.clip(np.floor(corners.min(axis=0)[:2]).astype(int), 0, None)
+        hi = np.ceil(corners.max(axis=0)[:2]).astype(int) + 1
+        pixels = np.argwhere(in_slice[lo[0] : hi[0], lo[1] : hi[1]]) + lo
+        if len(pixels) == 0:
+            continue
+        ax.text(
+            pixels[:, 0].max() + 0.02 * n_cols,
+            pixels[:, 1].min(),
+            str(lesion.index),
+            color="#ffd24d",
+            fontsize=11,
+            fontweight="bold",
+            ha="left",
+            va="bottom",
+            path_effects=[patheffects.withStroke(linewidth=2.5, foreground="black")],
+        )
 
 
 def _display_corners(
