@@ -371,6 +371,7 @@ def test_dcm_qa_ts_all_transfer_syntaxes_identical(data_dir: Path) -> None:
         str(pydicom.dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID) for f in files
     }
     assert len(syntaxes) == 7  # two files each for JPEG lossless and JPEG-LS
+    assert images[0].shape == (1, 64, 64, 35)  # the Siemens mosaic, split into slices
     for f, img in zip(files, images, strict=True):
         assert torch.equal(img.as_tensor(), images[0].as_tensor()), f.name
         np.testing.assert_allclose(img.affine.numpy(), images[0].affine.numpy(), atol=1e-6)
@@ -379,7 +380,20 @@ def test_dcm_qa_ts_all_transfer_syntaxes_identical(data_dir: Path) -> None:
     np.testing.assert_array_equal(
         decode_frames(ds, files[0], str(ds.file_meta.TransferSyntaxUID))[0], ds.pixel_array
     )
-    np.testing.assert_array_equal(images[0][0, :, :, 0].numpy(), ds.pixel_array.T)
+    tiled = read_series(files[0], options=ReadOptions(mosaic=False))
+    np.testing.assert_array_equal(tiled[0, :, :, 0].numpy(), ds.pixel_array.T)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("number", range(1, 10))
+def test_dcm_qa_ts_mosaic_equals_dcm2niix_reference(data_dir: Path, number: int) -> None:
+    img = read_series(data_dir / "dcm_qa_ts" / "In" / f"{number}.dcm")
+    ref = nib.load(data_dir / "dcm_qa_ts" / "Ref" / f"{number}.nii")
+    ours, our_affine = _nifti_world(img[0].numpy(), img.affine.numpy())
+    theirs, their_affine = _nifti_world(np.asarray(ref.dataobj).astype(np.float32), ref.affine)
+    np.testing.assert_array_equal(ours, theirs)
+    np.testing.assert_allclose(our_affine, their_affine, atol=1e-4)
+    assert img.meta["frame_numbers"] == [1] * 35
 
 
 # ------------------------------------------------------ agreement with other readers

@@ -42,6 +42,7 @@ from pydicom.errors import InvalidDicomError
 
 from monai_tumor import geometry
 from monai_tumor.errors import IngestError, InvalidSeriesError, UnsupportedInputError
+from monai_tumor.ingest.mosaic import is_mosaic, mosaic_frames, untile
 from monai_tumor.ingest.multiframe import FrameInfo, frames_of
 from monai_tumor.ingest.native_header import scan_native
 from monai_tumor.ingest.pixels import decode_frames, stored_dtype
@@ -123,6 +124,9 @@ class ReadOptions:
         Largest in-plane displacement (mm) of any slice from the straight stack
         through the first slice that still counts as untilted (rounding of
         stored positions).
+    mosaic
+        Split Siemens mosaic images into their slices (geometry from the CSA
+        header through nibabel). False returns the tiled frame as one slice.
     workers
         Threads used to parse and decode files; ``None`` picks
         ``min(8, os.cpu_count())``.
@@ -134,6 +138,7 @@ class ReadOptions:
     tolerance_mm: float = 0.01
     relative_tolerance: float = 0.01
     tilt_tolerance_mm: float = 0.05
+    mosaic: bool = True
     workers: int | None = None
 
     def __post_init__(self) -> None:
@@ -150,6 +155,7 @@ class _Instance:
     transfer_syntax: str
     frames: list[FrameInfo]
     geometry_error: InvalidSeriesError | None = None
+    mosaic_tiles: int = 0
     decoded: npt.NDArray[np.generic] | None = field(default=None, repr=False)
 
     @property
@@ -158,7 +164,10 @@ class _Instance:
 
     def pixels(self) -> npt.NDArray[np.generic]:
         if self.decoded is None:
-            self.decoded = decode_frames(self.ds, self.path, self.transfer_syntax)
+            decoded = decode_frames(self.ds, self.path, self.transfer_syntax)
+            if self.mosaic_tiles:
+                decoded = untile(decoded, self.mosaic_tiles, len(self.frames))
+            self.decoded = decoded
         return self.decoded
 
     def release(self) -> None:
@@ -172,11 +181,14 @@ class _Instance:
 class _Slice:
     instance: _Instance
     frame: FrameInfo
+    index: int  # into instance.pixels(): the frame, or the slice of a mosaic
 
     def pixels(self) -> npt.NDArray[np.generic]:
-        return self.instance.pixels()[self.frame.frame_number - 1]
+        return self.instance.pixels()[self.index]
 
     def label(self) -> str:
+        if self.instance.mosaic_tiles:
+            return f"{self.frame.path} (mosaic slice {self.index + 1})"
         if int(getattr(self.instance.ds, "NumberOfFrames", 1) or 1) > 1:
             return f"{self.frame.path} (frame {self.frame.frame_number})"
         return str(self.frame.path)
@@ -215,7 +227,7 @@ def _collect(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) 
     return paths
 
 
-def _parse(path: Path, *, lenient: bool) -> _Instance | None:
+def _parse(path: Path, *, lenient: bool, mosaic: bool = True) -> _Instance | None:
     """Read one file; None if ``lenient`` and it is not a DICOM image."""
     try:
         data = path.read_bytes()
@@ -256,11 +268,14 @@ def _parse(path: Path, *, lenient: bool) -> _Instance | None:
         tsyntax = "1.2.840.10008.1.2" if ds.is_implicit_VR else "1.2.840.10008.1.2.1"
     try:
         frames = frames_of(ds, path)
+        tiles = 0
+        if mosaic and len(frames) == 1 and is_mosaic(ds):
+            frames, tiles = mosaic_frames(ds, path, frames[0])
     except InvalidSeriesError as exc:
         # Raised only if this instance's series is the one being read: a screenshot
         # without geometry must not stop the CT beside it from loading.
         return _Instance(path=path, ds=ds, transfer_syntax=tsyntax, frames=[], geometry_error=exc)
-    return _Instance(path=path, ds=ds, transfer_syntax=tsyntax, frames=frames)
+    return _Instance(path=path, ds=ds, transfer_syntax=tsyntax, frames=frames, mosaic_tiles=tiles)
 
 
 def _workers(options: ReadOptions, n: int) -> int:
@@ -271,10 +286,12 @@ def _workers(options: ReadOptions, n: int) -> int:
 def _parse_all(paths: list[Path], *, lenient: bool, options: ReadOptions) -> list[_Instance]:
     workers = _workers(options, len(paths))
     if workers == 1:
-        results = [_parse(p, lenient=lenient) for p in paths]
+        results = [_parse(p, lenient=lenient, mosaic=options.mosaic) for p in paths]
     else:
         with ThreadPoolExecutor(workers) as pool:
-            results = list(pool.map(lambda p: _parse(p, lenient=lenient), paths))
+            results = list(
+                pool.map(lambda p: _parse(p, lenient=lenient, mosaic=options.mosaic), paths)
+            )
     instances = [r for r in results if r is not None]
     if not instances:
         raise IngestError(
@@ -315,7 +332,7 @@ def _split_stacks(instances: list[_Instance]) -> list[list[_Slice]]:
     for inst in instances:
         if inst.geometry_error is not None:
             raise inst.geometry_error
-        for frame in inst.frames:
+        for index, frame in enumerate(inst.frames):
             iop = np.asarray(frame.iop)
             key_size = (frame.rows, frame.columns)
             placed = False
@@ -327,7 +344,7 @@ def _split_stacks(instances: list[_Instance]) -> list[list[_Slice]]:
                     and first.pixel_spacing == frame.pixel_spacing
                     and (k_size == key_size)
                 ):
-                    members.append(_Slice(inst, frame))
+                    members.append(_Slice(inst, frame, index))
                     placed = True
                     break
                 if (
@@ -335,11 +352,11 @@ def _split_stacks(instances: list[_Instance]) -> list[list[_Slice]]:
                     and np.allclose(k_iop, iop, atol=1e-4)
                     and np.allclose(k_ps, frame.pixel_spacing, rtol=1e-4, atol=1e-5)
                 ):
-                    members.append(_Slice(inst, frame))
+                    members.append(_Slice(inst, frame, index))
                     placed = True
                     break
             if not placed:
-                stacks.append(((iop, key_size, frame.pixel_spacing), [_Slice(inst, frame)]))
+                stacks.append(((iop, key_size, frame.pixel_spacing), [_Slice(inst, frame, index)]))
     stacks.sort(key=lambda item: -len(item[1]))
     return [members for _, members in stacks]
 
