@@ -320,6 +320,12 @@ def test_volume_files_come_out_the_same_way(tmp_path: Path) -> None:
             other.affine.numpy(), img.affine.numpy(), atol=1e-5, err_msg=name
         )
         assert other.meta["space"] == "RAS"
+    nib.save(
+        nib.Nifti1Image(np.arange(24, dtype=np.int16).reshape(2, 3, 4), np.eye(4)),
+        tmp_path / "i.nii",
+    )
+    assert read_series(tmp_path / "i.nii", options=ReadOptions(dtype="stored")).dtype == torch.int16
+    assert read_series(tmp_path / "i.nii").dtype == torch.float32
 
 
 # ------------------------------------------------------------------------ real data

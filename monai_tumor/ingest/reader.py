@@ -618,15 +618,15 @@ def _build(slices: list[_Slice], options: ReadOptions, *, filename: str) -> Meta
 
 
 def _read_volume_file(path: Path, options: ReadOptions) -> MetaTensor:
-    """Read NIfTI (nibabel), NRRD (pynrrd) or MHA/MHD (SimpleITK) into the same conventions."""
+    """Read NIfTI (MONAI's NibabelReader) or NRRD/MHA/MHD (SimpleITK) into the same conventions."""
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
         from monai.transforms import LoadImage
 
         try:
-            img = LoadImage(reader="NibabelReader", image_only=True, ensure_channel_first=True)(
-                str(path)
-            )
+            img = LoadImage(
+                reader="NibabelReader", image_only=True, ensure_channel_first=True, dtype=None
+            )(str(path))
         except Exception as exc:
             raise IngestError(f"cannot read the NIfTI file: {exc}", path=path) from exc
         array = img.numpy()
