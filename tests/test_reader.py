@@ -17,9 +17,10 @@ import torch
 from dicom_factory import RLE_LOSSLESS, lps_affine, random_rotation, write_series
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydicom.data import get_testdata_file
 
 from monai_tumor import geometry
-from monai_tumor.errors import IngestError, InvalidSeriesError
+from monai_tumor.errors import IngestError, InvalidSeriesError, UnsupportedInputError
 from monai_tumor.ingest.multiframe import frames_of
 from monai_tumor.ingest.native_header import scan_native
 from monai_tumor.ingest.pixels import decode_frames
@@ -563,3 +564,13 @@ def test_scan_matches_pydicom_on_real_files(data_dir: Path) -> None:
         for path in sorted(folder.iterdir())[:5]:
             used += _assert_scan_matches_pydicom(path)
     assert used >= 50  # the native files take the fast path
+
+
+def test_seg_and_rtstruct_beside_the_images_are_skipped(tmp_path: Path) -> None:
+    write_series(tmp_path, _volume((4, 4, 3)), affine_lps=AXIAL)
+    seg = tmp_path / "seg.dcm"
+    shutil.copy(get_testdata_file("liver.dcm"), seg)  # pydicom-data DICOM SEG
+    shutil.copy(get_testdata_file("rtstruct.dcm"), tmp_path / "rs.dcm")
+    assert read_series(tmp_path).shape == (1, 4, 4, 3)
+    with pytest.raises(UnsupportedInputError, match="segmentation"):
+        read_series([seg])

@@ -63,6 +63,8 @@ __all__ = [
 VOLUME_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 _MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+#: Objects with pixel data that are not images of the patient (segmentations).
+_NOT_VOLUMES = {"1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage (DICOM SEG)"}
 
 
 class NonUniformPolicy(str, Enum):
@@ -261,6 +263,15 @@ def _parse(path: Path, *, lenient: bool, mosaic: bool = True) -> _Instance | Non
         raise UnsupportedInputError(
             f"SOP class {ds.get('SOPClassUID', 'unknown')} has no pixel data; "
             "expected an image (CT, MR, PET ...)",
+            path=path,
+        )
+    sop_class = str(ds.get("SOPClassUID", ""))
+    if sop_class in _NOT_VOLUMES:
+        if lenient:
+            return None  # a SEG stored beside its source images
+        raise UnsupportedInputError(
+            f"{_NOT_VOLUMES[sop_class]} is a segmentation, not an image series; "
+            "read it with highdicom (monai_tumor's SEG import) instead",
             path=path,
         )
     tsyntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
