@@ -61,13 +61,20 @@ AXIAL = lps_affine(pixel_spacing=(0.8, 0.7), slice_step=2.5, origin=(10.0, -20.0
     slope=st.sampled_from([1.0, 0.5, 2.0, 0.0123]),
     intercept=st.sampled_from([0.0, -1024.0, 3.25]),
     per_slice=st.booleans(),
+    descending=st.booleans(),
     seed=st.integers(0, 2**16),
 )
 def test_random_oblique_series_round_trips(
-    rot, ps, step, origin, shape, slope, intercept, per_slice, seed
+    rot, ps, step, origin, shape, slope, intercept, per_slice, descending, seed
 ) -> None:
+    """Written in any order with any names and InstanceNumbers, read back sorted along
+    the normal: if the files' positions run against the normal (``descending``), the
+    reader's slice k is the written slice n-1-k and its affine starts at the last one."""
     r = random_rotation(*rot)
-    aff = lps_affine(iop=[*r[:, 0], *r[:, 1]], pixel_spacing=ps, slice_step=step, origin=origin)
+    written_step = -step if descending else step
+    aff = lps_affine(
+        iop=[*r[:, 0], *r[:, 1]], pixel_spacing=ps, slice_step=written_step, origin=origin
+    )
     stored = _volume(shape, seed)
     rng = np.random.default_rng(seed)
     slopes = slope * (1 + rng.integers(0, 3, shape[2])) if per_slice else slope
@@ -83,20 +90,26 @@ def test_random_oblique_series_round_trips(
             rng=rng,
         )
         img = read_series(tmp)
+    expected = _expected(stored, slopes, intercept)
+    expected_lps = aff.copy()
+    if descending:
+        expected = expected[..., ::-1]
+        expected_lps[:3, 3] = aff[:3, 3] + (shape[2] - 1) * aff[:3, 2]
+        expected_lps[:3, 2] = -aff[:3, 2]
     assert img.shape == (1, *shape)
     assert img.dtype == torch.float32
-    np.testing.assert_allclose(
-        img[0].numpy(), _expected(stored, slopes, intercept), rtol=1e-6, atol=1e-4
-    )
-    expected_affine = geometry.lps_to_ras(aff)
-    if (
-        shape[2] == 1
-    ):  # no second position: the slice axis length is unknowable (SliceThickness used)
-        np.testing.assert_allclose(
-            img.affine.numpy()[:, [0, 1, 3]], expected_affine[:, [0, 1, 3]], atol=1e-5
-        )
+    np.testing.assert_allclose(img[0].numpy(), expected, rtol=1e-6, atol=1e-4)
+    expected_affine = geometry.lps_to_ras(expected_lps)
+    if shape[2] == 1:
+        # No second position: the slice axis length is unknowable (SliceThickness is used).
+        cols = [0, 1, 3]
+        np.testing.assert_allclose(img.affine.numpy()[:, cols], expected_affine[:, cols], atol=1e-5)
     else:
         np.testing.assert_allclose(img.affine.numpy(), expected_affine, atol=1e-5)
+    # The slice axis always points along row x column (the DICOM slice normal).
+    normal = np.cross(r[:, 0], r[:, 1])
+    k_axis = geometry.ras_to_lps(img.affine.numpy())[:3, 2]
+    assert float(k_axis @ normal) > 0
 
 
 def test_meta_follows_the_contract(tmp_path: Path) -> None:
