@@ -125,7 +125,7 @@ def test_pick_slices_largest_first_and_spread() -> None:
 
 def test_empty_mask_renders_without_contours(tmp_path: Path) -> None:
     image, mask = _scene("lps")
-    empty = MetaTensor(torch.zeros_like(mask), affine=mask.affine)
+    empty = MetaTensor(torch.zeros_like(mask.as_tensor()), affine=mask.affine)
     png = imread(
         render_overlay(
             image,

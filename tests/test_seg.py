@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import highdicom as hd
@@ -13,6 +14,7 @@ import torch
 from dicom_factory import lps_affine, random_rotation, write_enhanced, write_series
 from monai.data import MetaTensor
 from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
 
 from monai_tumor.errors import ExportError
 from monai_tumor.export.seg import (
@@ -216,6 +218,19 @@ def test_refuses_masks_off_the_source_grid(
     with pytest.raises(ExportError, match="without a SegmentSpec"):
         write_dicom_seg(_mask(image, labels * 3), datasets, out, segments=TUMOR, algorithm=ALGO)
     assert not out.exists()
+
+
+def test_instances_off_the_grid_are_still_referenced(
+    series: tuple[MetaTensor, list[pydicom.Dataset]], tmp_path: Path
+) -> None:
+    image, datasets = series
+    extra = copy.deepcopy(datasets[2])  # e.g. a duplicate slice the reader dropped
+    extra.SOPInstanceUID = generate_uid()
+    mask = _mask(image, _asymmetric_labels())
+    out = write_dicom_seg(
+        mask, [*datasets, extra], tmp_path / "seg.dcm", segments=TUMOR, algorithm=ALGO
+    )
+    _check_seg(out, mask, [*datasets, extra], TUMOR)
 
 
 def test_empty_mask_is_a_valid_seg(
