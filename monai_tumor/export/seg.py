@@ -192,7 +192,7 @@ def _package_version() -> str:
     return __version__
 
 
-def _label_array(mask: MetaTensor | torch.Tensor | npt.ArrayLike) -> npt.NDArray[np.int64]:
+def _label_array(mask: MetaTensor | torch.Tensor | npt.ArrayLike) -> npt.NDArray[np.integer[Any]]:
     arr = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
     if arr.ndim == 4 and arr.shape[0] == 1:
         arr = arr[0]
@@ -201,6 +201,8 @@ def _label_array(mask: MetaTensor | torch.Tensor | npt.ArrayLike) -> npt.NDArray
             f"expected a label map (1, I, J, K) or (I, J, K), found shape {arr.shape}; "
             "combine multi-channel outputs into one label map (argmax) first"
         )
+    if arr.dtype.kind in "biu":
+        return arr.astype(np.uint8) if arr.dtype.kind == "b" else arr
     labels = np.rint(arr).astype(np.int64)
     if not np.array_equal(labels, arr):
         raise ExportError(
@@ -368,7 +370,7 @@ def write_dicom_seg(
     numbers = [s.number for s in segments]
     if len(set(numbers)) != len(numbers) or min(numbers) < 1:
         raise ExportError(f"segment numbers must be distinct and >= 1, got {numbers}")
-    present = {int(v) for v in np.unique(labels)} - {0}
+    present = {int(v) for v in np.unique(labels[labels != 0])}  # mostly background: fast
     undescribed = sorted(present - set(numbers))
     if undescribed:
         raise ExportError(
