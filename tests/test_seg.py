@@ -233,6 +233,18 @@ def test_instances_off_the_grid_are_still_referenced(
     _check_seg(out, mask, [*datasets, extra], TUMOR)
 
 
+def test_float_masks(series: tuple[MetaTensor, list[pydicom.Dataset]], tmp_path: Path) -> None:
+    image, datasets = series
+    labels = _asymmetric_labels()
+    as_float = _mask(image, labels.astype(np.float32))  # e.g. an argmax kept as float
+    out = write_dicom_seg(as_float, datasets, tmp_path / "seg.dcm", segments=TUMOR, algorithm=ALGO)
+    np.testing.assert_array_equal(read_back_seg(out, datasets), labels)
+    with pytest.raises(ExportError, match="non-integer"):
+        write_dicom_seg(
+            _mask(image, labels * 0.5), datasets, tmp_path / "x.dcm", segments=TUMOR, algorithm=ALGO
+        )
+
+
 def test_empty_mask_is_a_valid_seg(
     series: tuple[MetaTensor, list[pydicom.Dataset]], tmp_path: Path
 ) -> None:
