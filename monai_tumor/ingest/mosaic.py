@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset
 
 from monai_tumor.errors import InvalidSeriesError
 from monai_tumor.ingest.multiframe import FrameInfo
+from monai_tumor.ingest.native_header import IMAGE_TYPE, raw_ascii
 
 with warnings.catch_warnings():
     # nibabel warns at import that its DICOM readers are experimental; only the
@@ -35,11 +36,8 @@ __all__ = ["is_mosaic", "mosaic_frames", "untile"]
 
 def is_mosaic(ds: Dataset) -> bool:
     """Whether a dataset is a Siemens mosaic (ImageType contains MOSAIC)."""
-    image_type = ds.get("ImageType")
-    if not image_type:
-        return False
-    values = [image_type] if isinstance(image_type, str) else list(image_type)
-    return "MOSAIC" in (str(v).upper() for v in values)
+    image_type = raw_ascii(ds, IMAGE_TYPE)
+    return "MOSAIC" in (v.strip().upper() for v in image_type.split("\\"))
 
 
 def mosaic_frames(ds: Dataset, path: Path, frame: FrameInfo) -> tuple[list[FrameInfo], int]:

@@ -29,6 +29,14 @@ from pydicom.dataset import Dataset
 
 from monai_tumor.errors import InvalidSeriesError
 from monai_tumor.geometry import slice_normal
+from monai_tumor.ingest.native_header import (
+    COLUMNS,
+    ROWS,
+    SOP_INSTANCE_UID,
+    number_of_frames,
+    raw_ascii,
+    raw_us,
+)
 
 __all__ = ["FrameInfo", "frames_of"]
 
@@ -208,8 +216,8 @@ def _frame(
         iop=(iop[0], iop[1], iop[2], iop[3], iop[4], iop[5]),
         ipp=(ipp[0], ipp[1], ipp[2]),
         pixel_spacing=(ps[0], ps[1]),
-        rows=int(ds.Rows),
-        columns=int(ds.Columns),
+        rows=raw_us(ds, ROWS, 0),
+        columns=raw_us(ds, COLUMNS, 0),
         slope=slope[0] if slope else 1.0,
         intercept=intercept[0] if intercept else 0.0,
         slice_thickness=abs(thickness[0]) if thickness and thickness[0] != 0 else None,
@@ -236,8 +244,8 @@ def frames_of(ds: Dataset, path: Path) -> list[FrameInfo]:
     InvalidSeriesError
         A frame lacks position, orientation or pixel spacing.
     """
-    sop_uid = str(ds.get("SOPInstanceUID", ""))
-    n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    sop_uid = raw_ascii(ds, SOP_INSTANCE_UID)
+    n_frames = number_of_frames(ds)
     shared = _item(ds, "SharedFunctionalGroupsSequence")
     per_frame_seq: Sequence[Dataset] = ds.get("PerFrameFunctionalGroupsSequence") or []
     if per_frame_seq and len(per_frame_seq) != n_frames:

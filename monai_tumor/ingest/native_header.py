@@ -26,7 +26,36 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import BaseTag
 
-__all__ = ["scan_native"]
+__all__ = [
+    "BITS_ALLOCATED",
+    "BITS_STORED",
+    "COLUMNS",
+    "IMAGE_TYPE",
+    "NUMBER_OF_FRAMES",
+    "PIXEL_REPRESENTATION",
+    "ROWS",
+    "SAMPLES_PER_PIXEL",
+    "SERIES_INSTANCE_UID",
+    "SOP_CLASS_UID",
+    "SOP_INSTANCE_UID",
+    "number_of_frames",
+    "raw_ascii",
+    "raw_us",
+    "scan_native",
+]
+
+# Tags read on every file through raw_us / raw_ascii.
+IMAGE_TYPE = 0x00080008
+SOP_CLASS_UID = 0x00080016
+SOP_INSTANCE_UID = 0x00080018
+SERIES_INSTANCE_UID = 0x0020000E
+SAMPLES_PER_PIXEL = 0x00280002
+NUMBER_OF_FRAMES = 0x00280008
+ROWS = 0x00280010
+COLUMNS = 0x00280011
+BITS_ALLOCATED = 0x00280100
+BITS_STORED = 0x00280101
+PIXEL_REPRESENTATION = 0x00280103
 
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -195,3 +224,43 @@ def scan_native(data: bytes) -> Dataset | None:
         return _scan(data)
     except (_FallbackError, struct.error, UnicodeDecodeError, ValueError):
         return None
+
+
+def raw_us(ds: Dataset, tag: int, default: int) -> int:
+    """Return an unsigned short (US) value, from the raw bytes when still unconverted.
+
+    Same value as ``int(ds[tag].value)``; avoids pydicom's per-access conversion
+    (a noticeable share of reading a long series).
+    """
+    elem = ds.get_item(tag)
+    if elem is None:
+        return default
+    if isinstance(elem, RawDataElement) and elem.value is not None and len(elem.value) == 2:
+        fmt = "<H" if elem.is_little_endian else ">H"
+        return int(struct.unpack(fmt, elem.value)[0])
+    value = ds[tag].value
+    return default if value in (None, "") else int(value)
+
+
+def raw_ascii(ds: Dataset, tag: int, default: str = "") -> str:
+    """Return the text of an ASCII-only element (UI, CS, IS), raw when unconverted.
+
+    Multiple values come back joined by backslashes, trailing padding removed.
+    """
+    elem = ds.get_item(tag)
+    if elem is None:
+        return default
+    if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes):
+        return elem.value.decode("ascii", "replace").strip("\x00 ")
+    value = ds[tag].value
+    if value is None:
+        return default
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    return "\\".join(str(v) for v in value)
+
+
+def number_of_frames(ds: Dataset) -> int:
+    """NumberOfFrames (an IS string), 1 when absent or empty."""
+    text = raw_ascii(ds, NUMBER_OF_FRAMES, "1")
+    return int(text) if text.strip() else 1

@@ -25,6 +25,16 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from monai_tumor.errors import IngestError
 from monai_tumor.ingest.codecs import can_decode, transfer_syntax_name
+from monai_tumor.ingest.native_header import (
+    BITS_ALLOCATED,
+    BITS_STORED,
+    COLUMNS,
+    PIXEL_REPRESENTATION,
+    ROWS,
+    SAMPLES_PER_PIXEL,
+    number_of_frames,
+    raw_us,
+)
 
 __all__ = ["decode_frames", "stored_dtype"]
 
@@ -44,8 +54,8 @@ def stored_dtype(ds: Dataset) -> np.dtype[np.generic]:
     numpy.dtype
         ``uint8/16/32`` or ``int8/16/32`` (native byte order).
     """
-    bits = int(ds.BitsAllocated)
-    signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
+    bits = raw_us(ds, BITS_ALLOCATED, 0)
+    signed = raw_us(ds, PIXEL_REPRESENTATION, 0) == 1
     if bits not in (8, 16, 32):
         raise IngestError(f"BitsAllocated {bits} is not supported; expected 8, 16 or 32")
     return np.dtype(f"{'i' if signed else 'u'}{bits // 8}")
@@ -54,13 +64,13 @@ def stored_dtype(ds: Dataset) -> np.dtype[np.generic]:
 def _fast_path_ok(ds: Dataset, transfer_syntax: str) -> bool:
     if transfer_syntax not in _NATIVE_LE or "PixelData" not in ds:
         return False
-    if int(getattr(ds, "SamplesPerPixel", 1)) != 1:
+    if raw_us(ds, SAMPLES_PER_PIXEL, 1) != 1:
         return False
-    bits_allocated = int(ds.BitsAllocated)
+    bits_allocated = raw_us(ds, BITS_ALLOCATED, 0)
     if bits_allocated not in (8, 16, 32):
         return False
-    signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
-    bits_stored = int(getattr(ds, "BitsStored", bits_allocated))
+    signed = raw_us(ds, PIXEL_REPRESENTATION, 0) == 1
+    bits_stored = raw_us(ds, BITS_STORED, bits_allocated)
     return not signed or bits_stored == bits_allocated
 
 
@@ -87,9 +97,9 @@ def decode_frames(ds: Dataset, path: Path, transfer_syntax: str) -> npt.NDArray[
     IngestError
         No decoder for the transfer syntax, colour data, or a decoding failure.
     """
-    rows, cols = int(ds.Rows), int(ds.Columns)
-    n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    if int(getattr(ds, "SamplesPerPixel", 1)) != 1:
+    rows, cols = raw_us(ds, ROWS, 0), raw_us(ds, COLUMNS, 0)
+    n_frames = number_of_frames(ds)
+    if raw_us(ds, SAMPLES_PER_PIXEL, 1) != 1:
         raise IngestError(
             f"SamplesPerPixel is {ds.SamplesPerPixel}; a volume needs monochrome pixels "
             "(SamplesPerPixel 1). Colour images (secondary captures, screenshots) "

@@ -44,7 +44,12 @@ from monai_tumor import geometry
 from monai_tumor.errors import IngestError, InvalidSeriesError, UnsupportedInputError
 from monai_tumor.ingest.mosaic import is_mosaic, mosaic_frames, untile
 from monai_tumor.ingest.multiframe import FrameInfo, frames_of
-from monai_tumor.ingest.native_header import scan_native
+from monai_tumor.ingest.native_header import (
+    SERIES_INSTANCE_UID,
+    SOP_CLASS_UID,
+    raw_ascii,
+    scan_native,
+)
 from monai_tumor.ingest.pixels import decode_frames, stored_dtype
 
 __all__ = [
@@ -162,7 +167,7 @@ class _Instance:
 
     @property
     def series_uid(self) -> str:
-        return str(self.ds.get("SeriesInstanceUID", ""))
+        return raw_ascii(self.ds, SERIES_INSTANCE_UID)
 
     def pixels(self) -> npt.NDArray[np.generic]:
         if self.decoded is None:
@@ -265,7 +270,7 @@ def _parse(path: Path, *, lenient: bool, mosaic: bool = True) -> _Instance | Non
             "expected an image (CT, MR, PET ...)",
             path=path,
         )
-    sop_class = str(ds.get("SOPClassUID", ""))
+    sop_class = raw_ascii(ds, SOP_CLASS_UID)
     if sop_class in _NOT_VOLUMES:
         if lenient:
             return None  # a SEG stored beside its source images
