@@ -19,10 +19,12 @@ from monai.transforms import MapTransform
 
 __all__ = [
     "BratsLabelsToTcWtEtd",
+    "KeepLargestComponentPerChanneld",
     "TcWtEtToBratsLabelsd",
     "ZeroBackgroundd",
     "brats_labels_to_tc_wt_et",
     "case_name_formatter",
+    "largest_component",
     "tc_wt_et_to_brats_labels",
 ]
 
@@ -150,3 +152,74 @@ def case_name_formatter(metadict: dict[str, Any], saver: Any) -> dict[str, Any]:
     if isinstance(name, Sequence) and not isinstance(name, str):
         name = name[0]
     return {"subject": Path(str(name)).parent.name, "idx": None}
+
+
+def largest_component(mask: torch.Tensor, *, check_every: int = 8) -> torch.Tensor:
+    """Keep the largest 26-connected component of a 3D binary mask.
+
+    Hand-written in torch because MONAI's ``KeepLargestConnectedComponent`` needs
+    scikit-image (or cuCIM) and the bundle may depend only on monai, torch, numpy and nibabel.
+    Method: every foreground voxel starts with a unique id; 3x3x3 max-pooling restricted to
+    the mask propagates the largest id through each component until nothing changes (the
+    number of passes is the longest geodesic path in a component), computed on the mask's
+    bounding box only.
+
+    Parameters
+    ----------
+    mask
+        Shape (X, Y, Z), bool or {0, 1}.
+    check_every
+        Propagation passes between two convergence checks.
+
+    Returns
+    -------
+    torch.Tensor
+        Bool mask of the same shape holding only the largest component (empty if ``mask`` is).
+    """
+    m = torch.as_tensor(mask) > 0
+    out = torch.zeros_like(m)
+    nz = torch.nonzero(m)
+    if nz.shape[0] == 0:
+        return out
+    lo = nz.min(dim=0).values
+    hi = nz.max(dim=0).values + 1
+    box = m[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    fg = box.to(torch.float64)[None, None]
+    ids = torch.arange(1, box.numel() + 1, dtype=torch.float64).reshape(fg.shape) * fg
+    while True:
+        previous = ids
+        for _ in range(check_every):
+            ids = torch.nn.functional.max_pool3d(ids, kernel_size=3, stride=1, padding=1) * fg
+        if torch.equal(ids, previous):
+            break
+    values, counts = torch.unique(ids[fg > 0], return_counts=True)
+    keep = values[torch.argmax(counts)]
+    out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = ids[0, 0] == keep
+    return out
+
+
+class KeepLargestComponentPerChanneld(MapTransform):
+    """Keep the largest connected component of each channel of a (C, X, Y, Z) binary mask.
+
+    Equivalent to ``KeepLargestConnectedComponentd(applied_labels=channels, is_onehot=True,
+    independent=True)`` with full (26-) connectivity, without its scikit-image dependency.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        channels: Sequence[int] = (0, 1, 2),
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.channels = tuple(int(c) for c in channels)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            result = torch.as_tensor(img).clone()
+            for c in self.channels:
+                result[c] = largest_component(result[c]).to(result.dtype)
+            d[key] = _with_meta(result, img)
+        return d
