@@ -587,3 +587,13 @@ def test_seg_and_rtstruct_beside_the_images_are_skipped(tmp_path: Path) -> None:
     assert read_series(tmp_path).shape == (1, 4, 4, 3)
     with pytest.raises(UnsupportedInputError, match="segmentation"):
         read_series([seg])
+
+
+def test_header_longer_than_the_first_read_falls_back(tmp_path: Path) -> None:
+    stored = _volume((6, 5, 3))
+    files = write_series(tmp_path, stored, affine_lps=AXIAL, intercepts=-7)
+    ds = pydicom.dcmread(files[1])
+    ds.add_new(0x00420011, "OB", b"\x01" * 100_000)  # a 100 kB element before PixelData
+    ds.save_as(files[1])
+    img = read_series(tmp_path)
+    np.testing.assert_array_equal(img[0].numpy(), stored.astype(np.float32) - 7)

@@ -42,6 +42,7 @@ __all__ = [
     "raw_ascii",
     "raw_us",
     "scan_native",
+    "scan_native_header",
 ]
 
 # Tags read on every file through raw_us / raw_ascii.
@@ -133,7 +134,9 @@ def _skip_element(buf: bytes, pos: int, implicit: bool) -> int:
     raise _FallbackError  # e.g. UN with undefined length (an implicit-VR sequence)
 
 
-def _scan(buf: bytes) -> Dataset:
+def _scan(buf: bytes, *, head_only: bool = False) -> tuple[Dataset, int, int]:
+    """Walk the elements; ``head_only``: stop at PixelData without taking its value."""
+    pixel_offset, pixel_length = -1, 0
     if len(buf) < 132 or buf[128:132] != b"DICM":
         raise _FallbackError
     pos = 132
@@ -176,6 +179,9 @@ def _scan(buf: bytes) -> Dataset:
             pos = _skip_element(buf, pos, implicit)
             continue
         next_pos = value_pos + length
+        if tag == _PIXEL_DATA and head_only:
+            pixel_offset, pixel_length = value_pos, length
+            break
         if next_pos > end:
             raise _FallbackError  # truncated: let pydicom produce its own diagnosis
         btag = BaseTag(tag)
@@ -197,11 +203,14 @@ def _scan(buf: bytes) -> Dataset:
         )
         pos = next_pos
         if tag == _PIXEL_DATA:
+            pixel_offset, pixel_length = value_pos, length
             break
+    if head_only and pixel_offset < 0:
+        raise _FallbackError  # the header is longer than the head, or there are no pixels
     ds = Dataset(elements)
     ds.file_meta = meta
     ds.set_original_encoding(implicit, True)
-    return ds
+    return ds, pixel_offset, pixel_length
 
 
 def scan_native(data: bytes) -> Dataset | None:
@@ -221,7 +230,29 @@ def scan_native(data: bytes) -> Dataset | None:
         multi-frame, no preamble, anything malformed).
     """
     try:
-        return _scan(data)
+        return _scan(data)[0]
+    except (_FallbackError, struct.error, UnicodeDecodeError, ValueError):
+        return None
+
+
+def scan_native_header(head: bytes) -> tuple[Dataset, int, int] | None:
+    """Parse the start of a native little-endian image file, up to its PixelData.
+
+    Parameters
+    ----------
+    head
+        The first bytes of the file (enough to reach the PixelData element).
+
+    Returns
+    -------
+    tuple or None
+        ``(dataset, offset, length)``: the top-level elements without PixelData,
+        and the file offset and byte length of the PixelData value (not checked
+        against the file size). None when :func:`scan_native` would fall back,
+        or when ``head`` ends before PixelData.
+    """
+    try:
+        return _scan(head, head_only=True)
     except (_FallbackError, struct.error, UnicodeDecodeError, ValueError):
         return None
 

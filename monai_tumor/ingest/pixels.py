@@ -36,7 +36,7 @@ from monai_tumor.ingest.native_header import (
     raw_us,
 )
 
-__all__ = ["decode_frames", "stored_dtype"]
+__all__ = ["decode_frames", "native_layout_ok", "read_native_frames", "stored_dtype"]
 
 _NATIVE_LE = {str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)}
 
@@ -61,8 +61,9 @@ def stored_dtype(ds: Dataset) -> np.dtype[np.generic]:
     return np.dtype(f"{'i' if signed else 'u'}{bits // 8}")
 
 
-def _fast_path_ok(ds: Dataset, transfer_syntax: str) -> bool:
-    if transfer_syntax not in _NATIVE_LE or "PixelData" not in ds:
+def native_layout_ok(ds: Dataset, transfer_syntax: str) -> bool:
+    """Whether the stored values can be taken straight from the bytes (see module notes)."""
+    if transfer_syntax not in _NATIVE_LE:
         return False
     if raw_us(ds, SAMPLES_PER_PIXEL, 1) != 1:
         return False
@@ -106,7 +107,7 @@ def decode_frames(ds: Dataset, path: Path, transfer_syntax: str) -> npt.NDArray[
             "cannot be read as a volume",
             path=path,
         )
-    if _fast_path_ok(ds, transfer_syntax):
+    if "PixelData" in ds and native_layout_ok(ds, transfer_syntax):
         dtype = stored_dtype(ds).newbyteorder("<")
         raw = ds.PixelData
         expected = rows * cols * n_frames * dtype.itemsize
@@ -133,3 +134,55 @@ def decode_frames(ds: Dataset, path: Path, transfer_syntax: str) -> npt.NDArray[
             path=path,
         ) from exc
     return np.asarray(arr).reshape(n_frames, rows, cols)
+
+
+def read_native_frames(
+    ds: Dataset, path: Path, offset: int, length: int
+) -> npt.NDArray[np.generic]:
+    """Read the frames of a native little-endian file straight from disk.
+
+    Only for datasets where :func:`native_layout_ok` holds; the header was
+    parsed without the pixel data, so nothing but the frames is read here and
+    no copy of the file is kept in memory.
+
+    Parameters
+    ----------
+    ds
+        The header (Rows, Columns, NumberOfFrames, BitsAllocated, PixelRepresentation).
+    path
+        The file.
+    offset, length
+        File offset and byte length of the PixelData value.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(frames, rows, columns)`` stored values.
+
+    Raises
+    ------
+    IngestError
+        The file is shorter than its PixelData element says.
+    """
+    rows, cols = raw_us(ds, ROWS, 0), raw_us(ds, COLUMNS, 0)
+    n_frames = number_of_frames(ds)
+    dtype = stored_dtype(ds).newbyteorder("<")
+    count = rows * cols * n_frames
+    expected = count * dtype.itemsize
+    if length < expected:
+        raise IngestError(
+            f"PixelData holds {length} bytes, expected {expected} for {n_frames} frame(s) of "
+            f"{rows}x{cols} at {dtype.itemsize * 8} bits; re-export or re-transfer the file",
+            path=path,
+        )
+    try:
+        arr = np.fromfile(path, dtype=dtype, count=count, offset=offset)
+    except OSError as exc:
+        raise IngestError(f"cannot read the pixel data: {exc}", path=path) from exc
+    if arr.size < count:
+        raise IngestError(
+            f"the file ends {expected - arr.size * dtype.itemsize} bytes before the end of its "
+            "pixel data; the file is truncated: re-export or re-transfer it",
+            path=path,
+        )
+    return arr.reshape(n_frames, rows, cols)

@@ -49,8 +49,14 @@ from monai_tumor.ingest.native_header import (
     SOP_CLASS_UID,
     raw_ascii,
     scan_native,
+    scan_native_header,
 )
-from monai_tumor.ingest.pixels import decode_frames, stored_dtype
+from monai_tumor.ingest.pixels import (
+    decode_frames,
+    native_layout_ok,
+    read_native_frames,
+    stored_dtype,
+)
 
 __all__ = [
     "VOLUME_SUFFIXES",
@@ -163,6 +169,8 @@ class _Instance:
     frames: list[FrameInfo]
     geometry_error: InvalidSeriesError | None = None
     mosaic_tiles: int = 0
+    #: (offset, length) of PixelData when only the header was read (native files).
+    pixel_ref: tuple[int, int] | None = None
     decoded: npt.NDArray[np.generic] | None = field(default=None, repr=False)
 
     @property
@@ -171,7 +179,10 @@ class _Instance:
 
     def pixels(self) -> npt.NDArray[np.generic]:
         if self.decoded is None:
-            decoded = decode_frames(self.ds, self.path, self.transfer_syntax)
+            if self.pixel_ref is not None:
+                decoded = read_native_frames(self.ds, self.path, *self.pixel_ref)
+            else:
+                decoded = decode_frames(self.ds, self.path, self.transfer_syntax)
             if self.mosaic_tiles:
                 decoded = untile(decoded, self.mosaic_tiles, len(self.frames))
             self.decoded = decoded
@@ -234,14 +245,35 @@ def _collect(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) 
     return paths
 
 
-def _parse(path: Path, *, lenient: bool, mosaic: bool = True) -> _Instance | None:
-    """Read one file; None if ``lenient`` and it is not a DICOM image."""
+#: Bytes read first from each file; enough for the header of nearly every image.
+_HEAD_BYTES = 65536
+
+
+def _read_header_only(path: Path) -> tuple[Dataset, tuple[int, int]] | None:
+    """Header of a native image whose pixels can be read later straight from disk."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(_HEAD_BYTES)
+            size = os.fstat(fh.fileno()).st_size
+    except OSError as exc:
+        raise IngestError(f"cannot read the file: {exc}", path=path) from exc
+    scanned = scan_native_header(head)
+    if scanned is None:
+        return None
+    ds, offset, length = scanned
+    tsyntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    if offset + length > size or not native_layout_ok(ds, tsyntax):
+        return None  # truncated or unusual: the full parse diagnoses or decodes it
+    return ds, (offset, length)
+
+
+def _read_whole(path: Path, *, lenient: bool) -> Dataset | None:
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise IngestError(f"cannot read the file: {exc}", path=path) from exc
-    ds = scan_native(data)
     try:
+        ds = scan_native(data)
         if ds is None:
             ds = pydicom.dcmread(io.BytesIO(data))
     except InvalidDicomError as exc:
@@ -256,13 +288,32 @@ def _parse(path: Path, *, lenient: bool, mosaic: bool = True) -> _Instance | Non
             "re-export or re-transfer it",
             path=path,
         ) from exc
+    return ds
+
+
+def _parse(path: Path, *, lenient: bool, mosaic: bool = True) -> _Instance | None:
+    """Read one file; None if ``lenient`` and it is not a DICOM image.
+
+    Native little-endian images are read header first (the pixels are read
+    from disk after sorting, straight into the volume); everything else is
+    read whole and parsed by pydicom.
+    """
+    pixel_ref: tuple[int, int] | None = None
+    header = _read_header_only(path)
+    if header is not None:
+        ds, pixel_ref = header
+    else:
+        whole = _read_whole(path, lenient=lenient)
+        if whole is None:
+            return None
+        ds = whole
     meta = getattr(ds, "file_meta", None)
     if (
         meta is not None
         and str(meta.get("MediaStorageSOPClassUID", "")) == _MEDIA_STORAGE_DIRECTORY
     ):
         return None
-    if "PixelData" not in ds or "Rows" not in ds:
+    if (pixel_ref is None and "PixelData" not in ds) or "Rows" not in ds:
         if lenient:
             return None  # RTSTRUCT, SR, presentation states... live beside images
         raise UnsupportedInputError(
@@ -291,7 +342,14 @@ def _parse(path: Path, *, lenient: bool, mosaic: bool = True) -> _Instance | Non
         # Raised only if this instance's series is the one being read: a screenshot
         # without geometry must not stop the CT beside it from loading.
         return _Instance(path=path, ds=ds, transfer_syntax=tsyntax, frames=[], geometry_error=exc)
-    return _Instance(path=path, ds=ds, transfer_syntax=tsyntax, frames=frames, mosaic_tiles=tiles)
+    return _Instance(
+        path=path,
+        ds=ds,
+        transfer_syntax=tsyntax,
+        frames=frames,
+        mosaic_tiles=tiles,
+        pixel_ref=pixel_ref,
+    )
 
 
 def _workers(options: ReadOptions, n: int) -> int:
@@ -465,13 +523,12 @@ def _fill(ordered: list[_Slice], out: npt.NDArray[Any], options: ReadOptions) ->
         for k in range(len(ordered)):
             one(k)
     else:
-        # Decode each instance once even when several of its frames are used.
+        # Multi-frame instances are decoded once, up front, before their frames are
+        # copied in parallel; single-frame ones are read inside the copy itself so
+        # that at most one frame per thread is held besides the volume.
+        shared = {id(s.instance): s.instance for s in ordered if uses[id(s.instance)] > 1}
         with ThreadPoolExecutor(workers) as pool:
-            list(
-                pool.map(
-                    lambda i: i.pixels(), {id(s.instance): s.instance for s in ordered}.values()
-                )
-            )
+            list(pool.map(lambda i: i.pixels(), shared.values()))
             list(pool.map(one, range(len(ordered))))
 
 
