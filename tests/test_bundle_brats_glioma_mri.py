@@ -45,12 +45,17 @@ def _bundle_module(name: str) -> ModuleType:
     return module
 
 
+# Made unimportable in the workflow subprocess: the project itself, and the packages of the
+# project's venv that a bare "torch + monai + nibabel" install would not have.
+BLOCKED = ("monai_tumor", "scipy", "skimage", "SimpleITK", "itk", "pydicom", "cucim", "cupy")
+
+
 def _run_bundle(
     args: list[str], *, cwd: Path, timeout: int = 900
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m monai.bundle ARGS`` with ``monai_tumor`` made unimportable."""
+    """``python -m monai.bundle ARGS`` with ``monai_tumor`` (and non-bundle deps) unimportable."""
     code = (
-        "import sys; sys.modules['monai_tumor'] = None; import runpy; "
+        f"import sys; sys.modules.update(dict.fromkeys({BLOCKED!r})); import runpy; "
         f"sys.argv = ['monai.bundle', *{args!r}]; "
         "runpy.run_module('monai.bundle', run_name='__main__', alter_sys=True)"
     )
