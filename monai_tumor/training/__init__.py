@@ -1,3 +1,9 @@
-"""Stage: training (see docs/architecture.md)."""
+"""Stage: training (see docs/architecture.md).
 
-__all__: list[str] = []
+Bundles are trained through their own ``configs/train.json`` (MONAI ``ConfigWorkflow``);
+this package only drives that and the TorchScript export.
+"""
+
+from monai_tumor.training.bundle_training import export_torchscript, train_bundle
+
+__all__ = ["export_torchscript", "train_bundle"]

@@ -1,3 +1,21 @@
 """Stage: transforms (see docs/architecture.md)."""
 
-__all__: list[str] = []
+from monai_tumor.transforms.voi import (
+    DEFAULT_VOI_SPEC,
+    VOI_META_KEY,
+    CropVOIAroundPoint,
+    CropVOIAroundPointd,
+    VOISpec,
+    paste_voi_mask,
+    voi_center_lps,
+)
+
+__all__ = [
+    "DEFAULT_VOI_SPEC",
+    "VOI_META_KEY",
+    "CropVOIAroundPoint",
+    "CropVOIAroundPointd",
+    "VOISpec",
+    "paste_voi_mask",
+    "voi_center_lps",
+]

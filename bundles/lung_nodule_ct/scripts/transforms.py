@@ -1,0 +1,123 @@
+"""Post-processing and test-time augmentation used by the lung_nodule_ct configs.
+
+Depends only on monai, torch and numpy (bundle rule: no monai_tumor, no scikit-image).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
+
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.inferers import Inferer
+from monai.transforms import MapTransform
+
+__all__ = ["FlipTTAInferer", "KeepLargestComponentd", "largest_component"]
+
+
+def largest_component(mask: torch.Tensor, *, check_every: int = 8) -> torch.Tensor:
+    """Keep the largest 26-connected component of a 3D binary mask.
+
+    Hand-written in torch because MONAI's ``KeepLargestConnectedComponent`` needs
+    scikit-image (or cuCIM) and the bundle may depend only on monai, torch, numpy and
+    nibabel. Every foreground voxel starts with a unique id; 3x3x3 max-pooling restricted
+    to the mask propagates the largest id through each component until nothing changes.
+
+    Parameters
+    ----------
+    mask
+        Shape (X, Y, Z), bool or {0, 1}.
+    check_every
+        Propagation passes between two convergence checks.
+
+    Returns
+    -------
+    torch.Tensor
+        Bool mask of the same shape holding only the largest component.
+    """
+    m = torch.as_tensor(mask) > 0
+    out = torch.zeros_like(m)
+    nz = torch.nonzero(m)
+    if nz.shape[0] == 0:
+        return out
+    lo = nz.min(dim=0).values
+    hi = nz.max(dim=0).values + 1
+    box = m[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    fg = box.to(torch.float64)[None, None]
+    ids = torch.arange(1, box.numel() + 1, dtype=torch.float64).reshape(fg.shape) * fg
+    while True:
+        previous = ids
+        for _ in range(check_every):
+            ids = torch.nn.functional.max_pool3d(ids, kernel_size=3, stride=1, padding=1) * fg
+        if torch.equal(ids, previous):
+            break
+    values, counts = torch.unique(ids[fg > 0], return_counts=True)
+    keep = values[torch.argmax(counts)]
+    out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = ids[0, 0] == keep
+    return out
+
+
+class KeepLargestComponentd(MapTransform):
+    """Keep the largest connected component of a (1, X, Y, Z) 0/1 mask (no-op if disabled)."""
+
+    def __init__(
+        self, keys: KeysCollection, enabled: bool = True, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.enabled = bool(enabled)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if not self.enabled:
+            return d
+        for key in self.key_iterator(d):
+            img = d[key]
+            result = torch.as_tensor(img).clone()
+            result[0] = largest_component(result[0]).to(result.dtype)
+            if isinstance(img, MetaTensor):
+                result = MetaTensor(result, affine=img.affine, meta=img.meta)
+                result.applied_operations = img.applied_operations
+            d[key] = result
+        return d
+
+
+class FlipTTAInferer(Inferer):
+    """Mirroring test-time augmentation around another inferer (nnU-Net style).
+
+    Runs ``inferer`` on the input and on its flips along every subset of ``spatial_axes``
+    and returns the mean of the softmax probabilities (not logits), so that the output
+    is still a probability map for ``AsDiscrete(argmax=True)`` after ``Activations``
+    is skipped (set ``softmax`` False downstream) -- or, with ``return_logits`` True, the
+    log of that mean (``softmax`` of it gives back the mean).
+    """
+
+    def __init__(
+        self, inferer: Inferer, spatial_axes: Sequence[int] = (0, 1, 2), enabled: bool = True
+    ) -> None:
+        super().__init__()
+        self.inferer = inferer
+        self.spatial_axes = tuple(int(a) for a in spatial_axes)
+        self.enabled = bool(enabled)
+
+    def __call__(
+        self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        base = self.inferer(inputs, network, *args, **kwargs)
+        if not self.enabled:
+            return base
+        subsets: list[tuple[int, ...]] = [()]
+        for a in self.spatial_axes:
+            subsets += [(*s, a) for s in subsets]
+        total = torch.softmax(torch.as_tensor(base), dim=1)
+        for s in subsets[1:]:
+            dims = [2 + a for a in s]
+            out = self.inferer(torch.flip(inputs, dims), network, *args, **kwargs)
+            total = total + torch.flip(torch.softmax(torch.as_tensor(out), dim=1), dims)
+        mean = total / len(subsets)
+        # log of the mean probability: softmax(log p) == p, so the config's softmax stays valid
+        logp = torch.log(mean.clamp_min(1e-8))
+        if isinstance(base, MetaTensor):
+            return MetaTensor(logp, affine=base.affine, meta=base.meta)
+        return logp

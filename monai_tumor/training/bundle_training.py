@@ -1,0 +1,191 @@
+"""Train a bundle through its own ``configs/train.json`` and export it to TorchScript.
+
+The bundle stays self-contained (its configs never import monai_tumor); this module only
+drives MONAI's bundle machinery (``ConfigWorkflow``, ``ckpt_export``) so that the CLI and
+the annotation service can retrain or re-export a bundle with a few overrides.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from monai_tumor.errors import BundleError
+
+__all__ = ["export_torchscript", "train_bundle"]
+
+logger = logging.getLogger(__name__)
+
+
+def _configs(bundle_dir: Path) -> Path:
+    configs = bundle_dir / "configs"
+    if not (configs / "train.json").is_file():
+        raise BundleError(
+            f"{bundle_dir}: configs/train.json not found; expected a MONAI bundle folder "
+            "(configs/train.json, configs/inference.json, configs/metadata.json)"
+        )
+    return configs
+
+
+@contextmanager
+def _isolated_bundle_imports() -> Iterator[None]:
+    """Forget the bundle-local ``scripts`` package before and after a run.
+
+    Every Model Zoo bundle ships its helpers as a top-level package named ``scripts`` and
+    puts its own root on ``sys.path``; two bundles used in one process would otherwise see
+    whichever ``scripts`` was imported first.
+    """
+
+    def _purge() -> None:
+        for name in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
+            del sys.modules[name]
+
+    saved_path = list(sys.path)
+    _purge()
+    try:
+        yield
+    finally:
+        _purge()
+        sys.path[:] = saved_path
+
+
+def train_bundle(
+    bundle_dir: str | Path,
+    *,
+    dataset_dir: str | Path,
+    output_dir: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+) -> Path:
+    """Run a bundle's ``configs/train.json`` with ``ConfigWorkflow(workflow_type="train")``.
+
+    Parameters
+    ----------
+    bundle_dir
+        The bundle folder (``configs/train.json``, ``configs/metadata.json``, ``scripts/``).
+    dataset_dir
+        Training data root, passed as the config's ``dataset_dir`` (for ``lung_nodule_ct``
+        the folder holding ``lidc_nodules/``; the split file names files relative to it).
+    output_dir
+        Where checkpoints (``model.pt`` = best by validation metric, ``checkpoint_last.pt``),
+        the metrics CSV and the training curve go (config ids ``ckpt_dir`` and ``output_dir``).
+        An existing ``checkpoint*.pt`` there is resumed by bundles that support it.
+    overrides
+        Further config ids and values, e.g. ``{"max_epochs": 2, "limit_train": 8}``.
+
+    Returns
+    -------
+    Path
+        ``output_dir / "model.pt"``, the best checkpoint (a state dict).
+
+    Raises
+    ------
+    BundleError
+        If the bundle is malformed, training fails, or no checkpoint was written.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    bundle = Path(bundle_dir).resolve()
+    configs = _configs(bundle)
+    out = Path(output_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    override: dict[str, Any] = {
+        "bundle_root": str(bundle),
+        "dataset_dir": str(Path(dataset_dir).resolve()),
+        "ckpt_dir": str(out),
+        "output_dir": str(out),
+    }
+    override.update(dict(overrides or {}))
+    logging_file = configs / "logging.conf"
+    with _isolated_bundle_imports():
+        workflow = ConfigWorkflow(
+            config_file=str(configs / "train.json"),
+            meta_file=str(configs / "metadata.json"),
+            logging_file=str(logging_file) if logging_file.is_file() else None,
+            workflow_type="train",
+            **override,
+        )
+        try:
+            workflow.initialize()
+            missing = workflow.check_properties()
+            if missing:
+                logger.info(
+                    "bundle %s lacks optional/required properties: %s", bundle.name, missing
+                )
+            workflow.run()
+            workflow.finalize()
+        except Exception as exc:  # the config may raise anything; report it as a bundle error
+            raise BundleError(
+                f"{configs / 'train.json'}: training failed ({type(exc).__name__}: {exc}); "
+                "run `python -m monai.bundle run --config_file configs/train.json` in the bundle "
+                "for the full traceback"
+            ) from exc
+    best = out / "model.pt"
+    if not best.is_file():
+        raise BundleError(
+            f"{configs / 'train.json'}: training finished but {best} was not written; expected "
+            "a CheckpointSaver with key_metric_filename='model.pt' in the validation handlers "
+            "(is val_interval larger than max_epochs?)"
+        )
+    return best
+
+
+def export_torchscript(
+    bundle_dir: str | Path,
+    *,
+    ckpt_file: str | Path | None = None,
+    filepath: str | Path | None = None,
+) -> Path:
+    """Export a bundle's network to TorchScript with ``monai.bundle.ckpt_export``.
+
+    Parameters
+    ----------
+    bundle_dir
+        The bundle folder; ``network_def`` is read from ``configs/inference.json``.
+    ckpt_file
+        State-dict checkpoint; default ``<bundle>/models/model.pt``.
+    filepath
+        Output file; default ``<bundle>/models/model.ts``.
+
+    Returns
+    -------
+    Path
+        The written TorchScript file (configs and metadata embedded, as Model Zoo does).
+
+    Raises
+    ------
+    BundleError
+        If the checkpoint or configs are missing or the export fails.
+    """
+    from monai.bundle import ckpt_export
+
+    bundle = Path(bundle_dir).resolve()
+    configs = _configs(bundle)
+    ckpt = Path(ckpt_file) if ckpt_file is not None else bundle / "models" / "model.pt"
+    target = Path(filepath) if filepath is not None else bundle / "models" / "model.ts"
+    if not ckpt.is_file():
+        raise BundleError(
+            f"{ckpt}: checkpoint not found; train the bundle first (train_bundle) or pass ckpt_file"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _isolated_bundle_imports():
+        try:
+            ckpt_export(
+                net_id="network_def",
+                filepath=str(target),
+                ckpt_file=str(ckpt),
+                meta_file=str(configs / "metadata.json"),
+                config_file=str(configs / "inference.json"),
+                bundle_root=str(bundle),
+            )
+        except Exception as exc:  # ckpt_export raises assorted errors
+            raise BundleError(
+                f"{ckpt}: TorchScript export failed ({type(exc).__name__}: {exc}); check that "
+                "the checkpoint matches network_def in configs/inference.json"
+            ) from exc
+    if not target.is_file():
+        raise BundleError(f"{target}: ckpt_export finished without writing the file")
+    return target

@@ -1,0 +1,379 @@
+"""Volume of interest (VOI): a fixed physical box cut around a point from a full CT.
+
+A VOI is what the ``lung_nodule_ct`` bundle segments: a small box around a lesion,
+located by one point in patient coordinates (a viewer click, or the centroid of a prior
+annotation). Cutting it (``CropVOIAroundPoint``) and pasting a predicted mask back onto
+the source grid (:func:`paste_voi_mask`) are the two halves of the round trip; see
+``docs/voi.md``.
+
+Geometry
+--------
+* The point is in **LPS** millimetres (DICOM patient coordinates). The image is a MONAI
+  ``MetaTensor`` shaped ``(C, I, J, K)`` (voxel axes [column, row, slice]) whose
+  ``.affine`` maps voxels to **RAS** (what :func:`monai_tumor.ingest.reader.read_series`
+  and ``LoadImage`` return). Conversions go through :mod:`monai_tumor.geometry`.
+* The VOI grid is the source grid reoriented to RAS axis order (``Orientation``, a pure
+  permutation/flip: no interpolation), resampled to ``VOISpec.spacing_mm`` (``Spacing``;
+  for an oblique source the VOI keeps the source's direction cosines), then cut to exactly
+  ``VOISpec.shape`` voxels whose centre is the voxel nearest to the point. Where the box
+  leaves the source image it is padded with ``VOISpec.pad_value`` (air, -1000 HU).
+* The VOI's ``.affine`` is its own voxel-to-RAS affine, so a mask predicted on the VOI grid
+  can be put back anywhere from that affine alone; the meta entry ``"voi"`` also records
+  the point, the source affine and the source shape.
+
+Defaults come from the LIDC-IDRI nodule VOIs of the shared data (794 crops): median voxel
+size 0.703 x 0.703 x 1.25 mm (the training spacing of the bundle) and 95th percentile
+nodule extent 30 x 30 x 22 mm, hence a 33.75 x 33.75 x 20 mm box = 48 x 48 x 16 voxels,
+the network's patch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import (
+    BorderPad,
+    MapTransform,
+    Orientation,
+    Spacing,
+    SpatialCrop,
+    SpatialResample,
+    Transform,
+)
+
+from monai_tumor.errors import UnsupportedInputError
+from monai_tumor.geometry import (
+    patient_to_voxel,
+    ras_to_lps,
+    spacing_from_affine,
+    voxel_to_patient,
+)
+
+__all__ = [
+    "DEFAULT_VOI_SPEC",
+    "VOI_META_KEY",
+    "CropVOIAroundPoint",
+    "CropVOIAroundPointd",
+    "VOISpec",
+    "paste_voi_mask",
+    "voi_center_lps",
+]
+
+#: Key of the VOI record in ``MetaTensor.meta`` (point, source affine and shape).
+VOI_META_KEY = "voi"
+
+
+@dataclass(frozen=True)
+class VOISpec:
+    """Physical size and sampling of a VOI.
+
+    Attributes
+    ----------
+    size_mm
+        Edge lengths of the box in mm along the VOI axes (RAS order: R-L, A-P, S-I).
+    spacing_mm
+        Voxel size of the VOI grid in mm (the network's training spacing).
+    pad_value
+        Value where the box leaves the source image (HU; -1000 = air).
+    """
+
+    size_mm: tuple[float, float, float] = (33.75, 33.75, 20.0)
+    spacing_mm: tuple[float, float, float] = (0.703125, 0.703125, 1.25)
+    pad_value: float = -1000.0
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """VOI shape in voxels: ``round(size_mm / spacing_mm)`` per axis (at least 1)."""
+        return (
+            max(1, round(self.size_mm[0] / self.spacing_mm[0])),
+            max(1, round(self.size_mm[1] / self.spacing_mm[1])),
+            max(1, round(self.size_mm[2] / self.spacing_mm[2])),
+        )
+
+
+#: The bundle ``lung_nodule_ct`` defaults (48 x 48 x 16 voxels at 0.703 x 0.703 x 1.25 mm).
+DEFAULT_VOI_SPEC = VOISpec()
+
+
+def _affine_np(img: MetaTensor) -> npt.NDArray[np.float64]:
+    return np.asarray(torch.as_tensor(img.affine).detach().cpu().numpy(), dtype=np.float64)
+
+
+class CropVOIAroundPoint(Transform):
+    """Cut a fixed-size VOI centred on a point in LPS mm from a channel-first image.
+
+    Parameters
+    ----------
+    spec
+        Size, spacing and pad value of the VOI.
+    mode
+        Interpolation for ``Spacing``: ``"bilinear"`` for images, ``"nearest"`` for labels.
+
+    Notes
+    -----
+    Steps (all MONAI transforms, each updating the affine): ``SpatialCrop`` of a generous
+    box around the point on the source grid (so that later steps stay cheap on a full
+    CT), ``Orientation("RAS")``, ``Spacing(spec.spacing_mm)``, ``BorderPad`` with
+    ``spec.pad_value``, ``SpatialCrop`` of exactly ``spec.shape`` voxels.
+    """
+
+    def __init__(self, *, spec: VOISpec = DEFAULT_VOI_SPEC, mode: str = "bilinear") -> None:
+        self.spec = spec
+        self.mode = mode
+
+    def __call__(  # type: ignore[override]  # MONAI's Transform takes one argument
+        self, img: MetaTensor, point_lps: Sequence[float] | npt.ArrayLike
+    ) -> MetaTensor:
+        """Return the VOI.
+
+        Parameters
+        ----------
+        img
+            ``MetaTensor`` shaped ``(C, I, J, K)`` with a voxel-to-RAS ``.affine``.
+        point_lps
+            The VOI centre, ``(x, y, z)`` in LPS mm.
+
+        Returns
+        -------
+        MetaTensor
+            ``(C, *spec.shape)`` float32 on the VOI grid (RAS axis order, ``spec.spacing_mm``);
+            ``meta["voi"]`` holds ``point_lps``, ``source_affine`` (RAS) and
+            ``source_spatial_shape``.
+
+        Raises
+        ------
+        UnsupportedInputError
+            If ``img`` is not a 4D MetaTensor or the point is not 3 finite numbers.
+        """
+        if not isinstance(img, MetaTensor) or img.ndim != 4:
+            raise UnsupportedInputError(
+                f"CropVOIAroundPoint: expected a channel-first MetaTensor (C, I, J, K), found "
+                f"{type(img).__name__} with shape {tuple(getattr(img, 'shape', ()))}; load the "
+                "image with monai_tumor.ingest.reader.read_series or "
+                "LoadImage(ensure_channel_first=True)"
+            )
+        point = np.asarray(point_lps, dtype=np.float64).reshape(-1)
+        if point.shape != (3,) or not np.all(np.isfinite(point)):
+            raise UnsupportedInputError(
+                f"CropVOIAroundPoint: the point must be 3 finite LPS coordinates in mm, found "
+                f"{point_lps!r}"
+            )
+        source_affine = _affine_np(img)
+        source_shape = [int(s) for s in img.shape[1:]]
+        src = img.float() if not torch.is_floating_point(img) else img
+
+        # 1. generous crop on the source grid: a cube of the box's diagonal around the point,
+        #    safe for any orientation (oblique included), so the resampling works on a small box.
+        center_src = patient_to_voxel(ras_to_lps(source_affine), point)
+        diagonal = math.sqrt(sum(s * s for s in self.spec.size_mm))
+        src_spacing = spacing_from_affine(source_affine)
+        roi_size = [math.ceil(diagonal / sp) + 4 for sp in src_spacing]
+        start = [math.floor(c) - r // 2 for c, r in zip(center_src, roi_size, strict=True)]
+        end = [s + r for s, r in zip(start, roi_size, strict=True)]
+        clipped_start = [min(max(s, 0), n) for s, n in zip(start, source_shape, strict=True)]
+        clipped_end = [min(max(e, 0), n) for e, n in zip(end, source_shape, strict=True)]
+        if any(e - s < 1 for s, e in zip(clipped_start, clipped_end, strict=True)):
+            raise UnsupportedInputError(
+                f"CropVOIAroundPoint: the point {point.tolist()} (LPS mm) is more than half a VOI "
+                f"outside the image (voxel {np.round(center_src, 1).tolist()}, image shape "
+                f"{source_shape}); check the point's coordinate system (LPS, mm) and series"
+            )
+        box = SpatialCrop(roi_start=clipped_start, roi_end=clipped_end)(src)
+
+        # 2. RAS axis order (permutation/flip only), 3. training spacing.
+        box = Orientation(axcodes="RAS", labels=None)(box)
+        box = Spacing(pixdim=self.spec.spacing_mm, mode=self.mode, padding_mode="border")(box)
+        if not isinstance(box, MetaTensor):  # pragma: no cover - MONAI returns MetaTensor
+            raise TypeError("Spacing did not return a MetaTensor")
+
+        # 4. pad with air, 5. exact crop centred on the voxel nearest to the point.
+        shape = self.spec.shape
+        center = patient_to_voxel(ras_to_lps(_affine_np(box)), point)
+        lo = [round(c - (n - 1) / 2.0) for c, n in zip(center, shape, strict=True)]
+        cur = [int(s) for s in box.shape[1:]]
+        pad_lo = [max(0, -v) for v in lo]
+        pad_hi = [max(0, v + n - c) for v, n, c in zip(lo, shape, cur, strict=True)]
+        if any(pad_lo) or any(pad_hi):
+            border = [p for pair in zip(pad_lo, pad_hi, strict=True) for p in pair]
+            box = BorderPad(spatial_border=border, mode="constant", value=self.spec.pad_value)(box)
+        roi_start = [v + p for v, p in zip(lo, pad_lo, strict=True)]
+        roi_end = [s + n for s, n in zip(roi_start, shape, strict=True)]
+        voi = SpatialCrop(roi_start=roi_start, roi_end=roi_end)(box)
+        if not isinstance(voi, MetaTensor):  # pragma: no cover
+            raise TypeError("SpatialCrop did not return a MetaTensor")
+        voi.meta[VOI_META_KEY] = {
+            "point_lps": point.tolist(),
+            "source_affine": source_affine.tolist(),
+            "source_spatial_shape": source_shape,
+            "spacing_mm": list(self.spec.spacing_mm),
+            "size_mm": list(self.spec.size_mm),
+        }
+        return voi
+
+
+class CropVOIAroundPointd(MapTransform):
+    """Dictionary wrapper of :class:`CropVOIAroundPoint`.
+
+    Parameters
+    ----------
+    keys
+        Images to crop; all must share the source grid.
+    point_key
+        Key of the VOI centre ``(x, y, z)`` in LPS mm.
+    spec
+        Size, spacing and pad value of the VOI.
+    mode
+        Interpolation per key (one value or one per key), e.g. ``("bilinear", "nearest")``.
+    label_pad_value
+        Pad value for keys interpolated with ``"nearest"`` (labels: 0, not air).
+    allow_missing_keys
+        Skip keys that are absent.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        *,
+        point_key: str = "point",
+        spec: VOISpec = DEFAULT_VOI_SPEC,
+        mode: str | Sequence[str] = "bilinear",
+        label_pad_value: float = 0.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.point_key = point_key
+        modes = [mode] * len(self.keys) if isinstance(mode, str) else list(mode)
+        if len(modes) != len(self.keys):
+            raise ValueError(f"CropVOIAroundPointd: {len(self.keys)} keys but {len(modes)} modes")
+        self.croppers = [
+            CropVOIAroundPoint(
+                spec=spec
+                if m != "nearest"
+                else VOISpec(spec.size_mm, spec.spacing_mm, label_pad_value),
+                mode=m,
+            )
+            for m in modes
+        ]
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Crop every key around ``data[point_key]``."""
+        d = dict(data)
+        point = d[self.point_key]
+        for key, cropper in self.key_iterator(d, self.croppers):
+            d[key] = cropper(d[key], point)
+        return d
+
+
+def _on_reference(mask: torch.Tensor, reference: MetaTensor) -> MetaTensor:
+    result = MetaTensor(mask, meta={k: v for k, v in reference.meta.items() if k != "affine"})
+    result.affine = torch.as_tensor(reference.affine).clone()
+    return result
+
+
+def voi_center_lps(voi: MetaTensor) -> npt.NDArray[np.float64]:
+    """Return the LPS position (mm) of the VOI's centre voxel ``(shape - 1) / 2``.
+
+    Parameters
+    ----------
+    voi
+        A VOI MetaTensor ``(C, X, Y, Z)`` with its voxel-to-RAS affine.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(3,)``, LPS mm.
+    """
+    centre = (np.asarray(voi.shape[1:], dtype=np.float64) - 1.0) / 2.0
+    return voxel_to_patient(ras_to_lps(_affine_np(voi)), centre)
+
+
+def paste_voi_mask(
+    mask_voi: torch.Tensor | npt.ArrayLike,
+    voi_meta: Mapping[str, Any] | MetaTensor,
+    full_reference: MetaTensor,
+    *,
+    threshold: float = 0.5,
+) -> MetaTensor:
+    """Put a mask predicted on a VOI grid back onto the full source grid.
+
+    The mask is resampled (``SpatialResample``, trilinear, then ``>= threshold``) onto the
+    sub-box of the reference grid that the VOI covers, and written into a zero volume;
+    voxels outside the VOI are 0.
+
+    Parameters
+    ----------
+    mask_voi
+        ``(X, Y, Z)`` or ``(1, X, Y, Z)`` mask (0/1 or probabilities) on the VOI grid.
+    voi_meta
+        The VOI's ``MetaTensor`` or its ``.meta`` dict; its ``"affine"`` (voxel-to-RAS) locates
+        the mask.
+    full_reference
+        The full image (``(C, I, J, K)`` MetaTensor, voxel-to-RAS ``.affine``) whose grid the
+        result is on.
+    threshold
+        Probability at or above which a voxel is foreground after interpolation.
+
+    Returns
+    -------
+    MetaTensor
+        ``(1, I, J, K)`` uint8 0/1 mask with ``full_reference``'s affine and meta.
+
+    Raises
+    ------
+    UnsupportedInputError
+        If the VOI affine is missing or the mask does not match the VOI shape it came with.
+    """
+    meta = voi_meta.meta if isinstance(voi_meta, MetaTensor) else voi_meta
+    if "affine" not in meta:
+        raise UnsupportedInputError(
+            "paste_voi_mask: voi_meta has no 'affine'; pass the VOI MetaTensor (or its .meta) "
+            "returned by CropVOIAroundPoint"
+        )
+    voi_affine = np.asarray(torch.as_tensor(meta["affine"]).cpu().numpy(), dtype=np.float64)
+    mask = torch.as_tensor(np.asarray(mask_voi) if not torch.is_tensor(mask_voi) else mask_voi)
+    if isinstance(mask, MetaTensor):
+        mask = mask.as_tensor()
+    mask = mask.detach().cpu().float()
+    if mask.ndim == 3:
+        mask = mask[None]
+    if mask.ndim != 4 or mask.shape[0] != 1:
+        raise UnsupportedInputError(
+            f"paste_voi_mask: expected a (X, Y, Z) or (1, X, Y, Z) mask, found {tuple(mask.shape)}"
+        )
+    full_affine = _affine_np(full_reference)
+    full_shape = [int(s) for s in full_reference.shape[1:]]
+    out = torch.zeros((1, *full_shape), dtype=torch.uint8)
+
+    # VOI corners (voxel-centre extent +- 0.5 voxel) -> reference voxel indices: the sub-box.
+    vshape = np.asarray(mask.shape[1:], dtype=np.float64)
+    corners = np.array(
+        [
+            [a, b, c]
+            for a in (-0.5, vshape[0] - 0.5)
+            for b in (-0.5, vshape[1] - 0.5)
+            for c in (-0.5, vshape[2] - 0.5)
+        ]
+    )
+    in_full = patient_to_voxel(full_affine, voxel_to_patient(voi_affine, corners))
+    lo = np.clip(np.floor(in_full.min(axis=0)).astype(int), 0, full_shape)
+    hi = np.clip(np.ceil(in_full.max(axis=0)).astype(int) + 1, 0, full_shape)
+    if np.any(hi - lo < 1):
+        return _on_reference(out, full_reference)
+    shift = np.eye(4)
+    shift[:3, 3] = lo
+    sub_affine = torch.as_tensor(full_affine @ shift, dtype=torch.float64)
+    src = MetaTensor(mask, affine=torch.as_tensor(voi_affine, dtype=torch.float64))
+    sub = SpatialResample(mode="bilinear", padding_mode="zeros", dtype=np.float64)(
+        src, dst_affine=sub_affine, spatial_size=[int(v) for v in hi - lo]
+    )
+    sub_mask = (torch.as_tensor(sub) >= threshold).to(torch.uint8)
+    out[:, lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = sub_mask
+    return _on_reference(out, full_reference)
