@@ -1,0 +1,195 @@
+"""Tests for the lung_nodule_ct bundle: training smoke, standalone inference, metadata, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
+
+BUNDLE = Path(__file__).resolve().parent.parent / "bundles" / "lung_nodule_ct"
+SPLIT = BUNDLE.parent.parent / "data" / "datasets" / "lidc_nodules_split.json"
+SCHEMA_NAME = "meta_schema_20240725.json"
+
+# Runs `python -m monai.bundle ...` with monai_tumor made unimportable: the bundle must be
+# self-contained (monai, torch, nibabel only).
+_STANDALONE = (
+    "import sys, runpy; sys.modules['monai_tumor'] = None; "
+    "sys.argv = ['monai.bundle'] + sys.argv[1:]; "
+    "runpy.run_module('monai.bundle', run_name='__main__')"
+)
+
+
+def _run_bundle(args: list[str], data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MONAI_TUMOR_DATA=str(data_dir))
+    proc = subprocess.run(
+        [sys.executable, "-c", _STANDALONE, *args],
+        cwd=BUNDLE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        errors = [ln for ln in proc.stderr.splitlines() if "Error" in ln]
+        pytest.fail(f"bundle run failed: {errors[:3]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def _held_out_cases(count: int) -> list[str]:
+    split = json.loads(SPLIT.read_text(encoding="utf-8"))
+    return list(split["folds"][0]["validation"][:count])
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    x, y = a > 0, b > 0
+    return float(2.0 * (x & y).sum() / max(x.sum() + y.sum(), 1))
+
+
+def test_split_is_by_patient() -> None:
+    split = json.loads(SPLIT.read_text(encoding="utf-8"))
+    patient = {c["case"]: c["patient"] for c in split["cases"]}
+    fold = split["folds"][0]
+    train = {patient[c] for c in fold["training"]}
+    val = {patient[c] for c in fold["validation"]}
+    assert not train & val
+    assert len(fold["training"]) + len(fold["validation"]) == len(split["cases"]) == 794
+    assert all(not c["image"].startswith("/") for c in split["cases"])
+
+
+def test_configs_share_preprocessing_constants() -> None:
+    train = json.loads((BUNDLE / "configs" / "train.json").read_text(encoding="utf-8"))
+    infer = json.loads((BUNDLE / "configs" / "inference.json").read_text(encoding="utf-8"))
+    for key in ("pixdim", "patch_size", "pad_hu", "intensity", "network_def"):
+        assert train[key] == infer[key], key
+    split = json.loads(SPLIT.read_text(encoding="utf-8"))
+    stats = split["foreground_intensity"]
+    assert train["intensity"]["clip_low"] == stats["percentile_0_5"]
+    assert train["intensity"]["std"] == stats["std_clipped"]
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_training_smoke_run(data_dir: Path, tmp_path: Path) -> None:
+    """Two iterations of the bundle's own train.json on a tiny subset, into tmp_path."""
+    _run_bundle(
+        [
+            "run",
+            "--config_file",
+            "configs/train.json",
+            "--bundle_root",
+            str(BUNDLE),
+            "--dataset_dir",
+            str(data_dir),
+            "--ckpt_dir",
+            str(tmp_path),
+            "--output_dir",
+            str(tmp_path),
+            "--limit_train",
+            "4",
+            "--limit_val",
+            "2",
+            "--batch_size",
+            "2",
+            "--num_samples",
+            "1",
+            "--max_epochs",
+            "1",
+            "--val_interval",
+            "1",
+        ],
+        data_dir,
+    )
+    assert (tmp_path / "model.pt").is_file()
+    assert (tmp_path / "checkpoint_last.pt").is_file()
+    rows = (tmp_path / "metrics.csv").read_text(encoding="utf-8").splitlines()
+    assert rows[0].startswith("epoch,iteration,loss")
+    assert len(rows) == 2
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_standalone_inference_on_held_out_vois(data_dir: Path, tmp_path: Path) -> None:
+    """Model Zoo command line, monai_tumor unimportable: 0/1 masks on the input grid, Dice."""
+    cases = _held_out_cases(4)
+    in_dir = tmp_path / "in"
+    out_dir = tmp_path / "out"
+    in_dir.mkdir()
+    for case in cases:
+        (in_dir / f"{case}.nii.gz").symlink_to(
+            data_dir / "lidc_nodules" / "image" / f"{case}.nii.gz"
+        )
+
+    _run_bundle(
+        [
+            "run",
+            "--config_file",
+            "configs/inference.json",
+            "--bundle_root",
+            str(BUNDLE),
+            "--dataset_dir",
+            str(in_dir),
+            "--output_dir",
+            str(out_dir),
+        ],
+        data_dir,
+    )
+
+    dices = []
+    for case in cases:
+        src = nib.load(in_dir / f"{case}.nii.gz")
+        out = nib.load(out_dir / f"{case}.nii.gz")
+        pred = np.asarray(out.dataobj)
+        assert out.shape == src.shape
+        np.testing.assert_allclose(out.affine, src.affine, atol=1e-4)
+        assert out.get_data_dtype() == np.uint8
+        assert set(np.unique(pred).tolist()) <= {0, 1}
+        ref = np.asarray(
+            nib.load(data_dir / "lidc_nodules" / "nodule_mask" / f"{case}.nii.gz").dataobj
+        )
+        dices.append(_dice(pred, ref))
+    assert float(np.mean(dices)) > 0.7, dices
+
+
+def test_metadata_and_network_shapes(tmp_path: Path) -> None:
+    schema = Path(os.environ.get("MONAI_TUMOR_SCHEMA", "/work/shared/schemas")) / SCHEMA_NAME
+    if not schema.is_file():
+        pytest.skip(f"local schema {schema} not found (set MONAI_TUMOR_SCHEMA to its folder)")
+    verify_metadata(meta_file=str(BUNDLE / "configs" / "metadata.json"), filepath=str(schema))
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(BUNDLE / "configs" / "metadata.json"),
+        config_file=str(BUNDLE / "configs" / "inference.json"),
+        bundle_root=str(BUNDLE),
+    )
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text(encoding="utf-8"))
+    fmt = meta["network_data_format"]
+    assert fmt["inputs"]["image"]["channel_def"]
+    assert fmt["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "nodule"}
+    assert 0.0 < meta["eval_metrics"]["mean_dice"] <= 1.0
+
+
+def test_torchscript_matches_state_dict() -> None:
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(BUNDLE / "models" / "model.pt", map_location="cpu"))
+    net.eval()
+    scripted = torch.jit.load(str(BUNDLE / "models" / "model.ts"), map_location="cpu")
+    scripted.eval()
+    x = torch.randn(1, 1, 48, 48, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), net(x), rtol=1e-4, atol=1e-4)
+
+
+def test_weights_are_small() -> None:
+    for name in ("model.pt", "model.ts"):
+        assert (BUNDLE / "models" / name).stat().st_size < 25 * 1024 * 1024
