@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
+from monai.inferers import SimpleInferer
 
 BUNDLE = Path(__file__).resolve().parent.parent / "bundles" / "lung_nodule_ct"
 SPLIT = BUNDLE.parent.parent / "data" / "datasets" / "lidc_nodules_split.json"
@@ -193,3 +196,60 @@ def test_torchscript_matches_state_dict() -> None:
 def test_weights_are_small() -> None:
     for name in ("model.pt", "model.ts"):
         assert (BUNDLE / "models" / name).stat().st_size < 25 * 1024 * 1024
+
+
+def _bundle_transforms() -> ModuleType:
+    """Load the bundle's scripts/transforms.py under a private name (no `scripts` clash)."""
+    spec = importlib.util.spec_from_file_location(
+        "_lung_nodule_ct_transforms", BUNDLE / "scripts" / "transforms.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("false", False),
+        ("False", False),
+        ("0", False),
+        (False, False),
+        ("true", True),
+        (True, True),
+    ],
+)
+def test_command_line_switches(value: object, expected: bool) -> None:
+    """`--tta false` arrives as the string "false" and must switch TTA off."""
+    assert _bundle_transforms().as_bool(value) is expected
+
+
+def test_flip_tta_averages_mirrored_predictions() -> None:
+    module = _bundle_transforms()
+    net = torch.nn.Conv3d(1, 2, kernel_size=3, padding=1)
+    base = SimpleInferer()
+    x = torch.randn(1, 1, 8, 8, 4, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        off = module.FlipTTAInferer(base, enabled="false")(x, net)
+        on = module.FlipTTAInferer(base, enabled=True)(x, net)
+        expected = torch.stack(
+            [
+                torch.flip(torch.softmax(net(torch.flip(x, d)), 1), d)
+                if d
+                else torch.softmax(net(x), 1)
+                for d in ([], [2], [3], [2, 3], [4], [2, 4], [3, 4], [2, 3, 4])
+            ]
+        ).mean(0)
+    torch.testing.assert_close(off, net(x))
+    torch.testing.assert_close(torch.softmax(on, 1), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_largest_component_keeps_the_biggest_blob() -> None:
+    module = _bundle_transforms()
+    mask = torch.zeros(12, 12, 6)
+    mask[1:4, 1:4, 1:3] = 1
+    mask[6:11, 6:11, 2:5] = 1
+    kept = module.largest_component(mask)
+    assert int(kept.sum()) == 75
+    assert not kept[1:4, 1:4, 1:3].any()

@@ -14,7 +14,19 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer
 from monai.transforms import MapTransform
 
-__all__ = ["FlipTTAInferer", "KeepLargestComponentd", "largest_component"]
+__all__ = ["FlipTTAInferer", "KeepLargestComponentd", "as_bool", "largest_component"]
+
+
+def as_bool(value: Any) -> bool:
+    """Read a config switch (`monai.bundle run --tta false` passes the string "false")."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in {"1", "true", "yes", "on"}:
+            return True
+        if text in {"0", "false", "no", "off", ""}:
+            return False
+        raise ValueError(f"expected a boolean switch (true/false), found {value!r}")
+    return bool(value)
 
 
 def largest_component(mask: torch.Tensor, *, check_every: int = 8) -> torch.Tensor:
@@ -63,10 +75,10 @@ class KeepLargestComponentd(MapTransform):
     """Keep the largest connected component of a (1, X, Y, Z) 0/1 mask (no-op if disabled)."""
 
     def __init__(
-        self, keys: KeysCollection, enabled: bool = True, allow_missing_keys: bool = False
+        self, keys: KeysCollection, enabled: bool | str = True, allow_missing_keys: bool = False
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.enabled = bool(enabled)
+        self.enabled = as_bool(enabled)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -94,12 +106,12 @@ class FlipTTAInferer(Inferer):
     """
 
     def __init__(
-        self, inferer: Inferer, spatial_axes: Sequence[int] = (0, 1, 2), enabled: bool = True
+        self, inferer: Inferer, spatial_axes: Sequence[int] = (0, 1, 2), enabled: bool | str = True
     ) -> None:
         super().__init__()
         self.inferer = inferer
         self.spatial_axes = tuple(int(a) for a in spatial_axes)
-        self.enabled = bool(enabled)
+        self.enabled = as_bool(enabled)
 
     def __call__(
         self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
