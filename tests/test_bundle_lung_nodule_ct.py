@@ -253,3 +253,47 @@ def test_largest_component_keeps_the_biggest_blob() -> None:
     kept = module.largest_component(mask)
     assert int(kept.sum()) == 75
     assert not kept[1:4, 1:4, 1:3].any()
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_voi_cut_segment_paste_round_trip(data_dir: Path, tmp_path: Path) -> None:
+    """CropVOIAroundPoint at the nodule centroid -> bundle -> paste_voi_mask onto the source."""
+    from monai.transforms import LoadImage
+
+    from monai_tumor.geometry import ras_to_lps, voxel_to_patient
+    from monai_tumor.transforms.voi import CropVOIAroundPoint, VOISpec, paste_voi_mask
+
+    case = _held_out_cases(1)[0]
+    loader = LoadImage(image_only=True, ensure_channel_first=True)
+    source = loader(data_dir / "lidc_nodules" / "image" / f"{case}.nii.gz")
+    ref = np.asarray(nib.load(data_dir / "lidc_nodules" / "nodule_mask" / f"{case}.nii.gz").dataobj)
+    centroid = voxel_to_patient(ras_to_lps(source.affine.numpy()), np.argwhere(ref > 0).mean(0))
+    # this nodule spans 37.5 mm in z: a box larger than the 20 mm default holds all of it
+    voi = CropVOIAroundPoint(spec=VOISpec(size_mm=(45.0, 45.0, 40.0)))(source, centroid)
+    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    in_dir.mkdir()
+    nib.save(
+        nib.Nifti1Image(voi[0].numpy().astype(np.int16), voi.affine.numpy()),
+        in_dir / f"{case}.nii.gz",
+    )
+
+    _run_bundle(
+        [
+            "run",
+            "--config_file",
+            "configs/inference.json",
+            "--bundle_root",
+            str(BUNDLE),
+            "--dataset_dir",
+            str(in_dir),
+            "--output_dir",
+            str(out_dir),
+        ],
+        data_dir,
+    )
+
+    pred_voi = loader(out_dir / f"{case}.nii.gz")
+    pasted = paste_voi_mask(pred_voi, pred_voi, source)
+    assert tuple(pasted.shape[1:]) == ref.shape
+    assert _dice(pasted[0].numpy(), ref) > 0.7
