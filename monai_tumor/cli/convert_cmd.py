@@ -50,7 +50,7 @@ def convert(
     from monai_tumor.ingest.reader import ReadOptions
 
     with handle_errors():
-        options = ReadOptions(nonuniform=nonuniform, tilt=tilt)  # type: ignore[arg-type]
+        options = ReadOptions(nonuniform=nonuniform, tilt=tilt)
         source: str | Path | list[Path]
         path = Path(series)
         if path.exists():

@@ -1,6 +1,7 @@
 """Post-processing and test-time augmentation used by the lung_nodule_ct configs.
 
-Depends only on monai, torch and numpy (bundle rule: nothing from the project package, no scikit-image).
+Depends only on monai, torch and numpy
+(bundle rule: nothing from the project package, no scikit-image).
 """
 
 from __future__ import annotations

@@ -1,0 +1,53 @@
+"""The CLI shell: every command answers --help, errors map to exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from monai_tumor import __version__
+from monai_tumor.cli.main import app
+
+runner = CliRunner()
+
+
+def _command_paths() -> list[list[str]]:
+    root = typer.main.get_command(app)
+    paths: list[list[str]] = []
+
+    def walk(cmd: object, prefix: list[str]) -> None:
+        paths.append(prefix)
+        commands = getattr(cmd, "commands", None)  # groups (typer's vendored click)
+        if isinstance(commands, dict):
+            for name, sub in commands.items():
+                walk(sub, [*prefix, name])
+
+    walk(root, [])
+    return paths
+
+
+@pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p) or "root")
+def test_every_command_has_help(path: list[str]) -> None:
+    result = runner.invoke(app, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_expected_commands_exist() -> None:
+    names = {" ".join(p) for p in _command_paths()}
+    assert {"scan", "convert"} <= names
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+def test_convert_missing_input_is_a_config_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["convert", "1.2.3.4", str(tmp_path / "x.nii.gz")])
+    assert result.exit_code == 50
+    assert "--index" in result.output
