@@ -1,0 +1,700 @@
+"""Run a MONAI bundle in-process on a MetaTensor and return a label map on the source grid.
+
+The bundle's own ``configs/inference.json`` is read with :class:`monai.bundle.ConfigParser`;
+its ``network_def``, ``preprocessing``, ``inferer`` and ``postprocessing`` are instantiated
+once and kept for many calls (a batch runs thousands of series). Two steps are dropped:
+
+* ``LoadImaged`` (first step of ``preprocessing``): the image is already in memory, a
+  ``MetaTensor`` from :func:`monai_tumor.ingest.reader.read_series` or
+  :func:`monai_tumor.ingest.selection.load_inputs`, fed under the key the config loads;
+* ``SaveImaged`` (in ``postprocessing``): nothing is written here; exporting is
+  :mod:`monai_tumor.export`'s job.
+
+Everything else runs as the bundle defines it, with the same transform objects, so
+``Invertd`` undoes the bundle's spatial preprocessing from the ``applied_operations`` the
+preprocessing recorded and the prediction lands on the input grid. The result is checked:
+shape and affine must equal the input's (1e-3 mm), else :class:`BundleError` -- a label map
+off the source grid is never returned.
+
+Two kinds of bundle (``metadata.json`` key ``monai_tumor``, see ``docs/bundle_format.md``):
+
+``whole_image``
+    The network sees the whole (multi-channel) image, e.g. ``brats_glioma_mri``.
+``voi``
+    The network sees a volume of interest cut around each seed point
+    (:class:`~monai_tumor.transforms.voi.CropVOIAroundPoint`), e.g. ``lung_nodule_ct``; each
+    predicted mask is pasted back (:func:`~monai_tumor.transforms.voi.paste_voi_mask`) and
+    the masks of all seeds are united.
+
+Bundle ``scripts/`` packages: both bundles ship a top-level package named ``scripts`` that
+their configs import by that name. While a bundle's components are instantiated, its
+``bundle_root`` is first on ``sys.path`` and any previously imported ``scripts`` modules are
+evicted from ``sys.modules`` (under a lock); afterwards both are restored to how they were.
+The instantiated objects keep references to their own module code, so several bundles live
+side by side in one process.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from pydicom.sr.coding import Code
+
+from monai_tumor.errors import BundleError, ConfigError, MonaiTumorError, UnsupportedInputError
+from monai_tumor.export.seg import SegmentSpec
+from monai_tumor.geometry import patient_to_voxel, ras_to_lps
+from monai_tumor.inference.device import select_device
+from monai_tumor.inference.seeds import Seed
+from monai_tumor.transforms.voi import CropVOIAroundPoint, VOISpec, paste_voi_mask
+
+__all__ = [
+    "BundleInfo",
+    "BundleKind",
+    "LoadedBundle",
+    "load_bundle",
+    "read_bundle_info",
+]
+
+#: Custom top-level key of ``metadata.json`` holding the project's bundle description.
+META_KEY = "monai_tumor"
+#: Largest difference (mm) between the input affine and the inverted prediction's affine.
+AFFINE_TOLERANCE_MM = 1e-3
+
+_LOAD_TARGETS = ("LoadImaged", "LoadImage")
+_SAVE_TARGETS = ("SaveImaged", "SaveImage")
+_SCRIPTS_PACKAGE = "scripts"
+# Guards sys.path / sys.modules while a bundle's `scripts` package is imported.
+_IMPORT_LOCK = threading.Lock()
+
+
+class BundleKind:
+    """How a bundle sees its input (values of :attr:`BundleInfo.kind`)."""
+
+    WHOLE_IMAGE = "whole_image"
+    VOI = "voi"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib_metadata.version(package)
+    except importlib_metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """What a bundle is, read from its files without loading the network.
+
+    Attributes
+    ----------
+    root
+        The bundle folder (absolute).
+    name
+        Bundle id: the folder name (e.g. ``"brats_glioma_mri"``).
+    version
+        ``metadata.json`` ``version``.
+    weights_sha256
+        SHA-256 of ``models/model.pt``.
+    kind
+        ``"whole_image"`` or ``"voi"`` (``monai_tumor.voi`` present in the metadata).
+    input_names
+        Model inputs in channel order; each is a selection name of
+        ``configs/series_selection.json`` (``("flair", "t1c")``, ``("ct",)``).
+    segments
+        How each label value of the output is described (DICOM SEG segments).
+    selection_rules
+        Path of ``configs/series_selection.json``.
+    title
+        ``metadata.json`` ``name`` (human-readable).
+    reference_input
+        The input whose grid the others are resampled onto
+        (:func:`monai_tumor.ingest.selection.load_inputs` ``reference``) and on which the
+        label map is returned.
+    voi
+        The VOI cut around each seed (``kind == "voi"`` only).
+    """
+
+    root: Path
+    name: str
+    version: str
+    weights_sha256: str
+    kind: str
+    input_names: tuple[str, ...]
+    segments: tuple[SegmentSpec, ...]
+    selection_rules: Path
+    title: str = ""
+    reference_input: str = ""
+    voi: VOISpec | None = None
+
+    @property
+    def weights(self) -> Path:
+        """Path of the state dict ``models/model.pt``."""
+        return self.root / "models" / "model.pt"
+
+    @property
+    def label_values(self) -> tuple[int, ...]:
+        """Label values the output may hold besides 0 (the segment numbers)."""
+        return tuple(s.number for s in self.segments)
+
+    def cache_key(self) -> str:
+        """Return a stable key for outputs of this bundle: name, version and weights hash.
+
+        Returns
+        -------
+        str
+            ``"<name>-<version>-<first 16 hex digits of the weights SHA-256>"``; changes
+            whenever the weights change, even if the version was not bumped.
+        """
+        return f"{self.name}-{self.version}-{self.weights_sha256[:16]}"
+
+    def provenance(self) -> dict[str, str]:
+        """Return what produced a segmentation, for run reports and DICOM SEG.
+
+        Returns
+        -------
+        dict[str, str]
+            ``bundle``, ``bundle_version``, ``weights_sha256``, ``monai``, ``torch``,
+            ``monai_tumor`` versions. No paths, no patient data.
+        """
+        from monai_tumor import __version__
+
+        return {
+            "bundle": self.name,
+            "bundle_version": self.version,
+            "weights_sha256": self.weights_sha256,
+            "monai": _version("monai"),
+            "torch": torch.__version__,
+            "monai_tumor": __version__,
+        }
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise BundleError(
+            "file is missing; a bundle needs it (see docs/bundle_format.md)", path=path
+        )
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"not readable JSON: {exc}", path=path) from exc
+
+
+def _code(raw: Any, where: str, path: Path) -> Code:
+    if not isinstance(raw, Mapping) or not all(
+        isinstance(raw.get(k), str) and raw.get(k) for k in ("scheme", "value", "meaning")
+    ):
+        raise BundleError(
+            f"{where} must be an object with non-empty strings 'scheme', 'value', 'meaning' "
+            f'(e.g. {{"scheme": "SCT", "value": "108369006", "meaning": "Neoplasm"}}), '
+            f"found {raw!r}",
+            path=path,
+        )
+    return Code(value=raw["value"], scheme_designator=raw["scheme"], meaning=raw["meaning"])
+
+
+def _segments(raw: Any, path: Path) -> tuple[SegmentSpec, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise BundleError(
+            f"{META_KEY}.segments must be a non-empty list of segment objects "
+            "(number, label, category, type, color_rgb), see docs/bundle_format.md; "
+            f"found {raw!r}",
+            path=path,
+        )
+    specs: list[SegmentSpec] = []
+    for n, item in enumerate(raw):
+        where = f"{META_KEY}.segments[{n}]"
+        if not isinstance(item, Mapping):
+            raise BundleError(f"{where} must be an object, found {item!r}", path=path)
+        number = item.get("number")
+        label = item.get("label")
+        color = item.get("color_rgb", [255, 64, 64])
+        if not isinstance(number, int) or isinstance(number, bool) or not 0 < number < 256:
+            raise BundleError(f"{where}.number must be an int 1..255, found {number!r}", path=path)
+        if not isinstance(label, str) or not 0 < len(label) <= 64:
+            raise BundleError(f"{where}.label must be 1-64 characters, found {label!r}", path=path)
+        if (
+            not isinstance(color, list)
+            or len(color) != 3
+            or not all(isinstance(c, int) and 0 <= c <= 255 for c in color)
+        ):
+            raise BundleError(
+                f"{where}.color_rgb must be 3 ints 0..255, found {color!r}", path=path
+            )
+        specs.append(
+            SegmentSpec(
+                number=number,
+                label=label,
+                category=_code(item.get("category"), f"{where}.category", path),
+                property_type=_code(item.get("type"), f"{where}.type", path),
+                color_rgb=(color[0], color[1], color[2]),
+            )
+        )
+    numbers = [s.number for s in specs]
+    if len(set(numbers)) != len(numbers):
+        raise BundleError(f"{META_KEY}.segments numbers repeat: {numbers}", path=path)
+    return tuple(specs)
+
+
+def _triple(raw: Any, where: str, path: Path) -> tuple[float, float, float]:
+    if (
+        not isinstance(raw, list)
+        or len(raw) != 3
+        or not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in raw)
+    ):
+        raise BundleError(f"{where} must be 3 positive numbers (mm), found {raw!r}", path=path)
+    return (float(raw[0]), float(raw[1]), float(raw[2]))
+
+
+def _voi_spec(raw: Any, path: Path) -> VOISpec:
+    if not isinstance(raw, Mapping):
+        raise BundleError(f"{META_KEY}.voi must be an object, found {raw!r}", path=path)
+    pad = raw.get("pad_value", -1000.0)
+    if not isinstance(pad, (int, float)):
+        raise BundleError(f"{META_KEY}.voi.pad_value must be a number, found {pad!r}", path=path)
+    return VOISpec(
+        size_mm=_triple(raw.get("size_mm"), f"{META_KEY}.voi.size_mm", path),
+        spacing_mm=_triple(raw.get("spacing_mm"), f"{META_KEY}.voi.spacing_mm", path),
+        pad_value=float(pad),
+    )
+
+
+def read_bundle_info(path: str | Path) -> BundleInfo:
+    """Read a bundle's identity and interface from its files (no network is built).
+
+    Parameters
+    ----------
+    path
+        The bundle folder (holding ``configs/metadata.json``, ``configs/inference.json``,
+        ``configs/series_selection.json`` and ``models/model.pt``).
+
+    Returns
+    -------
+    BundleInfo
+        Name, version, weights hash, kind, input names, segments and rule file.
+
+    Raises
+    ------
+    BundleError
+        If a file is missing or the ``monai_tumor`` metadata block is invalid.
+    """
+    root = Path(path).expanduser().resolve()
+    if not root.is_dir():
+        raise BundleError("bundle folder not found; pass a folder like bundles/<name>", path=root)
+    meta_path = root / "configs" / "metadata.json"
+    meta = _read_json(meta_path)
+    if not (root / "configs" / "inference.json").is_file():
+        raise BundleError("configs/inference.json is missing", path=root)
+    rules_path = root / "configs" / "series_selection.json"
+    rules = _read_json(rules_path)
+    weights = root / "models" / "model.pt"
+    if not weights.is_file():
+        raise BundleError("models/model.pt (the state dict) is missing", path=root)
+    block = meta.get(META_KEY) if isinstance(meta, Mapping) else None
+    if not isinstance(block, Mapping):
+        raise BundleError(
+            f"metadata has no {META_KEY!r} object; see docs/bundle_format.md", path=meta_path
+        )
+    selection_names = (
+        [s.get("name") for s in rules.get("selections", []) if isinstance(s, Mapping)]
+        if isinstance(rules, Mapping)
+        else []
+    )
+    raw_names = block.get("input_names", selection_names)
+    if (
+        not isinstance(raw_names, list)
+        or not raw_names
+        or not all(isinstance(n, str) and n for n in raw_names)
+    ):
+        raise BundleError(
+            f"{META_KEY}.input_names must be a non-empty list of input names, found {raw_names!r}",
+            path=meta_path,
+        )
+    unknown = [n for n in raw_names if n not in selection_names]
+    if unknown:
+        raise BundleError(
+            f"{META_KEY}.input_names {unknown} are not selection names of "
+            f"configs/series_selection.json ({selection_names})",
+            path=meta_path,
+        )
+    try:
+        channels = int(meta["network_data_format"]["inputs"]["image"]["num_channels"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(
+            "network_data_format.inputs.image.num_channels is missing", path=meta_path
+        ) from exc
+    if channels != len(raw_names):
+        raise BundleError(
+            f"{META_KEY}.input_names has {len(raw_names)} names but the network takes "
+            f"{channels} channels",
+            path=meta_path,
+        )
+    reference = block.get("reference_input", raw_names[0])
+    if reference not in raw_names:
+        raise BundleError(
+            f"{META_KEY}.reference_input {reference!r} is not one of {raw_names}", path=meta_path
+        )
+    voi = _voi_spec(block["voi"], meta_path) if "voi" in block else None
+    return BundleInfo(
+        root=root,
+        name=root.name,
+        version=str(meta.get("version", "")),
+        weights_sha256=_sha256(weights),
+        kind=BundleKind.VOI if voi is not None else BundleKind.WHOLE_IMAGE,
+        input_names=tuple(raw_names),
+        segments=_segments(block.get("segments"), meta_path),
+        selection_rules=rules_path,
+        title=str(meta.get("name", "")),
+        reference_input=str(reference),
+        voi=voi,
+    )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@contextmanager
+def _bundle_scripts(root: Path) -> Iterator[None]:
+    """Make ``import scripts`` find ``root/scripts`` for the duration of the block."""
+
+    def evict() -> dict[str, Any]:
+        names = [
+            n for n in sys.modules if n == _SCRIPTS_PACKAGE or n.startswith(_SCRIPTS_PACKAGE + ".")
+        ]
+        return {n: sys.modules.pop(n) for n in names}
+
+    with _IMPORT_LOCK:
+        saved_modules = evict()
+        saved_path = list(sys.path)
+        sys.path.insert(0, str(root))
+        try:
+            yield
+        finally:
+            evict()
+            sys.path[:] = saved_path
+            sys.modules.update(saved_modules)
+
+
+def _target_name(item: Any) -> str:
+    target = item.get("_target_", "") if isinstance(item, Mapping) else ""
+    return str(target).rsplit(".", 1)[-1] if isinstance(target, str) else ""
+
+
+def _strip_io(config: dict[str, Any], path: Path) -> str:
+    """Drop LoadImaged / SaveImaged from the raw config; return the image key."""
+    try:
+        pre = config["preprocessing"]["transforms"]
+        post = config["postprocessing"]["transforms"]
+    except (KeyError, TypeError) as exc:
+        raise BundleError(
+            "inference.json needs 'preprocessing' and 'postprocessing' Compose objects with "
+            "a 'transforms' list (MONAI Label / Deploy ids)",
+            path=path,
+        ) from exc
+    key = "image"
+    kept = []
+    for item in pre:
+        if _target_name(item) in _LOAD_TARGETS:
+            keys = item.get("keys", key)
+            key = keys if isinstance(keys, str) else next(iter(keys))
+            continue
+        kept.append(item)
+    config["preprocessing"]["transforms"] = kept
+    config["postprocessing"]["transforms"] = [
+        item for item in post if _target_name(item) not in _SAVE_TARGETS
+    ]
+    return str(key)
+
+
+def _load_state_dict(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a corrupt or foreign file
+        raise BundleError(f"cannot load the state dict: {exc}", path=path) from exc
+    # CheckpointLoader(load_dict={"model": net}) accepts a bare state dict or {"model": ...}.
+    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]
+    if not isinstance(state, Mapping):
+        raise BundleError(
+            f"expected a state dict (or {{'model': state_dict}}), found {type(state).__name__}",
+            path=path,
+        )
+    return dict(state)
+
+
+def load_bundle(
+    path: str | Path, *, device: str = "auto", num_threads: int | None = None
+) -> LoadedBundle:
+    """Build a bundle's network and transforms once, ready for many :meth:`~LoadedBundle.segment`.
+
+    Parameters
+    ----------
+    path
+        The bundle folder.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see
+        :func:`~monai_tumor.inference.device.select_device`).
+    num_threads
+        torch intra-op threads while segmenting (restored afterwards); ``None`` leaves
+        torch's setting alone. On a shared machine, set it to the cores this process
+        may use.
+
+    Returns
+    -------
+    LoadedBundle
+        The network in eval mode on ``device`` with ``models/model.pt`` loaded.
+
+    Raises
+    ------
+    BundleError
+        If files are missing, the config does not instantiate or the weights do not fit.
+    ConfigError
+        If the device is not available.
+    """
+    from monai.bundle import ConfigParser
+
+    info = read_bundle_info(path)
+    dev = select_device(device)
+    config_path = info.root / "configs" / "inference.json"
+    raw = _read_json(config_path)
+    if not isinstance(raw, dict):
+        raise BundleError("inference.json must hold a JSON object", path=config_path)
+    for required in ("network_def", "preprocessing", "inferer", "postprocessing"):
+        if required not in raw:
+            raise BundleError(f"inference.json has no {required!r}", path=config_path)
+    image_key = _strip_io(raw, config_path)
+    parser = ConfigParser()
+    parser.read_meta(info.root / "configs" / "metadata.json")
+    parser.update(raw)
+    parser["bundle_root"] = str(info.root)
+    parser["device"] = dev
+    parser["ckpt_path"] = str(info.weights)
+    try:
+        with _bundle_scripts(info.root):
+            network = parser.get_parsed_content("network_def")
+            preprocessing = parser.get_parsed_content("preprocessing")
+            inferer = parser.get_parsed_content("inferer")
+            postprocessing = parser.get_parsed_content("postprocessing")
+    except MonaiTumorError:
+        raise
+    except Exception as exc:  # ConfigParser wraps anything the config or scripts raise
+        raise BundleError(f"inference.json does not instantiate: {exc}", path=config_path) from exc
+    if not isinstance(network, torch.nn.Module):
+        raise BundleError(
+            f"network_def is a {type(network).__name__}, not a torch module", path=config_path
+        )
+    try:
+        network.load_state_dict(_load_state_dict(info.weights, dev), strict=True)
+    except RuntimeError as exc:
+        raise BundleError(
+            f"models/model.pt does not fit network_def: {exc}", path=info.weights
+        ) from exc
+    network.to(dev).eval()
+    return LoadedBundle(
+        info=info,
+        device=dev,
+        network=network,
+        preprocessing=preprocessing,
+        inferer=inferer,
+        postprocessing=postprocessing,
+        image_key=image_key,
+        num_threads=num_threads,
+    )
+
+
+@contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    if count is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(count)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _affine(img: MetaTensor) -> torch.Tensor:
+    return torch.as_tensor(img.affine, dtype=torch.float64).detach().cpu()
+
+
+@dataclass(eq=False)
+class LoadedBundle:
+    """A bundle with its network loaded, segmenting MetaTensors in-process.
+
+    Build it with :func:`load_bundle`; keep it for the whole batch.
+
+    Attributes
+    ----------
+    info
+        What the bundle is (:class:`BundleInfo`).
+    device
+        Where the network runs.
+    """
+
+    info: BundleInfo
+    device: torch.device
+    network: torch.nn.Module = field(repr=False)
+    preprocessing: Any = field(repr=False)
+    inferer: Any = field(repr=False)
+    postprocessing: Any = field(repr=False)
+    image_key: str = "image"
+    pred_key: str = "pred"
+    num_threads: int | None = None
+
+    def segment(self, image: MetaTensor, *, seeds: Sequence[Seed] = ()) -> MetaTensor:
+        """Segment one image and return the label map on exactly its grid.
+
+        Parameters
+        ----------
+        image
+            Channel-first ``(C, I, J, K)`` MetaTensor with a voxel-to-RAS ``.affine``
+            (from :func:`~monai_tumor.ingest.reader.read_series` or
+            :func:`~monai_tumor.ingest.selection.load_inputs`); ``C`` equals
+            ``len(info.input_names)``, channels in that order. Not modified.
+        seeds
+            ``voi`` bundles: the points (LPS mm) to cut a VOI around, at least one.
+            ``whole_image`` bundles ignore them.
+
+        Returns
+        -------
+        MetaTensor
+            ``(1, I, J, K)`` uint8 label map (values 0 and ``info.label_values``), the
+            input's affine and meta (UIDs, ``sop_instance_uids``, ``frame_numbers`` ...),
+            plus meta ``"bundle"`` = :meth:`BundleInfo.provenance`.
+
+        Raises
+        ------
+        UnsupportedInputError
+            If the image is not a 4D MetaTensor with ``len(info.input_names)`` channels.
+        BundleError
+            If a ``voi`` bundle gets no seeds, or the bundle's output is not on the input
+            grid.
+        ConfigError
+            If a seed lies outside the image.
+        """
+        if not isinstance(image, MetaTensor) or image.ndim != 4:
+            raise UnsupportedInputError(
+                f"{self.info.name}: expected a channel-first MetaTensor (C, I, J, K), found "
+                f"{type(image).__name__} with shape {tuple(getattr(image, 'shape', ()))}"
+            )
+        channels = len(self.info.input_names)
+        if image.shape[0] != channels:
+            raise UnsupportedInputError(
+                f"{self.info.name}: the image has {image.shape[0]} channel(s), the bundle takes "
+                f"{channels} ({', '.join(self.info.input_names)}); stack the inputs with "
+                "monai_tumor.ingest.selection.load_inputs(order=info.input_names)"
+            )
+        with _threads(self.num_threads), torch.no_grad():
+            if self.info.kind == BundleKind.VOI:
+                label = self._segment_vois(image, seeds)
+            else:
+                label = self._run(image)
+        meta = {
+            k: copy.deepcopy(v)
+            for k, v in image.meta.items()
+            if k not in {"affine", "channel_names"}
+        }
+        meta["bundle"] = self.info.provenance()
+        return MetaTensor(label.to(torch.uint8), affine=_affine(image).clone(), meta=meta)
+
+    # ----------------------------------------------------------------------- internals
+
+    def _run(self, image: MetaTensor) -> torch.Tensor:
+        """Bundle preprocessing -> inferer -> postprocessing; (1, I, J, K) on image's grid."""
+        source = MetaTensor(
+            image.as_tensor().detach().to(torch.float32).clone(),
+            affine=_affine(image).clone(),
+            meta={k: v for k, v in image.meta.items() if k != "affine"},
+        )
+        data = self.preprocessing({self.image_key: source})
+        x = data[self.image_key]
+        batch = x.unsqueeze(0).to(self.device)
+        pred = self.inferer(batch, self.network)
+        data[self.pred_key] = pred[0].detach().cpu() if self.device.type != "cpu" else pred[0]
+        if isinstance(x, MetaTensor) and self.device.type != "cpu":
+            data[self.image_key] = x.cpu()
+        out = self.postprocessing(data)[self.pred_key]
+        return self._check_grid(out, image)
+
+    def _check_grid(self, out: Any, image: MetaTensor) -> torch.Tensor:
+        shape = tuple(int(s) for s in image.shape[1:])
+        found = tuple(int(s) for s in out.shape[1:]) if out.ndim == 4 else tuple(out.shape)
+        if out.ndim != 4 or found != shape:
+            raise BundleError(
+                f"{self.info.name}: postprocessing returned shape {tuple(out.shape)}, expected "
+                f"(1, {', '.join(map(str, shape))}) on the input grid; every spatial transform "
+                "of preprocessing must be inverted by Invertd",
+                path=self.info.root,
+            )
+        if isinstance(out, MetaTensor):
+            diff = float((_affine(out) - _affine(image)).abs().max())
+            if diff > AFFINE_TOLERANCE_MM:
+                raise BundleError(
+                    f"{self.info.name}: the prediction's affine differs from the input's by "
+                    f"{diff:.4g} mm (tolerance {AFFINE_TOLERANCE_MM}); the label map would be "
+                    "off the source grid, refusing it",
+                    path=self.info.root,
+                )
+        if out.shape[0] != 1:
+            raise BundleError(
+                f"{self.info.name}: postprocessing returned {out.shape[0]} channels, expected "
+                "one label map",
+                path=self.info.root,
+            )
+        label = torch.round(torch.as_tensor(out).detach().cpu().float())
+        return label.to(torch.uint8)
+
+    def _segment_vois(self, image: MetaTensor, seeds: Sequence[Seed]) -> torch.Tensor:
+        if not seeds:
+            raise BundleError(
+                f"{self.info.name} segments a volume of interest around each seed point, but no "
+                "seeds were given; pass seeds (e.g. seeds_from_csv, seeds_from_rtstruct, "
+                "seeds_from_seg)",
+                path=self.info.root,
+            )
+        spec = self.info.voi
+        if spec is None:  # pragma: no cover - kind "voi" implies a spec
+            raise BundleError(f"{self.info.name}: no VOI spec", path=self.info.root)
+        affine_lps = ras_to_lps(_affine(image).numpy())
+        shape = np.asarray(image.shape[1:], dtype=np.float64)
+        cropper = CropVOIAroundPoint(spec=spec, mode="bilinear")
+        union = torch.zeros((1, *image.shape[1:]), dtype=torch.uint8)
+        for seed in seeds:
+            point = np.asarray(seed.point_lps, dtype=np.float64)
+            ijk = patient_to_voxel(affine_lps, point)
+            if not np.all(np.isfinite(ijk)) or np.any(ijk < -0.5) or np.any(ijk > shape - 0.5):
+                name = f" ({seed.label})" if seed.label else ""
+                raise ConfigError(
+                    f"seed{name} at LPS ({point[0]:.1f}, {point[1]:.1f}, {point[2]:.1f}) mm lies "
+                    f"outside the image (voxel {np.round(ijk, 1).tolist()}, shape "
+                    f"{[int(s) for s in shape]}); check that the seed belongs to this series and "
+                    "is in DICOM LPS millimetres"
+                )
+            voi = cropper(image, point)
+            mask_voi = self._run(voi)
+            pasted = paste_voi_mask(mask_voi, voi, image)
+            union = torch.maximum(union, pasted.as_tensor().to(torch.uint8))
+        return union
