@@ -1,0 +1,376 @@
+"""Per-series output folder: mask, DICOM SEG, lesion measurements, overlay, manifest.
+
+Layout (``OUT`` is the run's output folder)::
+
+    OUT/<study-key>/<series-key>/
+        mask.nii.gz      uint8 label map in the source geometry (RAS affine as read)
+        seg.dcm          DICOM SEG referencing every source instance (DICOM input only)
+        lesions.json     per connected lesion: volume, diameters, centroid (LPS), ...
+        overlay.png      largest-lesion slices with contours
+        manifest.json    written last: cache key, provenance, sha256 of every file
+
+Folder names are hashes of the Study/SeriesInstanceUIDs (:func:`study_key`,
+:func:`series_key`): never patient names or IDs, and stable across runs.
+
+Every file is written atomically (:mod:`monai_tumor.export.atomic`) and the
+manifest is written only after all of them; a folder is *complete* when its
+manifest exists, carries the expected cache key and every file it lists
+exists with the recorded size and SHA-256 (:func:`completed_manifest`). A
+rerun redoes any folder that is not complete, so a kill at any moment leaves
+either a complete folder or one that is redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import torch
+from monai.data import MetaTensor
+from pydicom.uid import generate_uid
+
+from monai_tumor.errors import ExportError
+from monai_tumor.export.atomic import atomic_write_json
+from monai_tumor.export.nifti import write_nifti
+from monai_tumor.export.overlay import render_overlay
+from monai_tumor.export.seg import AlgorithmInfo, SegExportConfig, write_dicom_seg
+from monai_tumor.inference.bundle import BundleInfo
+from monai_tumor.postprocess.lesions import lesions_report, measure_lesions
+
+__all__ = [
+    "MANIFEST_NAME",
+    "MANIFEST_SCHEMA",
+    "MASK_NAME",
+    "OUTPUT_SCHEMA",
+    "OverlayStyle",
+    "SeriesOutputs",
+    "cache_key_for",
+    "completed_manifest",
+    "series_key",
+    "software_versions",
+    "study_key",
+    "write_series_outputs",
+]
+
+_log = logging.getLogger(__name__)
+
+#: Identifier of the ``manifest.json`` layout.
+MANIFEST_SCHEMA = "monai-tumor/series-output/1"
+#: Alias kept for readers that call it the output schema.
+OUTPUT_SCHEMA = MANIFEST_SCHEMA
+MANIFEST_NAME = "manifest.json"
+MASK_NAME = "mask.nii.gz"
+SEG_NAME = "seg.dcm"
+LESIONS_NAME = "lesions.json"
+OVERLAY_NAME = "overlay.png"
+_KEY_DIGITS = 16
+_SOFTWARE = ("monai-tumor", "monai", "torch", "numpy", "pydicom", "highdicom", "nibabel")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def study_key(study_instance_uid: str) -> str:
+    """Folder name of a study: ``"study-"`` + 16 hex digits of SHA-256(StudyInstanceUID)."""
+    return f"study-{_digest(study_instance_uid)[:_KEY_DIGITS]}"
+
+
+def series_key(series_instance_uid: str) -> str:
+    """Folder name of a series: ``"series-"`` + 16 hex digits of SHA-256(SeriesInstanceUID)."""
+    return f"series-{_digest(series_instance_uid)[:_KEY_DIGITS]}"
+
+
+def cache_key_for(
+    series_uids: Sequence[str], bundle: BundleInfo, *, seeds: Sequence[Any] = ()
+) -> str:
+    """Return the key under which a series' outputs are reused.
+
+    Parameters
+    ----------
+    series_uids
+        SeriesInstanceUIDs (or input file paths) of the model inputs, reference first.
+    bundle
+        Gives the bundle version and weights hash (``bundle.cache_key()``).
+    seeds
+        Seed points used (their ``repr``), so new seeds redo the series.
+
+    Returns
+    -------
+    str
+        64 hex digits: SHA-256 of the UIDs, the bundle's cache key and the seeds.
+    """
+    parts = ["|".join(series_uids), bundle.cache_key(), "|".join(repr(s) for s in seeds)]
+    return _digest("\n".join(parts))
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python and the packages that shape the outputs."""
+    out = {"python": platform.python_version()}
+    for name in _SOFTWARE:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def completed_manifest(folder: str | os.PathLike[str], cache_key: str) -> dict[str, Any] | None:
+    """Return the manifest of a complete output folder, or ``None`` to (re)do it.
+
+    A folder is complete when ``manifest.json`` parses, has the schema and
+    ``cache_key`` expected, and every file it lists exists with the recorded
+    size and SHA-256.
+    """
+    path = Path(folder) / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("schema") != MANIFEST_SCHEMA:
+        return None
+    if manifest.get("cache_key") != cache_key:
+        return None
+    files = manifest.get("files")
+    if not isinstance(files, dict) or MASK_NAME not in files:
+        return None
+    for name, entry in files.items():
+        target = Path(folder) / name
+        try:
+            if target.stat().st_size != int(entry["bytes"]) or _sha256_file(target) != str(
+                entry["sha256"]
+            ):
+                return None
+        except (OSError, KeyError, TypeError, ValueError):
+            return None
+    return manifest
+
+
+@dataclass(frozen=True)
+class OverlayStyle:
+    """Quick-look options.
+
+    Attributes
+    ----------
+    n_slices
+        Panels in ``overlay.png``.
+    ct_window
+        Display window for CT (HU); ``None`` for the overlay default (soft tissue).
+    """
+
+    n_slices: int = 3
+    ct_window: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class SeriesOutputs:
+    """What :func:`write_series_outputs` wrote for one series.
+
+    Attributes
+    ----------
+    folder
+        The output folder.
+    manifest
+        The manifest written (JSON-ready).
+    seg_status
+        ``"written"`` or why no SEG was written.
+    lesion_count, total_volume_ml
+        From the lesion measurements.
+    largest_diameter_mm
+        Longest 3D diameter over the lesions (0 without lesions).
+    seconds
+        Time spent writing, per output.
+    """
+
+    folder: Path
+    manifest: dict[str, Any]
+    seg_status: str
+    lesion_count: int
+    total_volume_ml: float
+    largest_diameter_mm: float
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _mask_on_grid(mask: MetaTensor | torch.Tensor, reference: MetaTensor) -> MetaTensor:
+    """Check that ``mask`` is ``(1, I, J, K)`` on the reference grid; carry the slice UIDs."""
+    data = mask.as_tensor() if isinstance(mask, MetaTensor) else torch.as_tensor(mask)
+    if data.ndim == 3:
+        data = data[None]
+    if tuple(data.shape) != (1, *reference.shape[1:]):
+        raise ExportError(
+            f"the model returned a mask of shape {tuple(data.shape)}, expected "
+            f"{(1, *reference.shape[1:])} on the source grid; the bundle must paste its "
+            "prediction back onto the input grid"
+        )
+    ref_affine = torch.as_tensor(reference.affine, dtype=torch.float64)
+    if isinstance(mask, MetaTensor) and not torch.allclose(
+        torch.as_tensor(mask.affine, dtype=torch.float64), ref_affine, atol=1e-3
+    ):
+        raise ExportError(
+            "the model returned a mask whose affine differs from the source image's by more "
+            "than 1e-3 mm; it is not on the source grid and would be written shifted"
+        )
+    keep = ("sop_instance_uids", "frame_numbers", "StudyInstanceUID", "SeriesInstanceUID")
+    meta = {k: reference.meta[k] for k in keep if k in reference.meta}
+    meta["FrameOfReferenceUID"] = reference.meta.get("FrameOfReferenceUID", "")
+    return MetaTensor(data.to(torch.uint8).cpu(), affine=ref_affine.clone(), meta=meta)
+
+
+def write_series_outputs(
+    folder: str | os.PathLike[str],
+    *,
+    image: MetaTensor,
+    mask: MetaTensor | torch.Tensor,
+    bundle: BundleInfo,
+    cache_key: str,
+    provenance: Mapping[str, Any],
+    source_datasets: Sequence[pydicom.Dataset] | None,
+    no_seg_reason: str = "",
+    overlay: OverlayStyle | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> SeriesOutputs:
+    """Write every output of one series atomically, then the manifest.
+
+    Parameters
+    ----------
+    folder
+        Output folder (created if missing). An existing manifest is removed
+        first, so the folder counts as incomplete until this call returns.
+    image
+        ``(1, I, J, K)`` reference image the mask is on (RAS affine, meta from
+        :func:`monai_tumor.ingest.reader.read_series`); gives lesion intensities
+        and the overlay background.
+    mask
+        ``(1, I, J, K)`` integer label map on ``image``'s grid.
+    bundle
+        Segment descriptions, name, version and weights hash.
+    cache_key
+        From :func:`cache_key_for`; stored in the manifest.
+    provenance
+        Source UIDs, bundle, software versions... (no patient identifiers);
+        copied into ``lesions.json`` and the manifest.
+    source_datasets
+        Headers of the reference series' instances for the SEG; ``None`` for
+        NIfTI input (no SEG is written and ``no_seg_reason`` says why).
+    no_seg_reason
+        Why there is no SEG when ``source_datasets`` is ``None``.
+    overlay
+        Quick-look options.
+    extra
+        More JSON-ready fields for the manifest (seeds, selection...).
+
+    Returns
+    -------
+    SeriesOutputs
+
+    Raises
+    ------
+    ExportError
+        The mask is not on the image grid, or a file cannot be written.
+    """
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
+    style = overlay or OverlayStyle()
+    label_map = _mask_on_grid(mask, image)
+    seconds: dict[str, float] = {}
+    files: list[str] = []
+
+    t0 = time.perf_counter()
+    write_nifti(label_map, out / MASK_NAME, dtype=np.uint8)
+    files.append(MASK_NAME)
+    seconds["mask"] = time.perf_counter() - t0
+
+    seg_status = no_seg_reason or "not written: no DICOM source instances"
+    if source_datasets is not None:
+        t0 = time.perf_counter()
+        # Deterministic UIDs: a rerun with the same cache key writes the same SEG identity.
+        write_dicom_seg(
+            label_map,
+            source_datasets,
+            out / SEG_NAME,
+            segments=bundle.segments,
+            algorithm=AlgorithmInfo(
+                name=bundle.name,
+                version=bundle.version,
+                parameters=(("weights_sha256", bundle.weights_sha256),),
+            ),
+            config=SegExportConfig(
+                series_description=f"{bundle.name}"[:64],
+                series_instance_uid=generate_uid(entropy_srcs=[cache_key, "series"]),
+                sop_instance_uid=generate_uid(entropy_srcs=[cache_key, "instance"]),
+            ),
+        )
+        files.append(SEG_NAME)
+        seg_status = "written"
+        seconds["seg"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    lesions = measure_lesions(label_map, image)
+    report = lesions_report(lesions, provenance=provenance)
+    atomic_write_json(out / LESIONS_NAME, report)
+    files.append(LESIONS_NAME)
+    seconds["lesions"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    window = style.ct_window if str(image.meta.get("Modality", "")).upper() == "CT" else None
+    render_overlay(
+        image,
+        label_map,
+        out / OVERLAY_NAME,
+        n_slices=style.n_slices,
+        window=window,
+        lesions=lesions,
+        segments=bundle.segments,
+        title=f"{bundle.name} {bundle.version}",
+    )
+    files.append(OVERLAY_NAME)
+    seconds["overlay"] = time.perf_counter() - t0
+
+    largest = max((les.diameter_3d_mm for les in lesions), default=0.0)
+    manifest: dict[str, Any] = {
+        "schema": MANIFEST_SCHEMA,
+        "cache_key": cache_key,
+        "status": "done",
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seg": seg_status,
+        "lesion_count": len(lesions),
+        "total_volume_ml": float(report["total_volume_ml"]),
+        "largest_diameter_3d_mm": float(largest),
+        "provenance": report["provenance"],
+        **dict(extra or {}),
+        "files": {
+            name: {"bytes": (out / name).stat().st_size, "sha256": _sha256_file(out / name)}
+            for name in files
+        },
+    }
+    atomic_write_json(out / MANIFEST_NAME, manifest)
+    _log.info("series %s: %d lesion(s), SEG %s", out.name, len(lesions), seg_status)
+    return SeriesOutputs(
+        folder=out,
+        manifest=manifest,
+        seg_status=seg_status,
+        lesion_count=len(lesions),
+        total_volume_ml=float(report["total_volume_ml"]),
+        largest_diameter_mm=float(largest),
+        seconds=seconds,
+    )
