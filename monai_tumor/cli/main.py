@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from monai_tumor import __version__
-from monai_tumor.cli import bundle_cmd, convert_cmd, evaluate_cmd, scan_cmd
+from monai_tumor.cli import batch_cmd, bundle_cmd, convert_cmd, evaluate_cmd, infer_cmd, scan_cmd
 
 app = typer.Typer(
     name="monai-tumor",
@@ -41,6 +41,8 @@ scan_cmd.register(app)
 convert_cmd.register(app)
 bundle_cmd.register(app)
 evaluate_cmd.register(app)
+batch_cmd.register(app)
+infer_cmd.register(app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

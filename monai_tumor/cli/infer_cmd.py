@@ -1,0 +1,66 @@
+"""``monai-tumor infer INPUT... --bundle BUNDLE --out OUT``: segment one case.
+
+Thin wrapper over :func:`monai_tumor.pipeline.infer.infer_one`. ``INPUT`` is a
+DICOM series folder or a NIfTI/NRRD/MHA file, one per bundle input in the
+bundle's input order. For NIfTI input no DICOM SEG can be written (the status
+says so).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from monai_tumor.cli._common import configure_logging, console, handle_errors
+from monai_tumor.pipeline.infer import InferOptions, infer_one
+
+__all__ = ["infer", "register"]
+
+
+def infer(
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="DICOM series folder or NIfTI file per bundle input, in order."),
+    ],
+    bundle: Annotated[Path, typer.Option("--bundle", help="MONAI bundle folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (created).")],
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    seeds: Annotated[
+        Path | None,
+        typer.Option("--seeds", help="CSV of seed points x,y,z (DICOM LPS mm) for VOI bundles."),
+    ] = None,
+    seeds_from: Annotated[
+        Path | None,
+        typer.Option("--seeds-from", help="RTSTRUCT or SEG file whose lesions give the seeds."),
+    ] = None,
+    seed_roi: Annotated[
+        str,
+        typer.Option("--seed-roi", help="Regex of RTSTRUCT ROI names used as seeds ('' = all)."),
+    ] = "(?i)gtv",
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Threads for reading.")] = 2,
+    force: Annotated[
+        bool, typer.Option("--force", help="Redo even if complete outputs exist.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
+) -> None:
+    """Segment one series (or NIfTI file) and write mask, SEG, lesions, overlay."""
+    configure_logging(verbose)
+    options = InferOptions(
+        device=device,
+        seeds_csv=seeds,
+        seeds_from=seeds_from,
+        seed_roi=seed_roi or None,
+        workers=workers,
+        force=force,
+    )
+    with handle_errors():
+        result = infer_one(inputs, bundle=bundle, out_dir=out, options=options)
+    console.print(f"{result.status}: {result.reason} ({result.seconds:.1f} s)", highlight=False)
+    typer.echo(str(result.folder))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``infer`` command to the app."""
+    app.command("infer")(infer)
