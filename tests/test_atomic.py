@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -38,3 +40,12 @@ def test_temporary_keeps_the_suffix(tmp_path: Path) -> None:
         assert tmp.parent == tmp_path
         tmp.write_bytes(b"x")
     assert (tmp_path / "m.nii.gz").read_bytes() == b"x"
+
+
+def test_atomic_file_gets_umask_permissions(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        out = atomic_write_text(tmp_path / "report.txt", "hello")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644

@@ -50,10 +50,29 @@ def atomic_path(destination: str | Path, *, suffix: str | None = None) -> Iterat
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        # mkstemp creates 0600 files; give the result the permissions a plain
+        # open() would (0666 minus the umask) so colleagues can read outputs.
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _current_umask() -> int:
+    # Linux reports the umask in /proc without changing it; os.umask can only
+    # be read by setting it, which would race with other writer threads, so it
+    # is the fallback only.
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _write_with(destination: str | Path, writer: Callable[[Path], object]) -> Path:
