@@ -214,3 +214,32 @@ def test_un_vr_and_charset_decode_like_pydicom(tmp_path: Path) -> None:
     assert (fast.rows, fast.columns) == (64, 32)
     assert fast.series_description == "Thorax nativ – Lunge ü"
     assert fast.pixel_spacing == (0.5, 0.75) and fast.image_position == (0.0, 0.0, -12.5)
+
+
+@pytest.mark.parametrize("use_fast_path", [True, False])
+def test_patient_id_inside_free_text_is_redacted(tmp_path: Path, use_fast_path: bool) -> None:
+    ds = pydicom.Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    ds.SOPClassUID = pydicom.uid.CTImageStorage
+    ds.SOPInstanceUID = "1.2.3.4"
+    ds.StudyInstanceUID = "1.2.3"
+    ds.SeriesInstanceUID = "1.2.3.5"
+    ds.PatientID = "STS_002"
+    ds.Modality = "CT"
+    ds.SeriesDescription = "IBSI_1_sts_002_MR_T1_image"
+    ds.StudyDescription = "follow-up STS_002"
+    ds.ProtocolName = "Thorax"
+    ds.Rows = 4
+    ds.Columns = 4
+    ds.BitsAllocated = 16
+    ds.PixelData = b"\0" * 32
+    path = tmp_path / "ct"
+    ds.save_as(path, enforce_file_format=True)
+    header = inspect_file(path, use_fast_path=use_fast_path)
+    assert isinstance(header, InstanceHeader)
+    assert header.series_description == "IBSI_1_[redacted]_MR_T1_image"
+    assert "STS_002" not in repr(header).upper()
+    assert header.patient_hash == patient_hash("STS_002")

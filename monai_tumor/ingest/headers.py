@@ -46,6 +46,7 @@ from pydicom.uid import UID
 
 from monai_tumor.errors import IngestError, UnsupportedInputError
 from monai_tumor.ingest.enums import ImageKind, SkipReason
+from monai_tumor.ingest.sidecar import redact_free_text
 
 __all__ = [
     "HEADER_KEYWORDS",
@@ -778,6 +779,20 @@ def _fast_parse(fh: Any, size: int) -> tuple[dict[str, Any], int, str, str | Non
             buf += fh.read(_SECOND_CHUNK)
 
 
+#: Free-text attributes that sometimes carry the PatientID (scrubbed on read).
+_FREE_TEXT_KEYWORDS = ("SeriesDescription", "StudyDescription", "ProtocolName")
+
+
+def _redact_free_text(values: dict[str, Any]) -> None:
+    patient_id = values.get("PatientID")
+    if not isinstance(patient_id, str) or not patient_id.strip():
+        return
+    for keyword in _FREE_TEXT_KEYWORDS:
+        text = values.get(keyword)
+        if isinstance(text, str):
+            values[keyword] = redact_free_text(text, patient_id=patient_id)
+
+
 def _classify(
     path: Path,
     values: dict[str, Any],
@@ -796,6 +811,7 @@ def _classify(
     values["SOPClassUID"] = sop
     synthetic = _fill_missing_uids(path, values)
     pid_hash = patient_hash(values.get("PatientID"))
+    _redact_free_text(values)
     if sop in NON_IMAGE_SOP_CLASSES:
         return NonImageObject(
             path=path,

@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import IS, DSfloat
 
-__all__ = ["ACQUISITION_FIELDS", "REDACTED", "acquisition_fields"]
+__all__ = ["ACQUISITION_FIELDS", "REDACTED", "acquisition_fields", "redact_free_text"]
 
 #: DICOM keywords copied into sidecars when present (an allow-list).
 ACQUISITION_FIELDS: tuple[str, ...] = (
@@ -67,11 +67,43 @@ REDACTED = "[redacted]"
 
 def _identifier_strings(dataset: Dataset) -> list[str]:
     """Patient name (and its components) and ID as they appear in free text."""
+    values = [
+        str(dataset.get(keyword, "") or "").strip()
+        for keyword in ("PatientID", "PatientName", "OtherPatientIDs")
+    ]
+    return _split_identifiers([v for v in values if v])
+
+
+def redact_free_text(text: str, *, patient_id: str | None) -> str:
+    """Replace occurrences of the patient's ID inside a free-text value.
+
+    Exports often carry the PatientID inside SeriesDescription or ProtocolName
+    (e.g. ``"IBSI_1_STS_002_MR_T1_image"``); such text must not reach logs,
+    tables or outputs.
+
+    Parameters
+    ----------
+    text
+        A free-text attribute value (SeriesDescription, StudyDescription, ...).
+    patient_id
+        PatientID (0010,0020) of the same instance, or ``None``.
+
+    Returns
+    -------
+    str
+        ``text`` with every case-insensitive occurrence of the ID (and of its
+        parts of three or more characters) replaced by :data:`REDACTED`.
+    """
+    if not patient_id or not patient_id.strip():
+        return text
+    identifiers = _split_identifiers([patient_id.strip()])
+    scrubbed: str = _scrub(text, identifiers)
+    return scrubbed
+
+
+def _split_identifiers(values: list[str]) -> list[str]:
     found: list[str] = []
-    for keyword in ("PatientID", "PatientName", "OtherPatientIDs"):
-        value = str(dataset.get(keyword, "") or "").strip()
-        if not value:
-            continue
+    for value in values:
         found.append(value)
         found.extend(part for part in value.replace("^", " ").split() if len(part) >= 3)
     # longest first so "SMITH^JOHN" is replaced before "SMITH"
