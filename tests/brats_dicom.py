@@ -512,6 +512,7 @@ def write_brats_study(
     seed: int = 0,
     sequences: Iterable[str] = SEQUENCES,
     distractors: Iterable[str] = DISTRACTORS,
+    slices: tuple[int, int] | None = None,
 ) -> BratsStudy:
     """Write a BraTS case as a DICOM MR study (see the module docstring).
 
@@ -533,6 +534,11 @@ def write_brats_study(
     distractors
         Extra series, a subset of ``("flair_mpr", "localizer")``; both need
         ``"flair"`` in ``sequences``.
+    slices
+        ``(start, stop)``: write only NIfTI slices ``start <= k < stop`` (a
+        smaller study, for tests that never run a model on it). The expected
+        affine is then that of the sub-volume and the NIfTI no longer matches
+        the series voxel for voxel: compare with ``nifti[..., start:stop]``.
 
     Returns
     -------
@@ -564,8 +570,14 @@ def write_brats_study(
         source = _source(case_path, role)
         image = nib.load(source)
         affine_ras = np.asarray(image.affine, dtype=np.float64)
+        volume = np.asarray(image.dataobj, dtype=np.float32)
+        if slices is not None:
+            volume = volume[:, :, slices[0] : slices[1]]
+            if not 0 <= slices[0] < slices[1] <= image.shape[2]:
+                raise ValueError(f"slices {slices} outside 0..{image.shape[2]}")
+            affine_ras = _shifted(affine_ras, (0, 0, slices[0]))
         affine_lps = ras_to_lps(affine_ras)
-        q = _quantise(np.asarray(image.dataobj, dtype=np.float32))
+        q = _quantise(volume)
         series_uid = generate_uid(entropy_srcs=[salt, role, "series"])
         files = _write_series(
             role=role,
