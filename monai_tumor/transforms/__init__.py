@@ -1,13 +1,15 @@
 """MONAI transforms of the project (volume of interest around a point).
 
-Public names are imported on first use (PEP 562), so ``import
-monai_tumor.transforms`` stays cheap: the header scan must not pay for torch and MONAI.
+Public names are imported on first use (scientific-python SPEC 1, via
+``lazy_loader``), so ``import monai_tumor.transforms`` stays cheap: the header scan must
+not pay for torch and MONAI.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+import lazy_loader
 
 if TYPE_CHECKING:
     from monai_tumor.transforms.voi import (
@@ -18,13 +20,18 @@ if TYPE_CHECKING:
         voi_center_lps,
     )
 
-_EXPORTS: dict[str, str] = {
-    "CropVOIAroundPoint": "monai_tumor.transforms.voi",
-    "CropVOIAroundPointd": "monai_tumor.transforms.voi",
-    "VOISpec": "monai_tumor.transforms.voi",
-    "paste_voi_mask": "monai_tumor.transforms.voi",
-    "voi_center_lps": "monai_tumor.transforms.voi",
-}
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "voi": [
+            "CropVOIAroundPoint",
+            "CropVOIAroundPointd",
+            "VOISpec",
+            "paste_voi_mask",
+            "voi_center_lps",
+        ],
+    },
+)
 
 __all__ = [
     "CropVOIAroundPoint",
@@ -33,18 +40,3 @@ __all__ = [
     "paste_voi_mask",
     "voi_center_lps",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    """Import a public name from its module on first access."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """List the public names with the module attributes."""
-    return sorted(set(globals()) | set(__all__))
