@@ -251,3 +251,37 @@ def test_left_handed_affine_is_refused(tmp_path: Path) -> None:
     _write_case(tmp_path / "case_0002", (3, 3, 3), affine)
     with pytest.raises(ValueError, match="not along"):
         write_brats_study(tmp_path / "case_0002", tmp_path / "out", distractors=())
+
+
+def test_slices_option_writes_a_sub_volume(tmp_path: Path) -> None:
+    affine = np.array([[-0.9, 0, 0, 10.0], [0, -0.8, 0, 20.0], [0, 0, 1.5, -30.0], [0, 0, 0, 1]])
+    _write_case(tmp_path / "case_0003", (5, 4, 9), affine)
+    written = write_brats_study(
+        tmp_path / "case_0003", tmp_path / "out", distractors=(), slices=(2, 6)
+    )
+    for series in written.series.values():
+        img = read_series(list(series.files))
+        reference = _nifti(series.source_nifti)[:, :, 2:6]
+        assert img.shape == (1, 5, 4, 4)
+        assert float(np.abs(img[0].numpy() - reference).max()) <= series.tolerance
+        shifted = affine.copy()
+        shifted[:3, 3] = voxel_to_patient(affine, [0, 0, 2])
+        assert np.abs(img.affine.numpy() - shifted).max() <= 1e-4
+
+
+def test_uids_and_names_are_reproducible(tmp_path: Path) -> None:
+    _write_case(tmp_path / "case_0004", (3, 3, 2), np.eye(4))
+
+    def write(out: str, patient_id: str) -> BratsStudy:
+        return write_brats_study(
+            tmp_path / "case_0004", tmp_path / out, patient_id=patient_id, distractors=()
+        )
+
+    first, again, other = write("a", "P1"), write("b", "P1"), write("c", "P2")
+    assert first.series_uids == again.series_uids
+    assert first.study_uid == again.study_uid
+    assert [p.relative_to(first.root) for p in first.files] == [
+        p.relative_to(again.root) for p in again.files
+    ]
+    assert not set(first.series_uids.values()) & set(other.series_uids.values())
+    assert first.study_uid != other.study_uid
