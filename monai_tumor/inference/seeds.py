@@ -151,14 +151,22 @@ def _components(mask: npt.NDArray[np.bool_]) -> Iterable[npt.NDArray[np.float64]
     """Centroid (voxel indices) of each 26-connected component, largest first."""
     from scipy import ndimage
 
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-    if count == 0:
-        return []
+    # Work on the bounding box of the mask: a tumour is a tiny part of a 512 x 512 x N CT
+    # (LUNG1-001 GTV: 4.7 s on the full grid, milliseconds on its box).
+    bounds = []
+    for axis in range(3):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        if hits.size == 0:
+            return []
+        bounds.append((int(hits[0]), int(hits[-1]) + 1))
+    box = mask[tuple(slice(lo, hi) for lo, hi in bounds)]
+    offset = np.asarray([lo for lo, _ in bounds], dtype=np.float64)
+    labels, count = ndimage.label(box, structure=np.ones((3, 3, 3), dtype=bool))
     index = np.arange(1, count + 1)
-    sizes = ndimage.sum_labels(mask, labels, index)
-    centroids = ndimage.center_of_mass(mask, labels, index)
-    order = np.argsort(-np.asarray(sizes), kind="stable")
-    return [np.asarray(centroids[i], dtype=np.float64) for i in order]
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    centroids = ndimage.center_of_mass(box, labels, index)
+    order = np.argsort(-sizes, kind="stable")
+    return [np.asarray(centroids[i], dtype=np.float64) + offset for i in order]
 
 
 def seeds_from_mask(
