@@ -27,7 +27,7 @@ MR Image Storage allows 16-bit integers only, so each series is stored as
 reads back unchanged) and ``slope`` = range / 65534. A value read back as
 ``stored * slope + intercept`` differs from the NIfTI by at most
 ``slope / 2`` (quantisation) plus float32 rounding: :attr:`BratsSeries.tolerance`
-is ``slope / 2 + 1e-5``. For the four shared cases ``slope`` is 1.7e-4 to
+is ``slope / 2 + 1e-5``. For the four shared cases ``slope`` is 1.3e-4 to
 2.9e-4, so the error is at most 1.5e-4 (measured on brats_2013_pat0003_1:
 8.8e-5 FLAIR, 1.2e-4 T1c). The data's own distinct values are >= 0.0078
 apart, so no two NIfTI values collapse into one stored value, and the glioma
