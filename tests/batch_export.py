@@ -48,7 +48,7 @@ import pytest
 from brats_dicom import BratsStudy, brats_case_dir, write_brats_study
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, RLELossless, generate_uid
 
 from monai_tumor.ingest.enums import SkipReason
 
@@ -297,8 +297,8 @@ def _copy_series(source_dir: Path, namer: _Namer) -> tuple[list[Path], Dataset]:
 
 def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_instance
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     return meta
 

@@ -571,7 +571,7 @@ def write_brats_study(
     flair_aff: npt.NDArray[np.float64] | None = None
     for role in roles:
         source = _source(case_path, role)
-        image = nib.load(source)
+        image = nib.Nifti1Image.from_filename(source)
         affine_ras = np.asarray(image.affine, dtype=np.float64)
         volume = np.asarray(image.dataobj, dtype=np.float32)
         if slices is not None:

@@ -37,7 +37,7 @@ CASE = "brats_2013_pat0003_1"
 
 
 def _nifti(path: Path) -> npt.NDArray[np.float32]:
-    return np.asarray(nib.load(path).dataobj, dtype=np.float32)
+    return np.asarray(nib.Nifti1Image.from_filename(path).dataobj, dtype=np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_series_reads_back_to_the_nifti(
     background = reference == reference.min()
     assert np.array_equal(img[0].numpy()[background], reference[background])
     affine = img.affine.numpy()
-    assert np.abs(affine - nib.load(series.source_nifti).affine).max() <= 1e-4
+    assert np.abs(affine - nib.Nifti1Image.from_filename(series.source_nifti).affine).max() <= 1e-4
     assert img.meta["SeriesInstanceUID"] == series.series_uid
     assert img.meta["StudyInstanceUID"] == study.study_uid
     assert img.meta["FrameOfReferenceUID"] == study.frame_of_reference_uid
@@ -111,7 +111,7 @@ def test_written_headers_are_those_of_a_real_mr_study(study: BratsStudy) -> None
 def test_flair_reformat_lands_on_the_same_world_points(study: BratsStudy) -> None:
     """Every voxel of the coronal MPR sits where its FLAIR voxel is (geometry of the fixture)."""
     mpr = read_series(list(study.series["flair_mpr"].files))
-    flair_affine = nib.load(study.flair.source_nifti).affine
+    flair_affine = nib.Nifti1Image.from_filename(study.flair.source_nifti).affine
     assert study.series["flair_mpr"].affine_ras is not None
     assert np.abs(mpr.affine.numpy() - study.series["flair_mpr"].affine_ras).max() <= 1e-4
     rng = np.random.default_rng(0)
@@ -197,7 +197,12 @@ def test_load_inputs_stacks_the_nifti_channels(
     assert isinstance(image, MetaTensor)
     assert tuple(image.shape) == (2, 240, 240, 155)
     assert image.meta["channel_names"] == ["flair", "t1c"]
-    assert np.abs(image.affine.numpy() - nib.load(study.flair.source_nifti).affine).max() <= 1e-4
+    assert (
+        np.abs(
+            image.affine.numpy() - nib.Nifti1Image.from_filename(study.flair.source_nifti).affine
+        ).max()
+        <= 1e-4
+    )
     for c, role in enumerate(("flair", "t1c")):
         reference = _nifti(study.series[role].source_nifti)
         assert float(np.abs(image[c].numpy() - reference).max()) <= study.series[role].tolerance

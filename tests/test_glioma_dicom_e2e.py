@@ -68,7 +68,7 @@ def test_held_out_case_through_dicom_matches_the_model_card(
     assert label.meta["SeriesInstanceUID"] == study.flair.series_uid
     assert set(np.unique(label.numpy()).tolist()) <= {0, 1, 2, 4}
 
-    reference_nifti = nib.load(study.label_nifti)
+    reference_nifti = nib.Nifti1Image.from_filename(study.label_nifti)
     reference = MetaTensor(
         torch.from_numpy(np.rint(np.asarray(reference_nifti.dataobj)).astype(np.int16))[None],
         affine=torch.as_tensor(reference_nifti.affine, dtype=torch.float64),
