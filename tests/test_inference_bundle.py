@@ -176,7 +176,9 @@ def test_glioma_on_a_held_out_brats_case(data_dir: Path, glioma: LoadedBundle) -
     assert label.meta["filename_or_obj"] == image.meta["filename_or_obj"]
     assert label.meta["bundle"]["bundle"] == "brats_glioma_mri"
 
-    ref = np.rint(np.asarray(nib.load(folder / "OTMultiClass.nii.gz").dataobj)).astype(int)
+    ref = np.rint(
+        np.asarray(nib.Nifti1Image.from_filename(folder / "OTMultiClass.nii.gz").dataobj)
+    ).astype(int)
     pred = label[0].numpy()
     found = {
         "TC": _dice(np.isin(pred, [1, 4]), np.isin(ref, [1, 3, 4])),
@@ -244,6 +246,25 @@ def test_nodule_result_follows_a_flipped_grid(data_dir: Path, nodule: LoadedBund
     mirrored = nodule.segment(flipped, seeds=seeds)
     assert torch.equal(torch.flip(mirrored.as_tensor(), dims=[1]), direct.as_tensor())
     assert direct.sum() > 0
+    assert torch.equal(nodule.segment(image, seeds=seeds).as_tensor(), direct.as_tensor())
+
+
+@pytest.mark.realdata
+def test_num_threads_applies_during_the_call_only(data_dir: Path) -> None:
+    image, ref = _lidc(data_dir, "LIDC-IDRI-0014_R_1")
+    bundle = load_bundle(NODULE, device="cpu", num_threads=1)
+    seen: list[int] = []
+    forward = bundle.network.forward
+
+    def spy(x: torch.Tensor) -> torch.Tensor:
+        seen.append(torch.get_num_threads())
+        return forward(x)
+
+    bundle.network.forward = spy
+    before = torch.get_num_threads()
+    bundle.segment(image, seeds=seeds_from_mask(ref, image))
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == before
 
 
 @pytest.mark.realdata

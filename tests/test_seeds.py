@@ -108,7 +108,9 @@ def test_mask_components_become_seeds_at_their_centroids() -> None:
     ref = MetaTensor(torch.zeros(1, *mask.shape), affine=torch.as_tensor(lps_to_ras(affine_lps)))
     seeds = seeds_from_mask(mask[None], ref, label="blob", source="m.nii.gz")
     assert len(seeds) == 3
-    expected = voxel_to_patient(affine_lps, [[14.5, 14.5, 6.5], [3.0, 4.0, 1.5], [25, 25, 11]])
+    expected = voxel_to_patient(
+        affine_lps, [[14.5, 14.5, 6.5], [3.0, 4.0, 1.5], [25.0, 25.0, 11.0]]
+    )
     np.testing.assert_allclose([s.point_lps for s in seeds], expected, atol=1e-9)
     assert {s.label for s in seeds} == {"blob"} and {s.source for s in seeds} == {"m.nii.gz"}
 

@@ -536,6 +536,16 @@ def _threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+@contextmanager
+def _deterministic(device: torch.device) -> Iterator[None]:
+    """Run with cuDNN autotuning off and deterministic kernels (CPU kernels already are)."""
+    if device.type != "cuda":
+        yield
+        return
+    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
+        yield
+
+
 def _affine(img: MetaTensor) -> torch.Tensor:
     return torch.as_tensor(img.affine, dtype=torch.float64).detach().cpu()
 
@@ -607,7 +617,7 @@ class LoadedBundle:
                 f"{channels} ({', '.join(self.info.input_names)}); stack the inputs with "
                 "monai_tumor.ingest.selection.load_inputs(order=info.input_names)"
             )
-        with _threads(self.num_threads), torch.no_grad():
+        with _threads(self.num_threads), _deterministic(self.device), torch.no_grad():
             if self.info.kind == BundleKind.VOI:
                 label = self._segment_vois(image, seeds)
             else:
