@@ -175,7 +175,7 @@ class BatchExport:
         return next(label for label, s in self.series.items() if s.series_uid == series_uid)
 
     def expected(
-        self, bundle: str, *, seeds_from_export: bool = False
+        self, bundle: str, *, seeds_from_export: bool = True
     ) -> dict[str, ExpectedOutcome]:
         """Expected outcome of every image series for one bundle.
 
@@ -185,8 +185,8 @@ class BatchExport:
             ``"lung_nodule_ct"`` or ``"brats_glioma_mri"``, or a path ending in one.
         seeds_from_export
             For the CT (seeded VOI) bundle: whether the run takes seeds from the
-            RTSTRUCTs in the export (``BatchOptions.seeds_from_export``, off by
-            default there too). Without seeds the two CT series that would be
+            RTSTRUCTs in the export (``BatchOptions.seeds_from_export=True``;
+            note that option is off by default). Without seeds the two CT series that would be
             segmented (``sts002_ct``) or fail (``sts003_ct_corrupt``) are
             skipped for lack of seeds. Ignored for the glioma bundle.
 
