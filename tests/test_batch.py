@@ -24,6 +24,7 @@ from monai_tumor.export.seg import SegmentSpec, read_back_seg
 from monai_tumor.geometry import sort_along_normal
 from monai_tumor.inference.bundle import BundleInfo
 from monai_tumor.inference.seeds import Seed
+from monai_tumor.ingest.reader import read_series
 from monai_tumor.pipeline import batch as batch_module
 from monai_tumor.pipeline.batch import BatchOptions, SeriesStatus, run_batch
 from monai_tumor.pipeline.outputs import MANIFEST_NAME
@@ -53,8 +54,8 @@ class ThresholdSegmenter:
         self.calls.append(str(image.meta.get("SeriesInstanceUID")))
         if self.fail_on is not None and float(image.max()) == self.fail_on:
             raise RuntimeError("model exploded on this series")
-        mask = (image[:1] > 100).to(torch.uint8)
-        return MetaTensor(mask.as_tensor(), affine=image.affine.clone(), meta=dict(image.meta))
+        mask = torch.as_tensor(image[:1] > 100).to(torch.uint8)
+        return MetaTensor(mask, affine=image.affine.clone(), meta=dict(image.meta))
 
 
 @pytest.fixture
@@ -175,7 +176,7 @@ def test_read_failure_is_a_failed_series_with_package_exit_code(
     synthetic_export: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real_read = batch_module.read_series
+    real_read = read_series
 
     def read(files: list[Path], **kwargs: object) -> MetaTensor:
         if kwargs.get("series_uid") == synthetic_export["ct_fails"]:
@@ -203,7 +204,7 @@ def test_next_series_is_read_while_the_current_one_is_segmented(
     synthetic_export: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real_read = batch_module.read_series
+    real_read = read_series
     second_read_started = threading.Event()
     reads: list[str] = []
 
@@ -238,7 +239,7 @@ def _seg_matches_mask_and_source(folder: Path, files: Sequence[Path]) -> np.ndar
     """Check seg.dcm against mask.nii.gz and the source slice positions; return the mask."""
     datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
     datasets = [d for d in datasets if d.get("Modality") != "RTSTRUCT" and "Rows" in d]
-    mask = np.asarray(nib.load(folder / "mask.nii.gz").dataobj)
+    mask = np.asarray(nib.Nifti1Image.from_filename(folder / "mask.nii.gz").dataobj)
     seg_labels = read_back_seg(folder / "seg.dcm", datasets)
     np.testing.assert_array_equal(seg_labels, mask)
     # Every SEG frame sits on the position of the source slice it references.
@@ -347,7 +348,7 @@ def test_messy_export_statuses_and_reasons(
                 index_path=tmp_path / "index.sqlite",
             ),
         )
-    expected = batch_export.expected(NODULE)
+    expected = batch_export.expected(str(NODULE))
     records = _by_uid(result)
     assert set(records) == set(expected)
     for uid, want in expected.items():

@@ -32,7 +32,7 @@ class ThresholdSegmenter:
 
     def segment(self, image: MetaTensor, *, seeds: Sequence[Seed] = ()) -> MetaTensor:
         self.calls += 1
-        mask = (image[:1] > 100).to(torch.uint8).as_tensor()
+        mask = torch.as_tensor(image[:1] > 100).to(torch.uint8)
         return MetaTensor(mask, affine=image.affine.clone(), meta=dict(image.meta))
 
 
@@ -67,7 +67,7 @@ def test_nifti_input_writes_everything_but_the_seg(tmp_path: Path, fake_bundle: 
     result = infer_one(path, bundle=fake_bundle, out_dir=out, segmenter=model)
     assert result.status == "done" and "NIfTI" in result.reason and "not written" in result.reason
     assert not (out / "seg.dcm").exists()
-    mask = nib.load(out / "mask.nii.gz")
+    mask = nib.Nifti1Image.from_filename(out / "mask.nii.gz")
     np.testing.assert_allclose(mask.affine, affine, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(mask.dataobj), (_stored() > 100).astype(np.uint8))
     manifest = json.loads((out / MANIFEST_NAME).read_text())
@@ -86,7 +86,7 @@ def test_dicom_folder_gets_a_seg_on_its_slices(tmp_path: Path, fake_bundle: Bund
     )
     assert result.status == "done" and result.reason == "SEG written"
     datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-    mask = np.asarray(nib.load(out / "mask.nii.gz").dataobj)
+    mask = np.asarray(nib.Nifti1Image.from_filename(out / "mask.nii.gz").dataobj)
     np.testing.assert_array_equal(read_back_seg(out / "seg.dcm", datasets), mask)
     assert mask.sum() == 5 * 5 * 3
 
@@ -114,7 +114,7 @@ def test_nodule_bundle_dicom_and_nifti_give_the_same_mask(data_dir: Path, tmp_pa
     assert result.status == "done" and result.reason == "SEG written"
     files = sorted((case / "dicom" / "image").iterdir())
     datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-    mask = np.asarray(nib.load(dicom_out / "mask.nii.gz").dataobj)
+    mask = np.asarray(nib.Nifti1Image.from_filename(dicom_out / "mask.nii.gz").dataobj)
     assert mask.any()
     np.testing.assert_array_equal(read_back_seg(dicom_out / "seg.dcm", datasets), mask)
     # The NIfTI copy of the same series, seeded at the same LPS point from a CSV.
@@ -129,8 +129,10 @@ def test_nodule_bundle_dicom_and_nifti_give_the_same_mask(data_dir: Path, tmp_pa
         options=InferOptions(device="cpu", seeds_csv=csv_path),
     )
     assert result.status == "done" and "NIfTI" in result.reason
-    nifti_mask = nib.load(nifti_out / "mask.nii.gz")
+    nifti_mask = nib.Nifti1Image.from_filename(nifti_out / "mask.nii.gz")
     np.testing.assert_allclose(
-        nifti_mask.affine, nib.load(dicom_out / "mask.nii.gz").affine, atol=1e-4
+        nifti_mask.affine,
+        nib.Nifti1Image.from_filename(dicom_out / "mask.nii.gz").affine,
+        atol=1e-4,
     )
     np.testing.assert_array_equal(np.asarray(nifti_mask.dataobj), mask)

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -82,10 +83,10 @@ def _check_report(out: Path) -> None:
         assert (out / "index.html").read_text().rstrip().endswith("</html>")
 
 
-def _outputs(out: Path) -> dict[str, dict[str, object]]:
+def _outputs(out: Path) -> dict[str, dict[str, Any]]:
     """Per series folder: the comparable content of every output (validating each file)."""
     summary = json.loads((out / "summary.json").read_text())
-    found: dict[str, dict[str, object]] = {}
+    found: dict[str, dict[str, Any]] = {}
     for row in summary["series"]:
         assert row["status"] == "done", row
         folder = out / row["folder"]
@@ -96,9 +97,10 @@ def _outputs(out: Path) -> dict[str, dict[str, object]]:
         with Image.open(folder / "overlay.png") as png:
             png.load()
         lesions = json.loads((folder / "lesions.json").read_text())
+        mask = nib.Nifti1Image.from_filename(folder / "mask.nii.gz")
         found[row["folder"]] = {
-            "mask": np.asarray(nib.load(folder / "mask.nii.gz").dataobj),
-            "affine": nib.load(folder / "mask.nii.gz").affine,
+            "mask": np.asarray(mask.dataobj),
+            "affine": np.asarray(mask.affine),
             "lesions": lesions,
             "seg_pixels": seg.pixel_array,
             "seg_uids": (str(seg.SeriesInstanceUID), str(seg.SOPInstanceUID)),

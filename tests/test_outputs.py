@@ -55,7 +55,7 @@ def series(tmp_path: Path) -> tuple[MetaTensor, list[pydicom.Dataset]]:
         shuffle_names=True,
     )
     image = read_series(tmp_path / "ct")
-    datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    datasets: list[pydicom.Dataset] = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
     return image, datasets
 
 
@@ -104,7 +104,7 @@ def test_outputs_written_and_complete(
         "seg.dcm",
     ]
     # mask.nii.gz: source geometry, same voxels
-    nii = nib.load(out / "mask.nii.gz")
+    nii = nib.Nifti1Image.from_filename(out / "mask.nii.gz")
     np.testing.assert_allclose(nii.affine, image.affine.numpy(), atol=1e-5)
     expected = (image[0].numpy() > 100).astype(np.uint8)
     np.testing.assert_array_equal(np.asarray(nii.dataobj), expected)
