@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -63,7 +64,7 @@ from monai_tumor.ingest.selection import (
     load_rules,
     select_series,
 )
-from monai_tumor.ingest.sidecar import acquisition_fields
+from monai_tumor.ingest.sidecar import REDACTED, acquisition_fields
 from monai_tumor.pipeline.infer import (
     Segmenter,
     filter_seeds,
@@ -136,6 +137,9 @@ class SeriesRecord:
         Time spent on the series (read + inference + writing).
     error_type
         Exception class of a failure.
+    exit_code
+        CLI exit code of that exception class (:data:`monai_tumor.errors.EXIT_CODES`;
+        1 for errors outside the package's hierarchy).
     """
 
     study_key: str
@@ -156,6 +160,7 @@ class SeriesRecord:
     largest_diameter_mm: float | None = None
     seconds: float | None = None
     error_type: str | None = None
+    exit_code: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the rows of ``summary.json``)."""
@@ -261,10 +266,7 @@ class BatchResult:
     def exit_code(self) -> int:
         """0 if no series failed, else the exit code of the first failure's error class."""
         for record in self.failed:
-            for cls, code in EXIT_CODES.items():
-                if record.error_type == cls.__name__:
-                    return code
-            return EXIT_CODES[MonaiTumorError]
+            return record.exit_code or 1
         return 0
 
     @property
@@ -286,6 +288,15 @@ class _Job:
     files: Mapping[str, tuple[Path, ...]]
     seed_objects: tuple[NonImageObject, ...]
     cache_key: str
+    redact: _Redactor
+
+
+def _exit_code(exc: BaseException) -> int:
+    """Exit code of the most specific known error class (1 for anything else)."""
+    for cls in type(exc).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    return 1
 
 
 def _short_error(exc: BaseException, export_dir: Path) -> str:
@@ -293,18 +304,45 @@ def _short_error(exc: BaseException, export_dir: Path) -> str:
     return text.replace(str(export_dir) + os.sep, "EXPORT/").replace(str(export_dir), "EXPORT")
 
 
-def _description(files: Sequence[Path]) -> str:
-    """SeriesDescription with the patient's name/ID scrubbed (via the sidecar allow-list)."""
+class _Redactor:
+    """Replace the patient's name and ID inside free text (reasons, error messages).
+
+    Selection reasons quote attribute values (SeriesDescription, ProtocolName)
+    and errors quote paths, which exports sometimes fill with the patient's
+    name or ID. Same rule as :mod:`monai_tumor.ingest.sidecar` (the name, its
+    parts of at least 3 characters, the ID; case-insensitive), kept here
+    because the sidecar module only scrubs its own allow-listed fields.
+    """
+
+    def __init__(self, ds: pydicom.Dataset | None) -> None:
+        found: set[str] = set()
+        for keyword in ("PatientID", "PatientName", "OtherPatientIDs"):
+            value = str(ds.get(keyword, "") or "").strip() if ds is not None else ""
+            if value:
+                found.add(value)
+                found.update(part for part in value.replace("^", " ").split() if len(part) >= 3)
+        self._patterns = [
+            re.compile(re.escape(s), re.IGNORECASE)
+            for s in sorted((s for s in found if len(s) >= 3), key=len, reverse=True)
+        ]
+
+    def __call__(self, text: str) -> str:
+        for pattern in self._patterns:
+            text = pattern.sub(REDACTED, text)
+        return text
+
+
+def _first_header(files: Sequence[Path]) -> pydicom.Dataset | None:
     for path in files[:3]:
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            return pydicom.dcmread(path, stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError, EOFError):
             continue
-        return str(acquisition_fields(ds).get("SeriesDescription", ""))
-    return ""
+    return None
 
 
-def _base_record(info: SeriesInfo, files: Sequence[Path]) -> SeriesRecord:
+def _base_record(info: SeriesInfo, header: pydicom.Dataset | None) -> SeriesRecord:
+    description = str(acquisition_fields(header).get("SeriesDescription", "")) if header else ""
     return SeriesRecord(
         study_key=study_key(info.study_instance_uid),
         series_key=series_key(info.series_instance_uid),
@@ -312,7 +350,7 @@ def _base_record(info: SeriesInfo, files: Sequence[Path]) -> SeriesRecord:
         series_instance_uid=info.series_instance_uid,
         modality=info.modality,
         series_number=info.series_number,
-        series_description=_description(files),
+        series_description=description,
         number_of_slices=info.number_of_slices,
         status=SeriesStatus.PENDING,
         reason="",
@@ -373,7 +411,7 @@ def _plan(
     jobs: list[_Job] = []
     names = tuple(bundle.input_names)
     ref_name = reference_input(bundle)
-    if tuple(rules.names[: len(names)]) != names and set(names) - set(rules.names):
+    if set(names) - set(rules.names):
         raise ConfigError(
             f"the selection rules name inputs {list(rules.names)} but the bundle "
             f"{bundle.name!r} needs {list(names)}; use rules written for this bundle"
@@ -384,8 +422,10 @@ def _plan(
                 s.series_instance_uid: tuple(index.files_for_series(s.series_instance_uid))
                 for s in study.series
             }
+            headers = {uid: _first_header(f) for uid, f in files.items()}
+            redact = {uid: _Redactor(h) for uid, h in headers.items()}
             base = {
-                s.series_instance_uid: _base_record(s, files[s.series_instance_uid])
+                s.series_instance_uid: _base_record(s, headers[s.series_instance_uid])
                 for s in study.series
             }
             if not study.series:
@@ -407,7 +447,9 @@ def _plan(
                         )
                     else:
                         record = replace(
-                            record, status=SeriesStatus.SKIPPED, reason=_skip_reason(uid, selection)
+                            record,
+                            status=SeriesStatus.SKIPPED,
+                            reason=redact[uid](_skip_reason(uid, selection)),
                         )
                     records.append(record)
                     continue
@@ -452,6 +494,7 @@ def _plan(
                         files={n: files[u] for n, u in inputs.items()},
                         seed_objects=seed_objects,
                         cache_key=key,
+                        redact=redact[uid],
                     )
                 )
     return records, jobs
@@ -616,6 +659,11 @@ def run_batch(
     start = time.perf_counter()
     export = Path(export_dir).expanduser().resolve()
     out = Path(out_dir).expanduser().resolve()
+    if out == export or export in out.parents:
+        raise ConfigError(
+            f"the output folder {out} is inside the export {export}; the scan would index the "
+            "outputs (SEG objects) as part of the export. Choose an output folder outside it"
+        )
     out.mkdir(parents=True, exist_ok=True)
     info = _bundle_info(bundle)
     rules = load_rules(opts.rules if opts.rules is not None else info.selection_rules)
@@ -635,6 +683,7 @@ def run_batch(
         records, jobs = _plan(scan, index, rules, info, opts, csv_digest)
     position = {r.series_instance_uid: i for i, r in enumerate(records)}
     lock = threading.Lock()
+    report_cache: dict[str, Any] = {}
     run_info = {
         "export_dir": str(export),
         "bundle": info.provenance(),
@@ -647,7 +696,7 @@ def run_batch(
     def publish(record: SeriesRecord) -> None:
         with lock:
             records[position[record.series_instance_uid]] = record
-            write_report(out, [r.to_dict() for r in records], run_info=run_info)
+            write_report(out, [r.to_dict() for r in records], run_info=run_info, cache=report_cache)
 
     # Resume: finished series are kept as they are.
     todo: list[_Job] = []
@@ -673,7 +722,7 @@ def run_batch(
             seconds=0.0,
         )
     with lock:
-        write_report(out, [r.to_dict() for r in records], run_info=run_info)
+        write_report(out, [r.to_dict() for r in records], run_info=run_info, cache=report_cache)
     _log.info(
         "%d series: %d to segment, %d already done, %d skipped",
         len(records),
@@ -688,6 +737,7 @@ def run_batch(
         paths = write_report(
             out,
             [r.to_dict() for r in records],
+            cache=report_cache,
             run_info={
                 **run_info,
                 "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -726,8 +776,9 @@ def _run_jobs(
         return replace(
             job.record,
             status=SeriesStatus.FAILED,
-            reason=_short_error(exc, export),
+            reason=job.redact(_short_error(exc, export)),
             error_type=type(exc).__name__,
+            exit_code=_exit_code(exc),
             seconds=seconds,
         )
 

@@ -347,6 +347,14 @@ def write_series_outputs(
     seconds["overlay"] = time.perf_counter() - t0
 
     largest = max((les.diameter_3d_mm for les in lesions), default=0.0)
+    labels = label_map.as_tensor()[0]
+    voxel_ml = abs(float(torch.linalg.det(label_map.affine[:3, :3].double()))) / 1000.0
+    counts = torch.bincount(labels.flatten().long(), minlength=256)
+    segment_volumes = {
+        spec.label: float(counts[spec.number]) * voxel_ml
+        for spec in bundle.segments
+        if 0 < spec.number < 256
+    }
     manifest: dict[str, Any] = {
         "schema": MANIFEST_SCHEMA,
         "cache_key": cache_key,
@@ -356,6 +364,7 @@ def write_series_outputs(
         "lesion_count": len(lesions),
         "total_volume_ml": float(report["total_volume_ml"]),
         "largest_diameter_3d_mm": float(largest),
+        "segment_volumes_ml": segment_volumes,
         "provenance": report["provenance"],
         **dict(extra or {}),
         "files": {

@@ -98,15 +98,24 @@ def _counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     return counts
 
 
-def _lesions(out_dir: Path, folder: str | None) -> list[dict[str, Any]]:
+def _lesions(out_dir: Path, folder: str | None, cache: dict[str, Any]) -> list[dict[str, Any]]:
+    """Lesions of a series' ``lesions.json`` (cached by path, size and mtime)."""
     if not folder:
         return []
+    path = out_dir / folder / "lesions.json"
     try:
-        payload = json.loads((out_dir / folder / "lesions.json").read_text(encoding="utf-8"))
+        stat = path.stat()
+        stamp = (stat.st_size, stat.st_mtime_ns)
+        hit = cache.get(str(path))
+        if hit is not None and hit[0] == stamp:
+            return list(hit[1])
+        payload = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return []
     lesions = payload.get("lesions") if isinstance(payload, dict) else None
-    return list(lesions) if isinstance(lesions, list) else []
+    found = list(lesions) if isinstance(lesions, list) else []
+    cache[str(path)] = (stamp, found)
+    return found
 
 
 def _lesion_table(lesions: Sequence[Mapping[str, Any]]) -> str:
@@ -135,7 +144,12 @@ def _lesion_table(lesions: Sequence[Mapping[str, Any]]) -> str:
     return f"<table class='lesions'>{head}{''.join(rows)}</table>{more}"
 
 
-def _html(out_dir: Path, rows: Sequence[Mapping[str, Any]], run_info: Mapping[str, Any]) -> str:
+def _html(
+    out_dir: Path,
+    rows: Sequence[Mapping[str, Any]],
+    run_info: Mapping[str, Any],
+    cache: dict[str, Any],
+) -> str:
     esc = html.escape
     counts = _counts(rows)
     skipped_files = run_info.get("skipped_files", 0)
@@ -192,7 +206,7 @@ def _html(out_dir: Path, rows: Sequence[Mapping[str, Any]], run_info: Mapping[st
                 measures = (
                     f"{esc(_fmt(row.get('lesion_count')))} lesion(s), "
                     f"{esc(_fmt(row.get('total_volume_ml'), 3))} mL total"
-                    f"{_lesion_table(_lesions(out_dir, str(folder)))}<p>{links}</p>"
+                    f"{_lesion_table(_lesions(out_dir, str(folder), cache))}<p>{links}</p>"
                 )
             parts.append(
                 f"<tr><td>{ident}</td><td>{state}</td><td>{thumb}</td><td>{measures}</td></tr>"
@@ -207,6 +221,7 @@ def write_report(
     rows: Sequence[Mapping[str, Any]],
     *,
     run_info: Mapping[str, Any] | None = None,
+    cache: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Write ``summary.csv``, ``summary.json`` and ``index.html`` atomically.
 
@@ -220,6 +235,9 @@ def write_report(
         (:meth:`monai_tumor.pipeline.batch.SeriesRecord.to_dict`).
     run_info
         Run-level facts (export, bundle provenance, times); no patient data.
+    cache
+        A dict kept by the caller between calls, so each ``lesions.json`` is
+        read once per change rather than on every rewrite.
 
     Returns
     -------
@@ -237,7 +255,9 @@ def write_report(
     }
     csv_path = atomic_write_text(out / "summary.csv", _csv_text(rows))
     json_path = atomic_write_json(out / "summary.json", payload)
-    html_path = atomic_write_text(out / "index.html", _html(out, rows, info))
+    html_path = atomic_write_text(
+        out / "index.html", _html(out, rows, info, cache if cache is not None else {})
+    )
     return [csv_path, json_path, html_path]
 
 
