@@ -770,6 +770,7 @@ def _run_jobs(
 ) -> None:
     workers = max(1, opts.workers)
     pending_writes: list[Future[None]] = []
+    slots = threading.BoundedSemaphore(workers)
 
     def failed(job: _Job, exc: BaseException, seconds: float) -> SeriesRecord:
         _log.warning("series %s failed: %s", job.record.series_key, type(exc).__name__)
@@ -825,12 +826,13 @@ def _run_jobs(
                 finish(failed(job, exc, loaded.seconds + time.perf_counter() - t0))
                 continue
             infer_seconds = time.perf_counter() - t0
-            # Bound memory: at most `workers` series waiting to be written.
-            while sum(not f.done() for f in pending_writes) >= workers:
-                time.sleep(0.02)
-            pending_writes.append(
-                writer.submit(_write, loaded, mask, infer_seconds, info, opts, out, finish, failed)
+            # Bound memory: at most `workers` series held for writing at once.
+            slots.acquire()
+            future = writer.submit(
+                _write, loaded, mask, infer_seconds, info, opts, out, finish, failed
             )
+            future.add_done_callback(lambda _f: slots.release())
+            pending_writes.append(future)
         for future in pending_writes:
             future.result()
 
