@@ -16,6 +16,7 @@ import torch
 from monai.data import MetaTensor
 
 from monai_tumor.errors import BundleError, ConfigError, UnsupportedInputError
+from monai_tumor.geometry import lps_to_ras, voxel_to_patient
 from monai_tumor.inference import (
     BundleKind,
     LoadedBundle,
@@ -197,6 +198,78 @@ def test_glioma_refuses_a_wrong_channel_count(glioma: LoadedBundle) -> None:
         glioma.segment(one)
     with pytest.raises(UnsupportedInputError, match="MetaTensor"):
         glioma.segment(torch.zeros(2, 8, 8, 8))  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- synthetic grids
+
+GRIDS = [
+    pytest.param(0.0, (1, 1, 1), (0.7, 0.7, 1.25), id="axial"),
+    pytest.param(17.0, (-1, 1, -1), (0.8, 0.6, 2.0), id="oblique-17-flipped"),
+    pytest.param(-30.0, (1, -1, 1), (0.9, 0.9, 1.0), id="oblique-30"),
+]
+
+
+def _nodule_phantom(
+    angle_deg: float, flips: tuple[int, int, int], spacing: tuple[float, float, float]
+) -> tuple[MetaTensor, npt.NDArray[np.bool_], tuple[float, float, float]]:
+    """Lung-like CT (-850 HU + noise) with a 6 mm radius nodule (40 HU), off-centre."""
+    a = np.deg2rad(angle_deg)
+    rotation = np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0, 0, 1.0]])
+    affine_lps = np.eye(4)
+    affine_lps[:3, :3] = rotation @ np.diag(np.asarray(flips) * np.asarray(spacing))
+    affine_lps[:3, 3] = [31.5, -47.25, -102.0]
+    shape = (80, 70, 30)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+    world = voxel_to_patient(affine_lps, grid)
+    centre = voxel_to_patient(affine_lps, [37.3, 33.1, 14.4])
+    mask = np.linalg.norm(world - centre, axis=-1) <= 6.0
+    noise = np.random.default_rng(0).normal(0.0, 20.0, shape)
+    values = (np.where(mask, 40.0, -850.0) + noise).astype(np.float32)
+    image = MetaTensor(
+        torch.as_tensor(values)[None], affine=torch.as_tensor(lps_to_ras(affine_lps))
+    )
+    x, y, z = (float(v) for v in centre)
+    return image, mask, (x, y, z)
+
+
+@pytest.mark.parametrize(("angle", "flips", "spacing"), GRIDS)
+def test_voi_bundle_on_oblique_and_flipped_grids(
+    nodule: LoadedBundle,
+    angle: float,
+    flips: tuple[int, int, int],
+    spacing: tuple[float, float, float],
+) -> None:
+    """Seed at a phantom nodule: the pasted mask is the nodule on the source grid."""
+    image, mask, centre = _nodule_phantom(angle, flips, spacing)
+    label = nodule.segment(image, seeds=[Seed(centre)])
+    assert label.shape == image.shape and torch.equal(label.affine, image.affine)
+    assert _dice(label[0], mask) > 0.85
+
+
+def test_whole_image_bundle_on_an_oblique_flipped_grid(tmp_path: Path) -> None:
+    """The nodule bundle without its VOI key runs on the whole image: Invertd lands on the grid."""
+    root = _copy_bundle(tmp_path)
+    _edit_meta(root, voi=None)
+    bundle = load_bundle(root, device="cpu")
+    assert bundle.info.kind == BundleKind.WHOLE_IMAGE
+    image, mask, _ = _nodule_phantom(17.0, (-1, 1, -1), (0.8, 0.6, 2.0))
+    label = bundle.segment(image)
+    assert label.shape == image.shape and torch.equal(label.affine, image.affine)
+    assert _dice(label[0], mask) > 0.85
+
+
+def test_a_result_off_the_input_grid_is_refused(tmp_path: Path) -> None:
+    """Without Invertd the prediction stays on the 0.7 mm grid: refused, never returned."""
+    root = _copy_bundle(tmp_path)
+    _edit_meta(root, voi=None)
+    config_path = root / "configs" / "inference.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    steps = config["postprocessing"]["transforms"]
+    config["postprocessing"]["transforms"] = [s for s in steps if s["_target_"] != "Invertd"]
+    config_path.write_text(json.dumps(config, indent=4), encoding="utf-8")
+    image, _, _ = _nodule_phantom(17.0, (-1, 1, -1), (0.8, 0.6, 2.0))
+    with pytest.raises(BundleError, match="on the input grid"):
+        load_bundle(root, device="cpu").segment(image)
 
 
 # --------------------------------------------------------------------------- nodules
