@@ -24,16 +24,17 @@ if [ -f "$DATA/README.md" ]; then
   link_series "$DATA/sts/STS_001/CT/dicom/image" "$EXPORT/STS1/ct"
   link_series "$DATA/sts/STS_001/CT/dicom/mask" "$EXPORT/STS1/rtstruct"
   echo "[demo] writing BraTS case pat0003 as a DICOM MR study (FLAIR, T1c + distractors)"
-  PYTHONPATH=tests "$BIN/python" - "$DATA" "$EXPORT/BRATS" <<'EOF'
+  if [ ! -f "$OUT/.brats_written" ]; then
+    PYTHONPATH=tests "$BIN/python" - "$DATA" "$EXPORT/BRATS" <<'EOF'
 import sys
 from pathlib import Path
 
 from brats_dicom import brats_case_dir, write_brats_study
 
-if not (Path(sys.argv[2]) / ".written").exists():
-    write_brats_study(brats_case_dir(Path(sys.argv[1]), "brats_2013_pat0003_1"), sys.argv[2])
-    (Path(sys.argv[2]) / ".written").write_text("ok\n")
+write_brats_study(brats_case_dir(Path(sys.argv[1]), "brats_2013_pat0003_1"), sys.argv[2])
 EOF
+    touch "$OUT/.brats_written"
+  fi
   SEEDS=(--seeds-from-rtstruct)
   BUNDLES=(lung_nodule_ct brats_glioma_mri)
 else
