@@ -368,3 +368,55 @@ def test_messy_export_statuses_and_reasons(
     _seg_matches_mask_and_source(
         tmp_path / "out" / done.folder, batch_export.series["sts002_ct"].files
     )
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_seeds_by_frame_of_reference_and_from_csv(data_dir: Path, tmp_path: Path) -> None:
+    """An RTSTRUCT that names no series is matched by FrameOfReferenceUID; a CSV seeds too."""
+    series = data_dir / "sts" / "STS_002" / "CT" / "dicom"
+    export = tmp_path / "export"
+    (export / "ct").mkdir(parents=True)
+    for i, f in enumerate(sorted((series / "image").iterdir())):
+        (export / "ct" / f"{i:04d}").symlink_to(f)
+    rs = pydicom.dcmread(series / "mask" / "RS.dcm")
+    for ref in rs.ReferencedFrameOfReferenceSequence:
+        del ref.RTReferencedStudySequence  # no referenced series left
+    rs.save_as(export / "rs_without_series_reference")
+
+    by_frame = run_batch(
+        export,
+        tmp_path / "out_frame",
+        bundle=NODULE,
+        options=BatchOptions(progress=False, seeds_from_export=True, device="cpu"),
+    )
+    (record,) = by_frame.records
+    assert record.status is SeriesStatus.DONE, record.reason
+    assert record.folder is not None
+    manifest = json.loads((tmp_path / "out_frame" / record.folder / MANIFEST_NAME).read_text())
+    (seed,) = manifest["provenance"]["seeds"]
+
+    csv_path = tmp_path / "seeds.csv"
+    x, y, z = seed["point_lps_mm"]
+    csv_path.write_text(f"x,y,z,label\n{x},{y},{z},gtv\n0,0,99999,elsewhere\n")
+    by_csv = run_batch(
+        export,
+        tmp_path / "out_csv",
+        bundle=NODULE,
+        options=BatchOptions(progress=False, seeds_csv=csv_path, device="cpu"),
+    )
+    (csv_record,) = by_csv.records
+    assert csv_record.status is SeriesStatus.DONE, csv_record.reason
+    assert csv_record.folder == record.folder
+    mask_frame = nib.Nifti1Image.from_filename(
+        tmp_path / "out_frame" / record.folder / "mask.nii.gz"
+    )
+    mask_csv = nib.Nifti1Image.from_filename(tmp_path / "out_csv" / record.folder / "mask.nii.gz")
+    np.testing.assert_array_equal(np.asarray(mask_csv.dataobj), np.asarray(mask_frame.dataobj))
+
+    # No seeds at all: the VOI bundle skips the series and says why.
+    unseeded = run_batch(
+        export, tmp_path / "out_none", bundle=NODULE, options=BatchOptions(progress=False)
+    )
+    assert unseeded.records[0].status is SeriesStatus.SKIPPED
+    assert "seed" in unseeded.records[0].reason
