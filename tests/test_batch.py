@@ -235,12 +235,14 @@ def test_next_series_is_read_while_the_current_one_is_segmented(
 # --------------------------------------------------------------------------- real data
 
 
-def _seg_matches_mask_and_source(folder: Path, files: Sequence[Path]) -> np.ndarray:
+def _seg_matches_mask_and_source(
+    folder: Path, files: Sequence[Path], segments: Sequence[SegmentSpec] | None = None
+) -> np.ndarray:
     """Check seg.dcm against mask.nii.gz and the source slice positions; return the mask."""
     datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
     datasets = [d for d in datasets if d.get("Modality") != "RTSTRUCT" and "Rows" in d]
     mask = np.asarray(nib.Nifti1Image.from_filename(folder / "mask.nii.gz").dataobj)
-    seg_labels = read_back_seg(folder / "seg.dcm", datasets)
+    seg_labels = read_back_seg(folder / "seg.dcm", datasets, segments=segments)
     np.testing.assert_array_equal(seg_labels, mask)
     # Every SEG frame sits on the position of the source slice it references.
     seg = hd.seg.segread(folder / "seg.dcm")
@@ -331,7 +333,14 @@ def test_nodule_bundle_on_real_ct_seeded_from_rtstruct(
 
 @pytest.mark.realdata
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("bundle", "done_label"),
+    [(NODULE, "sts002_ct"), (BUNDLES / "brats_glioma_mri", "brats_flair")],
+    ids=["nodule", "glioma"],
+)
 def test_messy_export_statuses_and_reasons(
+    bundle: Path,
+    done_label: str,
     batch_export: BatchExport,  # noqa: F811
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
@@ -340,7 +349,7 @@ def test_messy_export_statuses_and_reasons(
         result = run_batch(
             batch_export.root,
             tmp_path / "out",
-            bundle=NODULE,
+            bundle=bundle,
             options=BatchOptions(
                 progress=False,
                 seeds_from_export=True,
@@ -348,7 +357,7 @@ def test_messy_export_statuses_and_reasons(
                 index_path=tmp_path / "index.sqlite",
             ),
         )
-    expected = batch_export.expected(str(NODULE))
+    expected = batch_export.expected(str(bundle))
     records = _by_uid(result)
     assert set(records) == set(expected)
     for uid, want in expected.items():
@@ -358,16 +367,31 @@ def test_messy_export_statuses_and_reasons(
         assert re.search(want.reason, got.reason, re.IGNORECASE), (label, got.reason)
         if want.error_type:
             assert got.error_type == want.error_type, (label, got.reason)
-    assert result.exit_code == 10  # IngestError: the corrupt CT
+    assert result.exit_code == 10  # IngestError: the corrupt CT / FLAIR
     summary = (tmp_path / "out" / "summary.json").read_text()
     html = (tmp_path / "out" / "index.html").read_text()
     for ident in batch_export.identifiers:
         assert ident not in summary and ident not in html and ident not in caplog.text
-    done = records[batch_export.uid("sts002_ct")]
+    done = records[batch_export.uid(done_label)]
     assert done.folder is not None
-    _seg_matches_mask_and_source(
-        tmp_path / "out" / done.folder, batch_export.series["sts002_ct"].files
+    mask = _seg_matches_mask_and_source(
+        tmp_path / "out" / done.folder, batch_export.series[done_label].files, _segments(bundle)
     )
+    manifest = json.loads((tmp_path / "out" / done.folder / MANIFEST_NAME).read_text())
+    if done_label == "brats_flair":
+        # Both MR series fed the model; the label map (on the FLAIR grid) has every region.
+        assert manifest["inputs"] == {
+            "flair": batch_export.uid("brats_flair"),
+            "t1c": batch_export.uid("brats_t1c"),
+        }
+        assert set(np.unique(mask)) <= {0, 1, 2, 4} and mask.any()
+        assert set(manifest["segment_volumes_ml"]) == {s.label for s in _segments(bundle)}
+
+
+def _segments(bundle: Path) -> tuple[SegmentSpec, ...]:
+    from monai_tumor.inference.bundle import read_bundle_info
+
+    return read_bundle_info(bundle).segments
 
 
 @pytest.mark.realdata
