@@ -152,6 +152,19 @@ def test_incomplete_outputs_are_detected(
     assert completed_manifest(out, "k1") is None
     (out / MANIFEST_NAME).write_text("{not json")
     assert completed_manifest(out, "k1") is None
+    # Redoing the folder removes what a killed writer left behind.
+    leftover = out / ".seg.dcm.a1b2c3.tmp.dcm"
+    leftover.write_bytes(b"partial")
+    write_series_outputs(
+        out,
+        image=image,
+        mask=_mask(image),
+        bundle=bundle,
+        cache_key="k1",
+        provenance={},
+        source_datasets=None,
+    )
+    assert not leftover.exists() and completed_manifest(out, "k1") is not None
 
 
 def test_mask_off_the_source_grid_is_refused(

@@ -852,7 +852,6 @@ def _write(
     assert loaded.reference is not None and job.record.folder is not None
     folder = out / job.record.folder
     try:
-        _clean_temporaries(folder)
         outputs = write_series_outputs(
             folder,
             image=loaded.reference,
@@ -885,15 +884,6 @@ def _write(
         )
     )
     _log.info("series %s done in %.1f s", job.record.series_key, total)
-
-
-def _clean_temporaries(folder: Path) -> None:
-    """Remove temporary files a killed run left behind (``.name.XXXX.tmp*``)."""
-    if not folder.is_dir():
-        return
-    for path in folder.iterdir():
-        if path.name.startswith(".") and ".tmp" in path.name and path.is_file():
-            path.unlink(missing_ok=True)
 
 
 def _bundle_info(bundle: str | os.PathLike[str] | BundleInfo) -> BundleInfo:

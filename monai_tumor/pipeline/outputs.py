@@ -165,6 +165,13 @@ def completed_manifest(folder: str | os.PathLike[str], cache_key: str) -> dict[s
     return manifest
 
 
+def _remove_temporaries(folder: Path) -> None:
+    """Remove temporary files a killed run left (``export.atomic``: ``.NAME.XXXX.tmp*``)."""
+    for path in folder.iterdir():
+        if path.name.startswith(".") and ".tmp" in path.name and path.is_file():
+            path.unlink(missing_ok=True)
+
+
 @dataclass(frozen=True)
 class OverlayStyle:
     """Quick-look options.
@@ -253,8 +260,9 @@ def write_series_outputs(
     Parameters
     ----------
     folder
-        Output folder (created if missing). An existing manifest is removed
-        first, so the folder counts as incomplete until this call returns.
+        Output folder (created if missing). An existing manifest and temporary
+        files left by a killed run are removed first, so the folder counts as
+        incomplete until this call returns.
     image
         ``(1, I, J, K)`` reference image the mask is on (RAS affine, meta from
         :func:`monai_tumor.ingest.reader.read_series`); gives lesion intensities
@@ -290,6 +298,7 @@ def write_series_outputs(
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_NAME).unlink(missing_ok=True)
+    _remove_temporaries(out)
     style = overlay or OverlayStyle()
     label_map = _mask_on_grid(mask, image)
     seconds: dict[str, float] = {}
