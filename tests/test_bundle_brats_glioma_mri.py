@@ -252,3 +252,29 @@ def test_inference_on_held_out_case(data_dir: Path, tmp_path: Path) -> None:
     et = _dice(pred == 4, ref == 4)
     assert abs(tc - expected["TC"]) <= 0.02, (tc, expected)
     assert abs(et - expected["ET"]) <= 0.02, (et, expected)
+
+
+@pytest.mark.parametrize("bundle", ["brats_glioma_mri", "lung_nodule_ct"])
+@pytest.mark.parametrize("seed", range(4))
+def test_largest_component_scipy_and_torch_paths_agree(bundle: str, seed: int) -> None:
+    """The fast scipy path (project venv) equals the torch fallback (bare bundle runtime)."""
+    spec = importlib.util.spec_from_file_location(
+        f"_{bundle}_transforms_lcc", REPO / "bundles" / bundle / "scripts" / "transforms.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rng = np.random.default_rng(seed)
+    for _ in range(25):
+        shape = tuple(int(s) for s in rng.integers(1, 14, 3))
+        mask = torch.from_numpy(rng.random(shape) < rng.uniform(0.05, 0.5))
+        fast = module.largest_component(mask)
+        nz = torch.nonzero(mask)
+        slow = torch.zeros_like(mask)
+        if nz.shape[0]:
+            lo, hi = nz.min(0).values, nz.max(0).values + 1
+            box = (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
+            slow[box] = module._largest_torch(mask[box], 8)
+        assert torch.equal(fast, slow)
+        if nz.shape[0]:
+            assert fast.any() and not (fast & ~mask).any()
