@@ -87,9 +87,8 @@ def tc_wt_et_to_brats_labels(pred: torch.Tensor) -> torch.Tensor:
 
 def _with_meta(data: torch.Tensor, like: Any) -> torch.Tensor:
     if isinstance(like, MetaTensor):
-        return MetaTensor(
-            data, affine=like.affine, meta=like.meta, applied_operations=like.applied_operations
-        )
+        # the affine travels inside meta; passing affine= as well makes MONAI warn
+        return MetaTensor(data, meta=like.meta, applied_operations=like.applied_operations)
     return data
 
 
