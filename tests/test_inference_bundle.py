@@ -67,6 +67,7 @@ def test_bundle_info_of_both_bundles() -> None:
     assert (n.name, n.kind, n.input_names) == ("lung_nodule_ct", BundleKind.VOI, ("ct",))
     assert g.label_values == (1, 2, 4) and n.label_values == (1,)
     assert n.voi is not None and n.voi.shape == (48, 48, 16)
+    assert n.display_window == (-1350.0, 150.0) and g.display_window is None  # lung window
     assert g.segments[2].property_type.value == "108369006"  # SNOMED CT Neoplasm
     assert g.selection_rules.name == "series_selection.json" and g.selection_rules.is_file()
     assert len(g.weights_sha256) == 64
@@ -108,6 +109,8 @@ def _edit_meta(root: Path, **block: object) -> None:
         ({"segments": [{"number": 1, "label": "x", "category": {}, "type": {}}]}, "category"),
         ({"input_names": ["flair"]}, "not selection names"),
         ({"voi": {"size_mm": [1, 2], "spacing_mm": [1, 1, 1]}}, "voi.size_mm"),
+        ({"display_window": {"center": -600, "width": 0}}, "display_window"),
+        ({"display_window": [-600, 1500]}, "display_window"),
     ],
 )
 def test_invalid_metadata_block_is_a_bundle_error(

@@ -134,6 +134,10 @@ class BundleInfo:
         label map is returned.
     voi
         The VOI cut around each seed (``kind == "voi"`` only).
+    display_window
+        ``(low, high)`` intensity window for pictures of the input (``monai_tumor.
+        display_window`` ``{"center": c, "width": w}``), e.g. a lung window for the
+        nodule bundle; ``None`` leaves the choice to the overlay (soft tissue for CT).
     """
 
     root: Path
@@ -147,6 +151,7 @@ class BundleInfo:
     title: str = ""
     reference_input: str = ""
     voi: VOISpec | None = None
+    display_window: tuple[float, float] | None = None
 
     @property
     def weights(self) -> Path:
@@ -356,6 +361,7 @@ def read_bundle_info(path: str | Path) -> BundleInfo:
             f"{META_KEY}.reference_input {reference!r} is not one of {raw_names}", path=meta_path
         )
     voi = _voi_spec(block["voi"], meta_path) if "voi" in block else None
+    window = _display_window(block.get("display_window"), meta_path)
     return BundleInfo(
         root=root,
         name=root.name,
@@ -368,7 +374,24 @@ def read_bundle_info(path: str | Path) -> BundleInfo:
         title=str(meta.get("name", "")),
         reference_input=str(reference),
         voi=voi,
+        display_window=window,
     )
+
+
+def _display_window(raw: Any, path: Path) -> tuple[float, float] | None:
+    if raw is None:
+        return None
+    try:
+        center, width = float(raw["center"]), float(raw["width"])
+    except (KeyError, TypeError, ValueError):
+        center, width = float("nan"), float("nan")
+    if not width > 0:
+        raise BundleError(
+            f'{META_KEY}.display_window must be {{"center": number, "width": number > 0}}, '
+            f"found {raw!r}",
+            path=path,
+        )
+    return (center - width / 2.0, center + width / 2.0)
 
 
 # --------------------------------------------------------------------------- loading

@@ -18,7 +18,14 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import IS, DSfloat
 
-__all__ = ["ACQUISITION_FIELDS", "REDACTED", "acquisition_fields", "redact_free_text"]
+__all__ = [
+    "ACQUISITION_FIELDS",
+    "REDACTED",
+    "acquisition_fields",
+    "identifier_strings",
+    "redact_free_text",
+    "redact_identifiers",
+]
 
 #: DICOM keywords copied into sidecars when present (an allow-list).
 ACQUISITION_FIELDS: tuple[str, ...] = (
@@ -65,13 +72,46 @@ ACQUISITION_FIELDS: tuple[str, ...] = (
 REDACTED = "[redacted]"
 
 
-def _identifier_strings(dataset: Dataset) -> list[str]:
-    """Patient name (and its components) and ID as they appear in free text."""
+def identifier_strings(dataset: Dataset | None) -> list[str]:
+    """Patient name (and its parts), ID and other IDs as they may appear in free text.
+
+    Parameters
+    ----------
+    dataset
+        A header of the patient's series, or ``None`` (no identifiers known).
+
+    Returns
+    -------
+    list of str
+        Strings of at least three characters, longest first, for
+        :func:`redact_identifiers`. Keep them in memory only; never log them.
+    """
+    if dataset is None:
+        return []
     values = [
         str(dataset.get(keyword, "") or "").strip()
         for keyword in ("PatientID", "PatientName", "OtherPatientIDs")
     ]
     return _split_identifiers([v for v in values if v])
+
+
+def redact_identifiers(text: str, identifiers: list[str]) -> str:
+    """Replace every case-insensitive occurrence of ``identifiers`` in ``text``.
+
+    Parameters
+    ----------
+    text
+        Free text (a selection reason, an error message, a description).
+    identifiers
+        From :func:`identifier_strings`.
+
+    Returns
+    -------
+    str
+        ``text`` with each identifier replaced by :data:`REDACTED`.
+    """
+    scrubbed: str = _scrub(text, identifiers)
+    return scrubbed
 
 
 def redact_free_text(text: str, *, patient_id: str | None) -> str:
@@ -148,7 +188,7 @@ def acquisition_fields(dataset: Dataset) -> dict[str, Any]:
         Never contains patient identifiers: occurrences of the patient's name
         or ID inside free-text values are replaced by ``"[redacted]"``.
     """
-    identifiers = _identifier_strings(dataset)
+    identifiers = identifier_strings(dataset)
     out: dict[str, Any] = {}
     for keyword in ACQUISITION_FIELDS:
         value = dataset.get(keyword)

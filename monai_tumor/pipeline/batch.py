@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -64,7 +63,11 @@ from monai_tumor.ingest.selection import (
     load_rules,
     select_series,
 )
-from monai_tumor.ingest.sidecar import REDACTED, acquisition_fields
+from monai_tumor.ingest.sidecar import (
+    acquisition_fields,
+    identifier_strings,
+    redact_identifiers,
+)
 from monai_tumor.pipeline.infer import (
     Segmenter,
     filter_seeds,
@@ -309,27 +312,14 @@ class _Redactor:
 
     Selection reasons quote attribute values (SeriesDescription, ProtocolName)
     and errors quote paths, which exports sometimes fill with the patient's
-    name or ID. Same rule as :mod:`monai_tumor.ingest.sidecar` (the name, its
-    parts of at least 3 characters, the ID; case-insensitive), kept here
-    because the sidecar module only scrubs its own allow-listed fields.
+    name or ID. The rule is :mod:`monai_tumor.ingest.sidecar`'s.
     """
 
     def __init__(self, ds: pydicom.Dataset | None) -> None:
-        found: set[str] = set()
-        for keyword in ("PatientID", "PatientName", "OtherPatientIDs"):
-            value = str(ds.get(keyword, "") or "").strip() if ds is not None else ""
-            if value:
-                found.add(value)
-                found.update(part for part in value.replace("^", " ").split() if len(part) >= 3)
-        self._patterns = [
-            re.compile(re.escape(s), re.IGNORECASE)
-            for s in sorted((s for s in found if len(s) >= 3), key=len, reverse=True)
-        ]
+        self._identifiers = identifier_strings(ds)
 
     def __call__(self, text: str) -> str:
-        for pattern in self._patterns:
-            text = pattern.sub(REDACTED, text)
-        return text
+        return redact_identifiers(text, self._identifiers)
 
 
 def _first_header(files: Sequence[Path]) -> pydicom.Dataset | None:

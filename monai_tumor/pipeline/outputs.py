@@ -181,7 +181,8 @@ class OverlayStyle:
     n_slices
         Panels in ``overlay.png``.
     ct_window
-        Display window for CT (HU); ``None`` for the overlay default (soft tissue).
+        Display window for CT (HU); ``None`` for the bundle's ``display_window``, else
+        the overlay default (soft tissue).
     """
 
     n_slices: int = 3
@@ -341,7 +342,8 @@ def write_series_outputs(
     seconds["lesions"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    window = style.ct_window if str(image.meta.get("Modality", "")).upper() == "CT" else None
+    is_ct = str(image.meta.get("Modality", "")).upper() == "CT"
+    window = (style.ct_window or bundle.display_window) if is_ct else None
     render_overlay(
         image,
         label_map,
