@@ -220,9 +220,11 @@ def test_scan_real_data_in_place(
         ("STS_002", "CT"): 48, ("STS_002", "MR_T1"): 35, ("STS_002", "PET"): 48,
         ("STS_003", "CT"): 51, ("STS_003", "MR_T1"): 47, ("STS_003", "PET"): 51,
     }  # fmt: skip
+    # The PatientID (STS_00n) inside each SeriesDescription is redacted on read.
     assert counts == sorted(
-        (f"IBSI_1_{patient}_{kind}_image", n) for (patient, kind), n in expected.items()
+        (f"IBSI_1_[redacted]_{kind}_image", n) for (_patient, kind), n in expected.items()
     )
+    assert len({s.patient_hash for s in result.series}) == 3
     assert all(s.uniform and s.orientation is Orientation.AXIAL for s in result.series)
     assert len(result.non_image_objects) == 9
     assert "Patient" not in caplog.text

@@ -13,22 +13,48 @@ import lazy_loader
 
 if TYPE_CHECKING:
     from monai_tumor.bundle.verify import (
+        CHECK_NAMES,
+        LAYOUT_KEY,
         CheckResult,
         CheckStatus,
+        InputLayout,
+        LayoutKind,
         VerifyReport,
+        default_schema_path,
+        read_input_layout,
         verify_bundle,
+        write_synthetic_dataset,
     )
 
 __getattr__, __dir__, _ = lazy_loader.attach(
     __name__,
     submod_attrs={
-        "verify": ["CheckResult", "CheckStatus", "VerifyReport", "verify_bundle"],
+        "verify": [
+            "CHECK_NAMES",
+            "LAYOUT_KEY",
+            "CheckResult",
+            "CheckStatus",
+            "InputLayout",
+            "LayoutKind",
+            "VerifyReport",
+            "default_schema_path",
+            "read_input_layout",
+            "verify_bundle",
+            "write_synthetic_dataset",
+        ],
     },
 )
 
 __all__ = [
+    "CHECK_NAMES",
+    "LAYOUT_KEY",
     "CheckResult",
     "CheckStatus",
+    "InputLayout",
+    "LayoutKind",
     "VerifyReport",
+    "default_schema_path",
+    "read_input_layout",
     "verify_bundle",
+    "write_synthetic_dataset",
 ]

@@ -16,16 +16,28 @@ from monai_tumor.export.atomic import atomic_write_json
 
 __all__ = [
     "configure_logging",
-    "console",
-    "err_console",
     "exit_code_for",
     "handle_errors",
     "run",
+    "stderr_console",
+    "stdout_console",
     "write_json_report",
 ]
 
-console = Console()
-err_console = Console(stderr=True)
+
+def stdout_console() -> Console:
+    """Make a console on stdout, sized for the terminal (or ``COLUMNS``) at call time.
+
+    Made per use rather than once at import, so a caller (or a test) that changes the
+    environment or captures stdout gets what it asked for.
+    """
+    return Console()
+
+
+def stderr_console() -> Console:
+    """Make a console on stderr (errors, progress), per use like :func:`stdout_console`."""
+    return Console(stderr=True)
+
 
 T = TypeVar("T")
 
@@ -44,7 +56,7 @@ def handle_errors() -> Iterator[None]:
     try:
         yield
     except MonaiTumorError as exc:
-        err_console.print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
+        stderr_console().print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=exit_code_for(exc)) from exc
 
 

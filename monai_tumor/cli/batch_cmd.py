@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from monai_tumor.cli._common import configure_logging, console, handle_errors
+from monai_tumor.cli._common import configure_logging, handle_errors, stdout_console
 from monai_tumor.pipeline.batch import BatchOptions, SeriesStatus, run_batch
 
 __all__ = ["batch", "register"]
@@ -75,14 +75,16 @@ def batch(
     with handle_errors():
         result = run_batch(export_dir, out, bundle=bundle, options=options)
     reused = sum(1 for r in result.records if r.reused)
-    console.print(
+    stdout_console().print(
         f"{len(result.records)} series: {result.count(SeriesStatus.DONE)} done "
         f"({reused} reused), {result.count(SeriesStatus.SKIPPED)} skipped, "
         f"{result.count(SeriesStatus.FAILED)} failed in {result.seconds:.1f} s",
         highlight=False,
     )
     for record in result.failed:
-        console.print(f"[red]failed[/] {record.series_key}: {record.reason}", highlight=False)
+        stdout_console().print(
+            f"[red]failed[/] {record.series_key}: {record.reason}", highlight=False
+        )
     typer.echo(str(result.index_html))
     if result.exit_code:
         raise typer.Exit(code=result.exit_code)

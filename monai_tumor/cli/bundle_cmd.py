@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from monai_tumor.cli._common import console, handle_errors
+from monai_tumor.cli._common import handle_errors, stdout_console
 
 __all__ = ["register"]
 
@@ -58,10 +58,10 @@ def _verify(
                 f"{check.seconds:.1f}",
                 check.message,
             )
-        console.print(table)
+        stdout_console().print(table)
         verdict = "[green]PASSED[/]" if report.passed else "[bold red]FAILED[/]"
         failed = f" ({', '.join(report.failed)})" if report.failed else ""
-        console.print(f"{verdict}{failed}")
+        stdout_console().print(f"{verdict}{failed}")
     if not report.passed:
         raise typer.Exit(code=1)
 

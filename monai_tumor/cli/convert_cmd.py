@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from monai_tumor.cli._common import console, handle_errors, write_json_report
+from monai_tumor.cli._common import handle_errors, stdout_console, write_json_report
 from monai_tumor.errors import ConfigError
 
 __all__ = ["register"]
@@ -65,7 +65,7 @@ def convert(
                 "without --index; run `monai-tumor scan EXPORT_DIR` and pass --index"
             )
         result = convert_series(source, out, options=options, series_uid=series_uid)
-        console.print(
+        stdout_console().print(
             f"wrote [bold]{result.nifti}[/] {result.shape} "
             f"spacing {tuple(round(s, 4) for s in result.spacing_mm)} mm; sidecar {result.sidecar}"
         )

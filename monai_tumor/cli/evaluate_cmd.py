@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from monai_tumor.cli._common import console, handle_errors, write_json_report
+from monai_tumor.cli._common import handle_errors, stdout_console, write_json_report
 
 __all__ = ["register"]
 
@@ -109,8 +109,8 @@ def _evaluate(
             _fmt(r.volume_pred_ml, 2),
             _fmt(r.volume_ref_ml, 2),
         )
-    console.print(table)
-    console.print(f"wrote {out}")
+    stdout_console().print(table)
+    stdout_console().print(f"wrote {out}")
     write_json_report(
         report,
         {

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from monai_tumor.cli._common import configure_logging, console, handle_errors
+from monai_tumor.cli._common import configure_logging, handle_errors, stdout_console
 from monai_tumor.pipeline.infer import InferOptions, infer_one
 
 __all__ = ["infer", "register"]
@@ -57,7 +57,9 @@ def infer(
     )
     with handle_errors():
         result = infer_one(inputs, bundle=bundle, out_dir=out, options=options)
-    console.print(f"{result.status}: {result.reason} ({result.seconds:.1f} s)", highlight=False)
+    stdout_console().print(
+        f"{result.status}: {result.reason} ({result.seconds:.1f} s)", highlight=False
+    )
     typer.echo(str(result.folder))
 
 

@@ -31,7 +31,7 @@ import typer
 from pydicom.uid import UID
 from rich.table import Table
 
-from monai_tumor.cli._common import console, handle_errors
+from monai_tumor.cli._common import handle_errors, stdout_console
 from monai_tumor.ingest.codecs import transfer_syntax_name
 from monai_tumor.ingest.scan import ScanResult, SeriesInfo, scan_export
 
@@ -96,7 +96,7 @@ def render_table(result: ScanResult) -> None:
                     syntaxes,
                     "yes" if info.decodable else "[red]no[/]",
                 )
-    console.print(table)
+    stdout_console().print(table)
     if result.non_image_objects:
         objects = Table(title="Non-image objects (RTSTRUCT, SEG)")
         for name in ("path", "modality", "refers to series"):
@@ -107,17 +107,17 @@ def render_table(result: ScanResult) -> None:
                 obj.modality,
                 ", ".join(_short(u) for u in obj.referenced_series_uids) or "-",
             )
-        console.print(objects)
+        stdout_console().print(objects)
     if result.skipped:
         skipped = Table(title="Skipped files")
         for name in ("path", "reason", "detail"):
             skipped.add_column(name, overflow="fold")
         for record in result.skipped:
             skipped.add_row(_relative(result, record.path), record.reason.value, record.detail)
-        console.print(skipped)
+        stdout_console().print(skipped)
     counts = Counter(r.reason.value for r in result.skipped)
     stats = result.stats
-    console.print(
+    stdout_console().print(
         f"{len(result.series)} series, {len(result.non_image_objects)} non-image objects, "
         f"{len(result.skipped)} skipped"
         + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))})" if counts else "")

@@ -13,10 +13,15 @@ import lazy_loader
 
 if TYPE_CHECKING:
     from monai_tumor.evaluation.metrics import (
+        CSV_COLUMNS,
         CaseMetric,
         EvaluationOptions,
         evaluate,
         evaluate_case,
+        load_prediction,
+        load_reference,
+        match_cases,
+        parse_label_groups,
         write_metrics_csv,
     )
 
@@ -24,19 +29,29 @@ __getattr__, __dir__, _ = lazy_loader.attach(
     __name__,
     submod_attrs={
         "metrics": [
+            "CSV_COLUMNS",
             "CaseMetric",
             "EvaluationOptions",
             "evaluate",
             "evaluate_case",
+            "load_prediction",
+            "load_reference",
+            "match_cases",
+            "parse_label_groups",
             "write_metrics_csv",
         ],
     },
 )
 
 __all__ = [
+    "CSV_COLUMNS",
     "CaseMetric",
     "EvaluationOptions",
     "evaluate",
     "evaluate_case",
+    "load_prediction",
+    "load_reference",
+    "match_cases",
+    "parse_label_groups",
     "write_metrics_csv",
 ]

@@ -13,6 +13,8 @@ import lazy_loader
 
 if TYPE_CHECKING:
     from monai_tumor.transforms.voi import (
+        DEFAULT_VOI_SPEC,
+        VOI_META_KEY,
         CropVOIAroundPoint,
         CropVOIAroundPointd,
         VOISpec,
@@ -24,6 +26,8 @@ __getattr__, __dir__, _ = lazy_loader.attach(
     __name__,
     submod_attrs={
         "voi": [
+            "DEFAULT_VOI_SPEC",
+            "VOI_META_KEY",
             "CropVOIAroundPoint",
             "CropVOIAroundPointd",
             "VOISpec",
@@ -34,6 +38,8 @@ __getattr__, __dir__, _ = lazy_loader.attach(
 )
 
 __all__ = [
+    "DEFAULT_VOI_SPEC",
+    "VOI_META_KEY",
     "CropVOIAroundPoint",
     "CropVOIAroundPointd",
     "VOISpec",
