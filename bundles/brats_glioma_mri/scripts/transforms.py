@@ -8,7 +8,7 @@ the conversion below puts it into TC and WT, as the BraTS 2013 challenge defined
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +16,16 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
+from monai.inferers import Inferer
 from monai.transforms import MapTransform
 
 __all__ = [
     "BratsLabelsToTcWtEtd",
+    "FlipTTASigmoidInferer",
     "KeepLargestComponentPerChanneld",
     "TcWtEtToBratsLabelsd",
     "ZeroBackgroundd",
+    "as_bool",
     "brats_labels_to_tc_wt_et",
     "case_name_formatter",
     "largest_component",
@@ -252,3 +255,53 @@ class KeepLargestComponentPerChanneld(MapTransform):
                 result[c] = largest_component(result[c]).to(result.dtype)
             d[key] = _with_meta(result, img)
         return d
+
+
+def as_bool(value: Any) -> bool:
+    """Read a config switch (``monai.bundle run --tta false`` passes the string "false")."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in {"1", "true", "yes", "on"}:
+            return True
+        if text in {"0", "false", "no", "off", ""}:
+            return False
+        raise ValueError(f"expected a boolean switch (true/false), found {value!r}")
+    return bool(value)
+
+
+class FlipTTASigmoidInferer(Inferer):
+    """Mirroring test-time augmentation for sigmoid outputs (nnU-Net style).
+
+    Runs ``inferer`` on the input and on its flips along every subset of ``spatial_axes``,
+    averages the sigmoid probabilities and returns their logit, so the config's
+    ``Activationsd(sigmoid=True)`` still yields the mean probability. Disabled (the
+    default in ``inference.json``), it is exactly ``inferer``.
+    """
+
+    def __init__(
+        self, inferer: Inferer, spatial_axes: Sequence[int] = (0, 1, 2), enabled: bool | str = True
+    ) -> None:
+        super().__init__()
+        self.inferer = inferer
+        self.spatial_axes = tuple(int(a) for a in spatial_axes)
+        self.enabled = as_bool(enabled)
+
+    def __call__(
+        self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        base = self.inferer(inputs, network, *args, **kwargs)
+        if not self.enabled:
+            return base
+        subsets: list[tuple[int, ...]] = [()]
+        for a in self.spatial_axes:
+            subsets += [(*s, a) for s in subsets]
+        total = torch.sigmoid(torch.as_tensor(base))
+        for s in subsets[1:]:
+            dims = [2 + a for a in s]
+            out = self.inferer(torch.flip(inputs, dims), network, *args, **kwargs)
+            total = total + torch.flip(torch.sigmoid(torch.as_tensor(out)), dims)
+        mean = (total / len(subsets)).clamp(1e-6, 1 - 1e-6)
+        logit = torch.log(mean) - torch.log1p(-mean)
+        if isinstance(base, MetaTensor):
+            return MetaTensor(logit, meta=base.meta)
+        return logit
