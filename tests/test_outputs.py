@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import PIL.Image
 import pydicom
 import pytest
 import torch
@@ -123,6 +124,12 @@ def test_outputs_written_and_complete(
     assert manifest is not None and manifest["seg"] == "written"
     assert set(manifest["files"]) == {"mask.nii.gz", "seg.dcm", "lesions.json", "overlay.png"}
     assert manifest["provenance"]["bundle"]["weights_sha256"] == "ab" * 32
+    # provenance travels inside the mask (NIfTI comment extension) and the picture (PNG text)
+    (extension,) = nii.header.extensions
+    assert json.loads(extension.get_content())["bundle"]["weights_sha256"] == "ab" * 32
+    with PIL.Image.open(out / "overlay.png") as png:
+        assert json.loads(png.text["Description"])["bundle"]["bundle"] == bundle.name
+        assert png.text["Software"].startswith("monai-tumor ")
 
 
 def test_incomplete_outputs_are_detected(

@@ -25,6 +25,7 @@ on each label, in the segment colours. The file is written atomically.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -142,6 +143,15 @@ def _segment_styles(
     return styles
 
 
+def _png_metadata(provenance: Mapping[str, Any] | None) -> dict[str, str]:
+    from monai_tumor import __version__
+
+    meta = {"Software": f"monai-tumor {__version__}"}
+    if provenance is not None:
+        meta["Description"] = json.dumps(dict(provenance), sort_keys=True, default=str)
+    return meta
+
+
 def render_overlay(
     image: MetaTensor,
     mask: MetaTensor,
@@ -154,6 +164,7 @@ def render_overlay(
     title: str | None = None,
     panel_inches: float = 4.0,
     dpi: int = 100,
+    provenance: Mapping[str, Any] | None = None,
 ) -> Path:
     """Render the largest-lesion slices with mask contours to a PNG, atomically.
 
@@ -184,6 +195,10 @@ def render_overlay(
         Each panel is ``panel_inches`` square; the PNG is
         ``n_slices * panel_inches * dpi`` pixels wide and
         ``(panel_inches + 1) * dpi`` high.
+    provenance
+        JSON-serialisable record of the picture's sources (no patient
+        identifiers), stored in the PNG's ``Description`` text chunk next to
+        ``Software``.
 
     Returns
     -------
@@ -280,7 +295,13 @@ def render_overlay(
         fig.text(0.5, 1.0 - 0.03 / fig_h, title, color="white", fontsize=11, ha="center", va="top")
     try:
         with atomic_path(dest, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png", dpi=dpi, facecolor=fig.get_facecolor())
+            fig.savefig(
+                tmp,
+                format="png",
+                dpi=dpi,
+                facecolor=fig.get_facecolor(),
+                metadata=_png_metadata(provenance),
+            )
     except OSError as exc:
         raise ExportError(f"could not write the overlay PNG: {exc}", path=dest) from exc
     return dest

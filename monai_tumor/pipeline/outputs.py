@@ -306,7 +306,7 @@ def write_series_outputs(
     files: list[str] = []
 
     t0 = time.perf_counter()
-    write_nifti(label_map, out / MASK_NAME, dtype=np.uint8)
+    write_nifti(label_map, out / MASK_NAME, dtype=np.uint8, provenance=provenance)
     files.append(MASK_NAME)
     seconds["mask"] = time.perf_counter() - t0
 
@@ -353,6 +353,7 @@ def write_series_outputs(
         lesions=lesions,
         segments=bundle.segments,
         title=f"{bundle.name} {bundle.version}",
+        provenance=provenance,
     )
     files.append(OVERLAY_NAME)
     seconds["overlay"] = time.perf_counter() - t0
