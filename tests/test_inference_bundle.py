@@ -72,7 +72,7 @@ def test_bundle_info_of_both_bundles() -> None:
     assert g.selection_rules.name == "series_selection.json" and g.selection_rules.is_file()
     assert len(g.weights_sha256) == 64
     assert g.cache_key() == read_bundle_info(GLIOMA).cache_key() != n.cache_key()
-    assert g.cache_key().startswith("brats_glioma_mri-0.1.0-")
+    assert g.cache_key().startswith(f"brats_glioma_mri-{g.version}-") and g.version
     prov = g.provenance()
     assert set(prov) == {
         "bundle",
