@@ -11,6 +11,7 @@ and ID, which exports sometimes copy into them.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -136,9 +137,14 @@ def redact_free_text(text: str, *, patient_id: str | None) -> str:
     """
     if not patient_id or not patient_id.strip():
         return text
-    identifiers = _split_identifiers([patient_id.strip()])
-    scrubbed: str = _scrub(text, identifiers)
+    scrubbed: str = _scrub(text, list(_id_identifiers(patient_id.strip())))
     return scrubbed
+
+
+@functools.lru_cache(maxsize=256)
+def _id_identifiers(patient_id: str) -> tuple[str, ...]:
+    # memoised: a scan calls redact_free_text for every file of the same few patients
+    return tuple(_split_identifiers([patient_id]))
 
 
 def _split_identifiers(values: list[str]) -> list[str]:
@@ -152,8 +158,12 @@ def _split_identifiers(values: list[str]) -> list[str]:
 
 def _scrub(value: Any, identifiers: list[str]) -> Any:
     if isinstance(value, str):
+        folded = value.casefold()
         for ident in identifiers:
-            value = re.sub(re.escape(ident), REDACTED, value, flags=re.IGNORECASE)
+            # cheap containment test first: the scan calls this for every file
+            if ident.casefold() in folded:
+                value = re.sub(re.escape(ident), REDACTED, value, flags=re.IGNORECASE)
+                folded = value.casefold()
         return value
     if isinstance(value, list):
         return [_scrub(v, identifiers) for v in value]
