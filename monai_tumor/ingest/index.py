@@ -38,8 +38,9 @@ __all__ = ["SCHEMA_VERSION", "IndexRow", "SeriesIndex", "record_to_row", "split_
 
 logger = logging.getLogger(__name__)
 
-#: Version of the table layout; a different stored version triggers a rebuild.
-SCHEMA_VERSION = 2
+#: Version of the table layout and of what rows hold; a different stored version triggers a
+#: rebuild. 3: free-text values are stored with the PatientID redacted.
+SCHEMA_VERSION = 3
 
 #: One ``files`` row: (path, size, mtime_ns, kind, series_uid, study_uid,
 #: patient_hash, sop_instance_uid, reason, payload JSON).
