@@ -14,10 +14,10 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-import torch
 from batch_export import BatchExport, batch_export  # noqa: F401  (session fixture)
 from dicom_factory import lps_affine, write_series
 from monai.data import MetaTensor
+from pipeline_doubles import ThresholdSegmenter, fake_bundle_info
 
 from monai_tumor.errors import InvalidSeriesError
 from monai_tumor.export.seg import SegmentSpec, read_back_seg
@@ -43,36 +43,11 @@ RULES = {
 }
 
 
-class ThresholdSegmenter:
-    """Test double of ``LoadedBundle``: label 1 where the image is above 100."""
-
-    def __init__(self, fail_on: float | None = None) -> None:
-        self.fail_on = fail_on
-        self.calls: list[str] = []
-
-    def segment(self, image: MetaTensor, *, seeds: Sequence[Seed] = ()) -> MetaTensor:
-        self.calls.append(str(image.meta.get("SeriesInstanceUID")))
-        if self.fail_on is not None and float(image.max()) == self.fail_on:
-            raise RuntimeError("model exploded on this series")
-        mask = torch.as_tensor(image[:1] > 100).to(torch.uint8)
-        return MetaTensor(mask, affine=image.affine.clone(), meta=dict(image.meta))
-
-
 @pytest.fixture
 def fake_bundle(tmp_path: Path) -> BundleInfo:
     rules = tmp_path / "rules.json"
     rules.write_text(json.dumps(RULES))
-    return BundleInfo(
-        root=tmp_path,
-        name="fake_ct",
-        version="1.0",
-        weights_sha256="ab" * 32,
-        kind="whole_image",
-        input_names=("ct",),
-        segments=(SegmentSpec(1, "Tumour"),),
-        selection_rules=rules,
-        reference_input="ct",
-    )
+    return fake_bundle_info(tmp_path, selection_rules=rules)
 
 
 def _volume(value: int, slices: int) -> np.ndarray:

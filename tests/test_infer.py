@@ -3,52 +3,27 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-import torch
 from dicom_factory import lps_affine, write_series
-from monai.data import MetaTensor
+from pipeline_doubles import ThresholdSegmenter, fake_bundle_info
 
 from monai_tumor.errors import ConfigError
-from monai_tumor.export.seg import SegmentSpec, read_back_seg
+from monai_tumor.export.seg import read_back_seg
 from monai_tumor.inference.bundle import BundleInfo
-from monai_tumor.inference.seeds import Seed
 from monai_tumor.pipeline.infer import InferOptions, infer_one
 from monai_tumor.pipeline.outputs import MANIFEST_NAME
 
 NODULE = Path(__file__).resolve().parent.parent / "bundles" / "lung_nodule_ct"
 
 
-class ThresholdSegmenter:
-    """Test double of ``LoadedBundle``: label 1 where the image is above 100."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def segment(self, image: MetaTensor, *, seeds: Sequence[Seed] = ()) -> MetaTensor:
-        self.calls += 1
-        mask = torch.as_tensor(image[:1] > 100).to(torch.uint8)
-        return MetaTensor(mask, affine=image.affine.clone(), meta=dict(image.meta))
-
-
 @pytest.fixture
 def fake_bundle(tmp_path: Path) -> BundleInfo:
-    return BundleInfo(
-        root=tmp_path,
-        name="fake_ct",
-        version="1.0",
-        weights_sha256="ab" * 32,
-        kind="whole_image",
-        input_names=("ct",),
-        segments=(SegmentSpec(1, "Tumour"),),
-        selection_rules=tmp_path / "rules.json",
-        reference_input="ct",
-    )
+    return fake_bundle_info(tmp_path)
 
 
 def _stored() -> np.ndarray:
@@ -73,7 +48,7 @@ def test_nifti_input_writes_everything_but_the_seg(tmp_path: Path, fake_bundle: 
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     assert manifest["provenance"]["sources"]["ct"] == {"file": "ct.nii.gz"}
     again = infer_one(path, bundle=fake_bundle, out_dir=out, segmenter=model)
-    assert again.reused and model.calls == 1
+    assert again.reused and len(model.calls) == 1
 
 
 def test_dicom_folder_gets_a_seg_on_its_slices(tmp_path: Path, fake_bundle: BundleInfo) -> None:

@@ -13,9 +13,10 @@ import pytest
 import torch
 from dicom_factory import lps_affine, write_series
 from monai.data import MetaTensor
+from pipeline_doubles import fake_bundle_info
 
 from monai_tumor.errors import ExportError
-from monai_tumor.export.seg import SegmentSpec, read_back_seg
+from monai_tumor.export.seg import read_back_seg
 from monai_tumor.inference.bundle import BundleInfo
 from monai_tumor.ingest.reader import read_series
 from monai_tumor.pipeline.outputs import (
@@ -30,17 +31,7 @@ from monai_tumor.pipeline.outputs import (
 
 @pytest.fixture
 def bundle(tmp_path: Path) -> BundleInfo:
-    return BundleInfo(
-        root=tmp_path,
-        name="fake_ct",
-        version="1.0",
-        weights_sha256="ab" * 32,
-        kind="whole_image",
-        input_names=("ct",),
-        segments=(SegmentSpec(1, "Tumour"),),
-        selection_rules=tmp_path / "rules.json",
-        reference_input="ct",
-    )
+    return fake_bundle_info(tmp_path)
 
 
 @pytest.fixture
