@@ -35,7 +35,6 @@ Build time about 5 s; about 700 files, 80 MB. Use one session-scoped fixture
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import struct
 from collections.abc import Mapping
@@ -46,9 +45,10 @@ from pathlib import Path
 import pydicom
 import pytest
 from brats_dicom import BratsStudy, brats_case_dir, write_brats_study
-from pydicom.dataset import Dataset, FileMetaDataset
+from messy_export import Namer, file_meta
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import UID, ExplicitVRLittleEndian, RLELossless, generate_uid
+from pydicom.uid import RLELossless, generate_uid
 
 from monai_tumor.ingest.enums import SkipReason
 
@@ -247,21 +247,6 @@ _EXPECTED: dict[str, dict[str, ExpectedOutcome]] = {
 # ----------------------------------------------------------------------------- building
 
 
-class _Namer:
-    """Deep, meaningless folder names and extension-less file names."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.count = 0
-
-    def next(self) -> Path:
-        self.count += 1
-        digest = hashlib.sha256(f"batch/{self.count}".encode()).hexdigest()
-        folder = self.root / f"P{digest[0]}" / f"S{digest[1:3]}"
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder / f"I{digest[4:14].upper()}"
-
-
 def corrupt_pixel_data(path: Path) -> None:
     """Re-encode one single-frame file as RLE Lossless and cut its data short.
 
@@ -282,7 +267,7 @@ def corrupt_pixel_data(path: Path) -> None:
     ds.save_as(path)
 
 
-def _copy_series(source_dir: Path, namer: _Namer) -> tuple[list[Path], Dataset]:
+def _copy_series(source_dir: Path, namer: Namer) -> tuple[list[Path], Dataset]:
     written = []
     first: Dataset | None = None
     for source in sorted(source_dir.iterdir()):
@@ -293,14 +278,6 @@ def _copy_series(source_dir: Path, namer: _Namer) -> tuple[list[Path], Dataset]:
             first = pydicom.dcmread(source, stop_before_pixels=True)
     assert first is not None
     return written, first
-
-
-def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(sop_class)
-    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    return meta
 
 
 def _brats_series(study: BratsStudy, prefix: str) -> dict[str, ExportSeries]:
@@ -328,7 +305,7 @@ def build_batch_export(data_dir: Path, out_dir: Path) -> BatchExport:
         The export and what the CT and glioma bundles must report for it.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    namer = _Namer(out_dir)
+    namer = Namer(out_dir, salt="batch/")
     series: dict[str, ExportSeries] = {}
     rtstructs: dict[str, Path] = {}
     identifiers: set[str] = set()
@@ -427,7 +404,7 @@ def build_batch_export(data_dir: Path, out_dir: Path) -> BatchExport:
     junk[junk_dir / "TRUNC"] = SkipReason.TRUNCATED
 
     dicomdir = Dataset()
-    dicomdir.file_meta = _file_meta("1.2.840.10008.1.3.10", generate_uid())
+    dicomdir.file_meta = file_meta("1.2.840.10008.1.3.10", generate_uid())
     dicomdir.FileSetID = "BATCH"
     dicomdir.OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity = 0
     dicomdir.OffsetOfTheLastDirectoryRecordOfTheRootDirectoryEntity = 0
@@ -440,7 +417,7 @@ def build_batch_export(data_dir: Path, out_dir: Path) -> BatchExport:
     sr = Dataset()
     sr.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
     sr.SOPInstanceUID = generate_uid()
-    sr.file_meta = _file_meta(sr.SOPClassUID, sr.SOPInstanceUID)
+    sr.file_meta = file_meta(sr.SOPClassUID, sr.SOPInstanceUID)
     sr.Modality = "SR"
     sr.StudyInstanceUID = template.StudyInstanceUID
     sr.SeriesInstanceUID = generate_uid()

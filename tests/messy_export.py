@@ -29,7 +29,7 @@ import nibabel as nib
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from monai_tumor.geometry import Orientation
 from monai_tumor.ingest.enums import ImageKind, SkipReason
@@ -69,16 +69,17 @@ class MessyExport:
     image_files: int = 0
 
 
-class _Namer:
-    """Deep, meaningless folder names and extension-less file names."""
+class Namer:
+    """Deep, meaningless folder names and extension-less file names (deterministic per salt)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, salt: str = "") -> None:
         self.root = root
+        self.salt = salt
         self.count = 0
 
     def next(self) -> Path:
         self.count += 1
-        digest = hashlib.sha256(str(self.count).encode()).hexdigest()
+        digest = hashlib.sha256(f"{self.salt}{self.count}".encode()).hexdigest()
         folder = self.root / f"DIR{digest[0]}" / f"SUB{digest[1:3]}" / f"Z{digest[3]}"
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"IM{digest[4:14].upper()}"
@@ -91,10 +92,11 @@ def _spacing_from_nifti(series_dir: Path) -> tuple[float, float, float]:
     return float(zooms[1]), float(zooms[0]), float(zooms[2])
 
 
-def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
+def file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
+    """File meta information of an Explicit VR Little Endian Part 10 file."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_instance
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     return meta
 
@@ -103,7 +105,7 @@ def _non_image_dataset(sop_class: str, modality: str, template: Dataset) -> Data
     ds = Dataset()
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = generate_uid()
-    ds.file_meta = _file_meta(sop_class, ds.SOPInstanceUID)
+    ds.file_meta = file_meta(sop_class, ds.SOPInstanceUID)
     ds.Modality = modality
     ds.StudyInstanceUID = template.StudyInstanceUID
     ds.SeriesInstanceUID = generate_uid()
@@ -132,7 +134,7 @@ def build_messy_export(data_dir: Path, dest: Path) -> MessyExport:
     """
     dest.mkdir(parents=True, exist_ok=True)
     export = MessyExport(root=dest)
-    namer = _Namer(dest)
+    namer = Namer(dest)
 
     # --- sts: rewritten identifiers, STS_002 CT missing one middle slice
     for patient, kinds in (("STS_001", ("CT", "MR_T1", "PET")), ("STS_002", ("CT",))):
@@ -212,7 +214,7 @@ def build_messy_export(data_dir: Path, dest: Path) -> MessyExport:
     template = pydicom.dcmread(lung_files[10])
 
     dicomdir = Dataset()
-    dicomdir.file_meta = _file_meta("1.2.840.10008.1.3.10", generate_uid())
+    dicomdir.file_meta = file_meta("1.2.840.10008.1.3.10", generate_uid())
     dicomdir.FileSetID = "MESSY"
     dicomdir.OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity = 0
     dicomdir.OffsetOfTheLastDirectoryRecordOfTheRootDirectoryEntity = 0
