@@ -26,18 +26,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _common import run_info  # noqa: E402
 
 from monai_tumor.config import data_root  # noqa: E402
 
@@ -174,13 +174,7 @@ def main() -> int:
         "benchmark": "segment one BraTS case (240x240x155, FLAIR+T1c) with brats_glioma_mri",
         "case": args.case.name,
         "runs": args.runs,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "load_average_1min": os.getloadavg()[0],
-        },
+        **run_info(),
         "label_map_voxel_agreement_ours_vs_stock": agreement,
         "results": results,
         "notes": [

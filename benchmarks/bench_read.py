@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -34,12 +32,13 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _common import run_info  # noqa: E402
 
 from monai_tumor.config import data_root  # noqa: E402
 
@@ -192,13 +191,7 @@ def main() -> None:
         "series": str(folder),
         "files": n_files,
         "runs": args.runs,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "load_average_1min": os.getloadavg()[0],
-        },
+        **run_info(),
         "results": rows,
         "notes": [
             "read_series returns float32 HU (2 bytes more per voxel than SimpleITK's int16);",

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -38,12 +37,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _common import run_info  # noqa: E402
 
 from monai_tumor.config import data_root  # noqa: E402
 
@@ -230,13 +230,7 @@ def main() -> int:
             "benchmark": "scan a DICOM export (headers only), warm file cache",
             "files": rows[0]["files"],
             "runs": args.runs,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": {
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
-                "load_average_1min": os.getloadavg()[0],
-            },
+            **run_info(),
             "results": rows,
         }
         out = ROOT / "benchmarks" / "results" / "scan.json"
