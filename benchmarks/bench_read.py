@@ -2,7 +2,7 @@
 
 Compared in the same run:
 
-* ``monai_tumor.ingest.read_series`` (float32 HU; default threads and one thread)
+* ``monai_tumor.ingest.read_series`` (float32 HU; default one thread, and two threads)
 * SimpleITK ``ImageSeriesReader`` (GDCM file ordering + read + numpy view)
 * MONAI ``LoadImage(reader="PydicomReader")``
 * the ``dcm2niix`` command (whole process, uncompressed NIfTI into a temp folder)
@@ -51,10 +51,10 @@ def read_series_f32(folder: Path) -> Any:
     return read_series(folder)
 
 
-def read_series_one_thread(folder: Path) -> Any:
+def read_series_two_threads(folder: Path) -> Any:
     from monai_tumor.ingest.reader import ReadOptions, read_series
 
-    return read_series(folder, options=ReadOptions(workers=1))
+    return read_series(folder, options=ReadOptions(workers=2))
 
 
 def simpleitk(folder: Path) -> Any:
@@ -73,8 +73,8 @@ def monai_pydicom(folder: Path) -> Any:
 
 
 IN_PROCESS: dict[str, Callable[[Path], Any]] = {
-    "read_series (float32)": read_series_f32,
-    "read_series (1 thread)": read_series_one_thread,
+    "read_series (float32, default: 1 thread)": read_series_f32,
+    "read_series (workers=2)": read_series_two_threads,
     "SimpleITK ImageSeriesReader": simpleitk,
     "MONAI LoadImage(PydicomReader)": monai_pydicom,
 }

@@ -51,3 +51,16 @@ def test_convert_missing_input_is_a_config_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["convert", "1.2.3.4", str(tmp_path / "x.nii.gz")])
     assert result.exit_code == 50
     assert "--index" in result.output
+
+
+def test_cli_start_up_does_not_import_torch_or_monai() -> None:
+    """`monai-tumor --help`, scan and convert must not pay seconds for torch/MONAI."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import monai_tumor.cli.main; "
+        "print(sorted(m for m in ('torch', 'monai') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -174,6 +176,63 @@ def test_round_trip_through_dict(data_dir: Path) -> None:
     assert NonImageObject.from_dict(rs.to_dict()) == rs
     skipped = SkippedFile(Path("/x"), SkipReason.DICOMDIR, "media storage directory")
     assert SkippedFile.from_dict(skipped.to_dict()) == skipped
+
+
+def _minimal_header(**extra: object) -> dict[str, object]:
+    return {
+        "path": "/export/a/IM1",
+        "sop_class_uid": "1.2.840.10008.5.1.4.1.1.2",
+        "sop_instance_uid": "1.2.3.4",
+        "study_instance_uid": "1.2.3",
+        "series_instance_uid": "1.2.3.5",
+        "transfer_syntax_uid": "1.2.840.10008.1.2.1",
+        "patient_hash": "abc",
+        "modality": "CT",
+        "image_type": ["ORIGINAL", "PRIMARY", "AXIAL"],
+        "rows": 4,
+        "columns": 5,
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"image_orientation": [1, 0, 0, 0, 1, 0], "image_position": [0.0, 1.0, 2.5]},
+        {"number_of_frames": 2, "frame_positions": [[0, 0, 0], [0, 0, 1.5]]},
+        {"pixel_spacing": [0.5, 0.75], "echo_time": 12.0, "series_description": "T1"},
+    ],
+)
+def test_from_dict_equals_the_constructor(extra: dict[str, object]) -> None:
+    """The fast rebuild (no dataclass __init__) gives exactly the constructed header."""
+    data = _minimal_header(**extra)
+    rebuilt = InstanceHeader.from_dict(data)
+    kwargs: dict[str, Any] = dict(data, path=Path(str(data["path"])))
+    for key in ("image_type", "image_orientation", "pixel_spacing", "image_position"):
+        if key in kwargs:
+            kwargs[key] = tuple(kwargs[key])
+    if "frame_positions" in kwargs:
+        kwargs["frame_positions"] = tuple(tuple(p) for p in kwargs["frame_positions"])
+    constructed = InstanceHeader(**kwargs)
+    assert rebuilt == constructed
+    assert hash(rebuilt) == hash(constructed)
+    assert vars(rebuilt) == vars(constructed)
+    assert InstanceHeader.from_dict(rebuilt.to_dict()) == rebuilt
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rebuilt.rows = 7  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"colour": "red"}, "unknown fields ['colour']"), ({"rows": None}, "missing fields ['rows']")],
+)
+def test_from_dict_rejects_bad_keys(change: dict[str, object], message: str) -> None:
+    data = _minimal_header(**change)
+    if change.get("rows", 0) is None:
+        del data["rows"]
+    with pytest.raises(TypeError, match=re.escape(message)):
+        InstanceHeader.from_dict(data)
 
 
 def test_unreadable_file(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ from typing import Annotated
 import typer
 
 from monai_tumor.cli._common import configure_logging, handle_errors, stdout_console
-from monai_tumor.pipeline.batch import BatchOptions, SeriesStatus, run_batch
 
 __all__ = ["batch", "register"]
 
@@ -28,7 +27,8 @@ def batch(
         typer.Option("--rules", help="Series selection rules JSON (default: the bundle's)."),
     ] = None,
     workers: Annotated[
-        int, typer.Option("--workers", min=1, help="Threads for reading and writing.")
+        int,
+        typer.Option("--workers", min=1, help="Scan worker processes and output-writing threads."),
     ] = 2,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     seeds: Annotated[
@@ -60,6 +60,10 @@ def batch(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each series.")] = False,
 ) -> None:
     """Segment every selected series of an export; write SEG, NIfTI, lesions, overlays, report."""
+    # Imported here: the pipeline pulls in torch and MONAI (seconds), which
+    # `--help` and the other commands must not pay for.
+    from monai_tumor.pipeline.batch import BatchOptions, SeriesStatus, run_batch
+
     configure_logging(verbose)
     options = BatchOptions(
         rules=rules,

@@ -14,7 +14,6 @@ from typing import Annotated
 import typer
 
 from monai_tumor.cli._common import configure_logging, handle_errors, stdout_console
-from monai_tumor.pipeline.infer import InferOptions, infer_one
 
 __all__ = ["infer", "register"]
 
@@ -39,13 +38,20 @@ def infer(
         str,
         typer.Option("--seed-roi", help="Regex of RTSTRUCT ROI names used as seeds ('' = all)."),
     ] = "(?i)gtv",
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Threads for reading.")] = 2,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", min=1, help="Threads for reading (1 is fastest on local disks)."),
+    ] = 1,
     force: Annotated[
         bool, typer.Option("--force", help="Redo even if complete outputs exist.")
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
 ) -> None:
     """Segment one series (or NIfTI file) and write mask, SEG, lesions, overlay."""
+    # Imported here: the pipeline pulls in torch and MONAI (seconds), which
+    # `--help` and the other commands must not pay for.
+    from monai_tumor.pipeline.infer import InferOptions, infer_one
+
     configure_logging(verbose)
     options = InferOptions(
         device=device,

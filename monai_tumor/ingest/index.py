@@ -173,11 +173,6 @@ def _under(root: Path | None) -> tuple[str, tuple[str, ...]]:
     return "path >= ? AND path < ?", (prefix, prefix[:-1] + chr(ord(os.sep) + 1))
 
 
-def _is_under(path: Path, root: Path) -> bool:
-    prefix = str(root).rstrip(os.sep) + os.sep
-    return str(path).startswith(prefix)
-
-
 class SeriesIndex:
     """An open SQLite index of one or more scanned exports.
 
@@ -281,13 +276,24 @@ class SeriesIndex:
 
     # ------------------------------------------------------------------ writing
 
-    def put_rows(self, rows: Sequence[IndexRow]) -> None:
-        """Insert or replace rows in one transaction (see :func:`record_to_row`)."""
+    def put_rows(self, rows: Sequence[IndexRow], *, new: bool = False) -> None:
+        """Insert or replace rows in one transaction (see :func:`record_to_row`).
+
+        Parameters
+        ----------
+        rows
+            The rows to store.
+        new
+            The caller knows none of these paths is in the index yet (a first
+            scan): the lookup of the series their old rows belonged to, whose
+            cached summaries would need dropping, is skipped.
+        """
         if not rows:
             return
         with self._transaction() as conn:
             touched = {row[4] for row in rows if row[4]}
-            touched |= self._series_of(conn, [row[0] for row in rows])
+            if not new:
+                touched |= self._series_of(conn, [row[0] for row in rows])
             conn.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
             self._invalidate(conn, touched)
 
@@ -428,6 +434,33 @@ class SeriesIndex:
             records += split_duplicates(self._duplicated_headers(root))[1]
         return sorted(records, key=lambda r: str(r.path))
 
+    def _headers_by_series(
+        self, root: Path | None, uids: Sequence[str], n_series: int
+    ) -> dict[str, list[InstanceHeader]]:
+        """Image headers of ``uids`` (under ``root``), grouped by SeriesInstanceUID.
+
+        One query over all image rows when most series are needed (a first
+        scan), one query per series when only a few changed (a rescan).
+        """
+        if not uids:
+            return {}
+        where, args = _under(root)
+        grouped: dict[str, list[InstanceHeader]] = {}
+        if len(uids) * 2 >= n_series:
+            wanted = set(uids)
+            for uid, path, payload in self._conn.execute(
+                f"SELECT series_uid, path, payload FROM files WHERE kind = ? AND {where}",
+                (FileKind.IMAGE.value, *args),
+            ):
+                if uid in wanted:
+                    data = json.loads(payload)
+                    data["path"] = path
+                    grouped.setdefault(uid, []).append(InstanceHeader.from_dict(data))
+            return grouped
+        for uid in uids:
+            grouped[uid] = self.headers(root=root, series_uid=uid, unique=False)
+        return grouped
+
     def series(self, *, root: Path | None = None) -> list[SeriesInfo]:
         """Summaries of every image series (under ``root`` if given).
 
@@ -459,14 +492,13 @@ class SeriesIndex:
         }
         infos: list[SeriesInfo] = []
         fresh: list[tuple[str, str, str]] = []
+        missing = [uid for uid in uids if uid not in cached]
+        by_series = self._headers_by_series(root, missing, len(uids))
         for uid in uids:
             if uid in cached:
                 infos.append(SeriesInfo.from_record(json.loads(cached[uid])))
                 continue
-            if root is None:
-                headers = self.headers(series_uid=uid)
-            else:
-                headers = [h for h in self.headers(series_uid=uid) if _is_under(h.path, root)]
+            headers = split_duplicates(by_series.get(uid, []))[0]
             info = summarize_series(headers)
             infos.append(info)
             fresh.append((scope, uid, json.dumps(info.to_record(), separators=(",", ":"))))

@@ -141,8 +141,12 @@ class ReadOptions:
         Split Siemens mosaic images into their slices (geometry from the CSA
         header through nibabel). False returns the tiled frame as one slice.
     workers
-        Threads used to parse and decode files; ``None`` picks
-        ``min(8, os.cpu_count())``.
+        Threads used to parse and decode files; ``None`` (default) reads in the
+        calling thread. Parsing holds the GIL and copying native pixels is
+        memory-bound, so threads were slower on every series measured
+        (``benchmarks/bench_read.py``, 2 cores: lung1 0.09 s with one thread,
+        0.14 s with two; the JPEG 2000 CT 0.34 s against 0.37 s). More
+        threads can pay off for files on slow network storage.
     """
 
     nonuniform: NonUniformPolicy | str = NonUniformPolicy.ERROR
@@ -353,8 +357,7 @@ def _parse(path: Path, *, lenient: bool, mosaic: bool = True) -> _Instance | Non
 
 
 def _workers(options: ReadOptions, n: int) -> int:
-    cpus = os.cpu_count() or 1
-    return max(1, min(n, options.workers if options.workers else min(8, cpus)))
+    return max(1, min(n, options.workers or 1))
 
 
 def _parse_all(paths: list[Path], *, lenient: bool, options: ReadOptions) -> list[_Instance]:

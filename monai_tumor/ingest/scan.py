@@ -843,7 +843,7 @@ def scan_export(
         if n_workers == 1:
             kind = ExecutorKind.SERIAL
         parse_start = time.perf_counter()
-        _parse_all(index, todo, kind, n_workers, progress)
+        _parse_all(index, todo, kind, n_workers, progress, known=known)
         parse_seconds = time.perf_counter() - parse_start
 
         series = index.series(root=root)
@@ -886,17 +886,26 @@ def _parse_all(
     kind: ExecutorKind,
     workers: int,
     progress: bool,
+    known: Mapping[str, Any],
 ) -> None:
-    """Parse ``todo`` and write each batch to the index in its own transaction."""
+    """Parse ``todo`` and write each batch to the index in its own transaction.
+
+    ``known`` holds the paths already in the index; a batch with none of them
+    is stored without looking up the series of their old rows.
+    """
     if not todo:
         return
+
+    def store(rows: list[IndexRow]) -> None:
+        index.put_rows(rows, new=not any(row[0] in known for row in rows))
+
     batch_size = min(_BATCH, max(1, len(todo) // (workers * 4) or 1))
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
     if kind is ExecutorKind.SERIAL:
         advance, stop = _progress(progress, len(todo))
         try:
             for batch in batches:
-                index.put_rows(_parse_batch(batch))
+                store(_parse_batch(batch))
                 advance(len(batch))
         finally:
             stop()
@@ -909,7 +918,7 @@ def _parse_all(
         try:
             for future in as_completed(futures):
                 rows = future.result()
-                index.put_rows(rows)
+                store(rows)
                 advance(len(rows))
         finally:
             stop()

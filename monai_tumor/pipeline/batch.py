@@ -198,7 +198,10 @@ class BatchOptions:
     rules
         Series selection rule file overriding the bundle's.
     workers
-        Threads for reading files and writing outputs.
+        Worker processes for the header scan and threads writing outputs.
+        Series are read in one prefetch thread, overlapping inference (one
+        thread per read is the fastest on local disks, see
+        :class:`~monai_tumor.ingest.reader.ReadOptions`).
     device
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     seeds_csv
@@ -538,7 +541,7 @@ def _load(job: _Job, options: BatchOptions, bundle: BundleInfo) -> _Loaded:
     start = time.perf_counter()
     loaded = _Loaded(job)
     try:
-        read_opts = ReadOptions(workers=max(1, options.workers))
+        read_opts = ReadOptions()
         names = tuple(job.inputs)
         for name in names:
             loaded.images[name] = read_series(

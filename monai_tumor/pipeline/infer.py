@@ -85,7 +85,8 @@ class InferOptions:
         Regular expression selecting the RTSTRUCT ROIs used as seeds (default:
         names containing "GTV"); ``None`` takes every ROI.
     workers
-        Threads used to read files.
+        Threads used to read files (1, the default, is the fastest on local
+        disks; more can help on network storage).
     force
         Redo the outputs even if a complete result with the same cache key exists.
     overlay
@@ -96,7 +97,7 @@ class InferOptions:
     seeds_csv: Path | None = None
     seeds_from: Path | None = None
     seed_roi: str | None = "(?i)gtv"
-    workers: int = 2
+    workers: int = 1
     force: bool = False
     overlay: OverlayStyle = field(default_factory=OverlayStyle)
 
