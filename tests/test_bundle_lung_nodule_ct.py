@@ -297,3 +297,50 @@ def test_voi_cut_segment_paste_round_trip(data_dir: Path, tmp_path: Path) -> Non
     pasted = paste_voi_mask(pred_voi, pred_voi, source)
     assert tuple(pasted.shape[1:]) == ref.shape
     assert _dice(pasted[0].numpy(), ref) > 0.7
+
+
+@pytest.mark.parametrize("config", ["train", "inference"])
+@pytest.mark.parametrize(
+    ("denoise", "enhance", "expected"),
+    [
+        (False, False, ("Identityd", "Identityd")),
+        ("false", "False", ("Identityd", "Identityd")),
+        ("true", False, ("MedianSmoothd", "Identityd")),
+        (False, True, ("Identityd", "HistogramNormalized")),
+    ],
+)
+def test_preprocessing_ideas_are_switchable_monai_transforms(
+    config: str, denoise: object, enhance: object, expected: tuple[str, str]
+) -> None:
+    """Denoising and enhancement enter the chains as MONAI transforms, off by default."""
+    raw = json.loads((BUNDLE / "configs" / f"{config}.json").read_text(encoding="utf-8"))
+    assert raw["denoise"] is False and raw["enhance"] is False  # released weights: both off
+    parser = ConfigParser()
+    parser.read_config(BUNDLE / "configs" / f"{config}.json")
+    parser["bundle_root"] = str(BUNDLE)
+    parser["denoise"], parser["enhance"] = denoise, enhance
+    # Both bundles ship a top-level `scripts` package: import this bundle's, fresh.
+    stale = {
+        name: sys.modules.pop(name)
+        for name in list(sys.modules)
+        if name == "scripts" or name.startswith("scripts.")
+    }
+    sys.path.insert(0, str(BUNDLE))
+    try:
+        key = "deterministic_transforms" if config == "train" else "preprocessing#transforms"
+        chain = parser.get_parsed_content(key, instantiate=True)
+    finally:
+        sys.path.remove(str(BUNDLE))
+        for name in [n for n in sys.modules if n == "scripts" or n.startswith("scripts.")]:
+            del sys.modules[name]
+        sys.modules.update(stale)
+    names = [type(t).__name__ for t in chain]
+    at = names.index("ScaleIntensityRanged")
+    assert tuple(names[at + 1 : at + 3]) == expected
+    image = torch.linspace(-3.0, 5.0, 8 * 8 * 4).reshape(1, 8, 8, 4)
+    out = {"image": image}
+    for transform in chain[at + 1 : at + 3]:
+        out = transform(out)
+    assert out["image"].shape == image.shape
+    if expected == ("Identityd", "Identityd"):
+        assert torch.equal(torch.as_tensor(out["image"]), image)
