@@ -129,3 +129,36 @@ def test_not_sqlite(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(ConfigError, match="SQLite"):
         SeriesIndex(path)
+
+
+def test_read_only_index_reads_and_never_writes(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite"
+    with SeriesIndex(path) as idx:
+        for z in range(3):
+            idx.put(_header(f"/exp/a{z}", f"1.{z}", z=float(z)), size=1, mtime_ns=1)
+        expected = idx.summarize(["1.2.3"])
+    with SeriesIndex(path, read_only=True) as ro:
+        assert ro.uncached_series() == ["1.2.3"]
+        assert ro.summarize(["1.2.3"]) == expected
+        assert expected[0].number_of_slices == 3 and expected[0].slice_spacing == 1.0
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            ro.put(_header("/exp/b", "2.1"), size=1, mtime_ns=1)
+        ro.store_summaries(expected)  # the cache is optional: not written, no error
+        assert ro.uncached_series() == ["1.2.3"]
+    with SeriesIndex(path) as idx:
+        idx.store_summaries(expected)
+        assert idx.uncached_series() == []
+        assert idx.series() == expected
+
+
+def test_read_only_index_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="run the scan first"):
+        SeriesIndex(tmp_path / "nope.sqlite", read_only=True)
+    path = tmp_path / "index.sqlite"
+    SeriesIndex(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value='0' WHERE key='schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ConfigError, match="schema version 0"):
+        SeriesIndex(path, read_only=True)

@@ -4,6 +4,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from messy_export import MessyExport, build_messy_export
@@ -191,8 +192,24 @@ def test_missing_export(tmp_path: Path) -> None:
 @pytest.mark.realdata
 @pytest.mark.parametrize("executor", [ExecutorKind.THREAD, ExecutorKind.PROCESS])
 def test_parallel_executors_agree(
-    messy: MessyExport, scanned: ScanResult, tmp_path: Path, executor: ExecutorKind
+    messy: MessyExport,
+    scanned: ScanResult,
+    tmp_path: Path,
+    executor: ExecutorKind,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Summaries are made in the worker processes from 16 series up; the messy
+    # export has fewer, so lower the bar and check the workers did them all.
+    monkeypatch.setattr(scan_module, "_PARALLEL_MIN_SERIES", 1)
+    left_after_pool: list[int] = []
+    summarize_in_pool = scan_module._summarize_in_pool
+
+    def spy(index: SeriesIndex, root: Path, pool: Any, workers: int) -> None:
+        assert index.uncached_series(root=root)
+        summarize_in_pool(index, root, pool, workers)
+        left_after_pool.append(len(index.uncached_series(root=root)))
+
+    monkeypatch.setattr(scan_module, "_summarize_in_pool", spy)
     result = scan_export(
         messy.root,
         index_path=tmp_path / "index.sqlite",
@@ -201,7 +218,9 @@ def test_parallel_executors_agree(
         progress=False,
     )
     assert result.stats.executor is executor and result.stats.workers == 2
+    assert left_after_pool == ([0] if executor is ExecutorKind.PROCESS else [])
     assert result.series == scanned.series
+    assert [s.to_record() for s in result.series] == [s.to_record() for s in scanned.series]
     assert result.skipped == scanned.skipped
 
 

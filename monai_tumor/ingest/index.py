@@ -183,6 +183,10 @@ class SeriesIndex:
         ``create`` is False).
     create
         Create the file if it does not exist.
+    read_only
+        Open an existing index for reading only: nothing is created, migrated
+        or cached (writes raise ``sqlite3.OperationalError``); an index of
+        another schema version is a :class:`~monai_tumor.errors.ConfigError`.
 
     Raises
     ------
@@ -197,8 +201,13 @@ class SeriesIndex:
     ...         print(info.modality, info.number_of_slices)
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, create: bool = True, read_only: bool = False
+    ) -> None:
         self.path = Path(path)
+        if read_only:
+            self._conn = self._open_read_only()
+            return
         if not self.path.exists():
             if not create:
                 raise ConfigError(
@@ -228,6 +237,33 @@ class SeriesIndex:
             ) from exc
 
     # ------------------------------------------------------------------ lifecycle
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """Open an existing index for reading only (no schema creation or migration)."""
+        if not self.path.exists():
+            raise ConfigError(
+                "no index found here; expected an index written by `monai-tumor scan` - "
+                "run the scan first or pass the right --index",
+                path=self.path,
+            )
+        try:
+            conn = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0
+            )
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.Error as exc:
+            raise ConfigError(
+                f"cannot read the index as SQLite ({exc}); rescan the export to rebuild it",
+                path=self.path,
+            ) from exc
+        if row is None or int(row[0]) != SCHEMA_VERSION:
+            conn.close()
+            raise ConfigError(
+                f"the index has schema version {row[0] if row else 'none'}, this version "
+                f"reads {SCHEMA_VERSION}; rescan the export to rebuild it",
+                path=self.path,
+            )
+        return conn
 
     def _migrate(self) -> None:
         self._conn.executescript(_SCHEMA)  # idempotent
@@ -435,31 +471,82 @@ class SeriesIndex:
         return sorted(records, key=lambda r: str(r.path))
 
     def _headers_by_series(
-        self, root: Path | None, uids: Sequence[str], n_series: int
+        self, root: Path | None, uids: Sequence[str]
     ) -> dict[str, list[InstanceHeader]]:
         """Image headers of ``uids`` (under ``root``), grouped by SeriesInstanceUID.
 
-        One query over all image rows when most series are needed (a first
-        scan), one query per series when only a few changed (a rescan).
+        One query per 500 series (through the ``series_uid`` index), rows
+        decoded straight into headers.
         """
-        if not uids:
-            return {}
         where, args = _under(root)
-        grouped: dict[str, list[InstanceHeader]] = {}
-        if len(uids) * 2 >= n_series:
-            wanted = set(uids)
+        grouped: dict[str, list[InstanceHeader]] = {uid: [] for uid in uids}
+        for start in range(0, len(uids), 500):
+            chunk = tuple(uids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
             for uid, path, payload in self._conn.execute(
-                f"SELECT series_uid, path, payload FROM files WHERE kind = ? AND {where}",
-                (FileKind.IMAGE.value, *args),
+                f"SELECT series_uid, path, payload FROM files WHERE kind = ? AND {where} "
+                f"AND series_uid IN ({marks})",
+                (FileKind.IMAGE.value, *args, *chunk),
             ):
-                if uid in wanted:
-                    data = json.loads(payload)
-                    data["path"] = path
-                    grouped.setdefault(uid, []).append(InstanceHeader.from_dict(data))
-            return grouped
-        for uid in uids:
-            grouped[uid] = self.headers(root=root, series_uid=uid, unique=False)
+                data = json.loads(payload)
+                data["path"] = path
+                grouped[uid].append(InstanceHeader.from_dict(data))
         return grouped
+
+    def _series_uids(self, root: Path | None) -> list[str]:
+        where, args = _under(root)
+        return [
+            uid
+            for (uid,) in self._conn.execute(
+                f"SELECT DISTINCT series_uid FROM files WHERE kind = ? AND {where}",
+                (FileKind.IMAGE.value, *args),
+            )
+        ]
+
+    def _cached_payloads(self, root: Path | None) -> dict[str, str]:
+        scope = str(root) if root is not None else ""
+        return dict(
+            self._conn.execute(
+                "SELECT series_uid, payload FROM series_cache WHERE root = ?", (scope,)
+            ).fetchall()
+        )
+
+    def uncached_series(self, *, root: Path | None = None) -> list[str]:
+        """SeriesInstanceUIDs (under ``root``) whose summary is not cached yet."""
+        cached = self._cached_payloads(root)
+        return [uid for uid in self._series_uids(root) if uid not in cached]
+
+    def summarize(self, uids: Sequence[str], *, root: Path | None = None) -> list[SeriesInfo]:
+        """Summarise these series from their stored rows (under ``root``), without caching.
+
+        :meth:`series` calls this for the series it has no summary of; a scan
+        also calls it from worker processes on parts of the list (the index is
+        only read) and stores the results with :meth:`store_summaries`.
+        """
+        # Imported here: scan.py builds on this module (it owns SeriesInfo).
+        from monai_tumor.ingest.scan import summarize_series
+
+        by_series = self._headers_by_series(root, uids)
+        return [summarize_series(split_duplicates(by_series[uid])[0]) for uid in uids]
+
+    def store_summaries(self, infos: Iterable[SeriesInfo], *, root: Path | None = None) -> None:
+        """Cache series summaries made by :meth:`summarize` for :meth:`series` (one transaction).
+
+        The cache is optional: if it cannot be written (a read-only index) the
+        summaries are simply recomputed next time.
+        """
+        scope = str(root) if root is not None else ""
+        rows = [
+            (scope, info.series_instance_uid, json.dumps(info.to_record(), separators=(",", ":")))
+            for info in infos
+        ]
+        if not rows:
+            return
+        try:
+            with self._transaction() as conn:
+                conn.executemany("INSERT OR REPLACE INTO series_cache VALUES (?,?,?)", rows)
+        except sqlite3.Error as exc:  # e.g. a read-only index: the cache is optional
+            logger.debug("series summaries not cached in %s: %s", self.path, exc)
 
     def series(self, *, root: Path | None = None) -> list[SeriesInfo]:
         """Summaries of every image series (under ``root`` if given).
@@ -473,41 +560,14 @@ class SeriesIndex:
             Sorted by patient hash, study, series number and UID.
         """
         # Imported here: scan.py builds on this module (it owns SeriesInfo).
-        from monai_tumor.ingest.scan import SeriesInfo, summarize_series
+        from monai_tumor.ingest.scan import SeriesInfo
 
-        where, args = _under(root)
-        scope = str(root) if root is not None else ""
-        uids = [
-            uid
-            for (uid,) in self._conn.execute(
-                f"SELECT DISTINCT series_uid FROM files WHERE kind = ? AND {where}",
-                (FileKind.IMAGE.value, *args),
-            )
-        ]
-        cached = {
-            uid: payload
-            for uid, payload in self._conn.execute(
-                "SELECT series_uid, payload FROM series_cache WHERE root = ?", (scope,)
-            )
-        }
-        infos: list[SeriesInfo] = []
-        fresh: list[tuple[str, str, str]] = []
-        missing = [uid for uid in uids if uid not in cached]
-        by_series = self._headers_by_series(root, missing, len(uids))
-        for uid in uids:
-            if uid in cached:
-                infos.append(SeriesInfo.from_record(json.loads(cached[uid])))
-                continue
-            headers = split_duplicates(by_series.get(uid, []))[0]
-            info = summarize_series(headers)
-            infos.append(info)
-            fresh.append((scope, uid, json.dumps(info.to_record(), separators=(",", ":"))))
-        if fresh:
-            try:
-                with self._transaction() as conn:
-                    conn.executemany("INSERT OR REPLACE INTO series_cache VALUES (?,?,?)", fresh)
-            except sqlite3.Error as exc:  # e.g. a read-only index: the cache is optional
-                logger.debug("series summaries not cached in %s: %s", self.path, exc)
+        cached = self._cached_payloads(root)
+        uids = self._series_uids(root)
+        fresh = self.summarize([uid for uid in uids if uid not in cached], root=root)
+        self.store_summaries(fresh, root=root)
+        infos = [SeriesInfo.from_record(json.loads(cached[uid])) for uid in uids if uid in cached]
+        infos += fresh
         return sorted(
             infos,
             key=lambda s: (
