@@ -78,11 +78,27 @@ def test_bundle_info_of_both_bundles() -> None:
         "bundle",
         "bundle_version",
         "weights_sha256",
+        "configs_sha256",
         "monai",
         "torch",
         "monai_tumor",
     }
     assert prov["weights_sha256"] == g.weights_sha256
+    assert len(g.configs_sha256) == 64 and g.configs_sha256 in (prov["configs_sha256"],)
+
+
+@pytest.mark.parametrize("edit", ["configs/inference.json", "scripts/transforms.py"])
+def test_cache_key_follows_config_and_script_edits(tmp_path: Path, edit: str) -> None:
+    """Switching e.g. `denoise` on without a version bump must not reuse old results."""
+    root = _copy_bundle(tmp_path)
+    before = read_bundle_info(root)
+    assert before.configs_sha256 == read_bundle_info(root).configs_sha256
+    path = root / edit
+    path.write_text(path.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    after = read_bundle_info(root)
+    assert after.weights_sha256 == before.weights_sha256
+    assert after.configs_sha256 != before.configs_sha256
+    assert after.cache_key() != before.cache_key()
 
 
 def _copy_bundle(tmp_path: Path) -> Path:

@@ -69,6 +69,8 @@ def test_cache_key_changes_with_bundle_and_seeds(bundle: BundleInfo) -> None:
     assert key != cache_key_for(["1.2.3"], bundle, seeds=["rtstruct:1.9"])
     other = BundleInfo(**{**bundle.__dict__, "weights_sha256": "cd" * 32})
     assert key != cache_key_for(["1.2.3"], other)
+    edited = BundleInfo(**{**bundle.__dict__, "configs_sha256": "ef" * 32})
+    assert key != cache_key_for(["1.2.3"], edited)
 
 
 def test_outputs_written_and_complete(

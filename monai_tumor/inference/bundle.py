@@ -96,6 +96,24 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _configs_sha256(root: Path) -> str:
+    """SHA-256 over what shapes a bundle's outputs besides its weights.
+
+    ``configs/*.json`` and ``scripts/**/*.py`` (relative path and content, in
+    sorted order), so an edited config or helper redoes cached results even
+    when the version was not bumped.
+    """
+    digest = hashlib.sha256()
+    files = sorted(
+        [*root.glob("configs/*.json"), *root.glob("scripts/**/*.py")],
+        key=lambda p: p.relative_to(root).as_posix(),
+    )
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(_sha256(path).encode() + b"\n")
+    return digest.hexdigest()
+
+
 def _version(package: str) -> str:
     try:
         return importlib_metadata.version(package)
@@ -117,6 +135,9 @@ class BundleInfo:
         ``metadata.json`` ``version``.
     weights_sha256
         SHA-256 of ``models/model.pt``.
+    configs_sha256
+        SHA-256 over ``configs/*.json`` and ``scripts/**/*.py`` (``""`` if not
+        computed), part of :meth:`cache_key`.
     kind
         ``"whole_image"`` or ``"voi"`` (``monai_tumor.voi`` present in the metadata).
     input_names
@@ -152,6 +173,7 @@ class BundleInfo:
     reference_input: str = ""
     voi: VOISpec | None = None
     display_window: tuple[float, float] | None = None
+    configs_sha256: str = ""
 
     @property
     def weights(self) -> Path:
@@ -164,15 +186,16 @@ class BundleInfo:
         return tuple(s.number for s in self.segments)
 
     def cache_key(self) -> str:
-        """Return a stable key for outputs of this bundle: name, version and weights hash.
+        """Return a stable key for outputs of this bundle: name, version, weights and configs.
 
         Returns
         -------
         str
-            ``"<name>-<version>-<first 16 hex digits of the weights SHA-256>"``; changes
-            whenever the weights change, even if the version was not bumped.
+            ``"<name>-<version>-<weights SHA-256[:16]>-<configs SHA-256[:16]>"``;
+            changes whenever the weights, a config or a bundle script change, even
+            if the version was not bumped.
         """
-        return f"{self.name}-{self.version}-{self.weights_sha256[:16]}"
+        return f"{self.name}-{self.version}-{self.weights_sha256[:16]}-{self.configs_sha256[:16]}"
 
     def provenance(self) -> dict[str, str]:
         """Return what produced a segmentation, for run reports and DICOM SEG.
@@ -180,7 +203,8 @@ class BundleInfo:
         Returns
         -------
         dict[str, str]
-            ``bundle``, ``bundle_version``, ``weights_sha256``, ``monai``, ``torch``,
+            ``bundle``, ``bundle_version``, ``weights_sha256``, ``configs_sha256``,
+            ``monai``, ``torch``,
             ``monai_tumor`` versions. No paths, no patient data.
         """
         from monai_tumor import __version__
@@ -189,6 +213,7 @@ class BundleInfo:
             "bundle": self.name,
             "bundle_version": self.version,
             "weights_sha256": self.weights_sha256,
+            "configs_sha256": self.configs_sha256,
             "monai": _version("monai"),
             "torch": torch.__version__,
             "monai_tumor": __version__,
@@ -367,6 +392,7 @@ def read_bundle_info(path: str | Path) -> BundleInfo:
         name=root.name,
         version=str(meta.get("version", "")),
         weights_sha256=_sha256(weights),
+        configs_sha256=_configs_sha256(root),
         kind=BundleKind.VOI if voi is not None else BundleKind.WHOLE_IMAGE,
         input_names=tuple(raw_names),
         segments=_segments(block.get("segments"), meta_path),
