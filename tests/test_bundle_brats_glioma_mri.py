@@ -278,3 +278,63 @@ def test_largest_component_scipy_and_torch_paths_agree(bundle: str, seed: int) -
         assert torch.equal(fast, slow)
         if nz.shape[0]:
             assert fast.any() and not (fast & ~mask).any()
+
+
+@pytest.mark.parametrize(
+    ("bundle", "anchor"),
+    [("brats_glioma_mri", "NormalizeIntensityd"), ("lung_nodule_ct", "ScaleIntensityRanged")],
+)
+@pytest.mark.parametrize("config", ["train", "inference"])
+@pytest.mark.parametrize(
+    ("denoise", "enhance", "expected"),
+    [
+        (False, False, ("Identityd", "Identityd")),
+        ("false", "False", ("Identityd", "Identityd")),
+        ("true", False, ("MedianSmoothd", "Identityd")),
+        (False, True, ("Identityd", "HistogramNormalized")),
+    ],
+)
+def test_preprocessing_ideas_are_switchable_monai_transforms(
+    bundle: str,
+    anchor: str,
+    config: str,
+    denoise: object,
+    enhance: object,
+    expected: tuple[str, str],
+) -> None:
+    """Denoising and enhancement enter both chains as MONAI transforms, off by default."""
+    root = REPO / "bundles" / bundle
+    raw = json.loads((root / "configs" / f"{config}.json").read_text(encoding="utf-8"))
+    assert raw["denoise"] is False and raw["enhance"] is False  # released weights: both off
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(root / "configs" / f"{config}.json")
+    parser["bundle_root"] = str(root)
+    parser["denoise"], parser["enhance"] = denoise, enhance
+    # Both bundles ship a top-level `scripts` package: import this bundle's, fresh.
+    stale = {
+        name: sys.modules.pop(name)
+        for name in list(sys.modules)
+        if name == "scripts" or name.startswith("scripts.")
+    }
+    sys.path.insert(0, str(root))
+    try:
+        key = "deterministic_transforms" if config == "train" else "preprocessing#transforms"
+        chain = parser.get_parsed_content(key, instantiate=True)
+    finally:
+        sys.path.remove(str(root))
+        for name in [n for n in sys.modules if n == "scripts" or n.startswith("scripts.")]:
+            del sys.modules[name]
+        sys.modules.update(stale)
+    names = [type(t).__name__ for t in chain]
+    at = names.index(anchor)
+    assert tuple(names[at + 1 : at + 3]) == expected
+    channels = 2 if bundle == "brats_glioma_mri" else 1
+    image = torch.linspace(-3.0, 5.0, channels * 8 * 8 * 4).reshape(channels, 8, 8, 4)
+    out = {"image": image}
+    for transform in chain[at + 1 : at + 3]:
+        out = transform(out)
+    assert out["image"].shape == image.shape
+    if expected == ("Identityd", "Identityd"):
+        assert torch.equal(torch.as_tensor(out["image"]), image)
