@@ -21,6 +21,7 @@ from pydicom.data import get_testdata_file
 
 from monai_tumor import geometry
 from monai_tumor.errors import IngestError, InvalidSeriesError, UnsupportedInputError
+from monai_tumor.ingest import reader as reader_module
 from monai_tumor.ingest.multiframe import frames_of
 from monai_tumor.ingest.native_header import scan_native
 from monai_tumor.ingest.pixels import decode_frames
@@ -597,3 +598,36 @@ def test_header_longer_than_the_first_read_falls_back(tmp_path: Path) -> None:
     ds.save_as(files[1])
     img = read_series(tmp_path)
     np.testing.assert_array_equal(img[0].numpy(), stored.astype(np.float32) - 7)
+
+
+@pytest.mark.parametrize("collector_on", [True, False])
+@pytest.mark.parametrize("fails", [False, True])
+def test_read_leaves_the_garbage_collector_as_it_found_it(
+    tmp_path: Path, collector_on: bool, fails: bool
+) -> None:
+    """The collector is paused during a read and restored after, also when the read fails."""
+    import gc
+
+    skip = (3, 4) if fails else ()
+    write_series(tmp_path, _volume((4, 4, 8)), affine_lps=AXIAL, skip=skip)
+    seen: list[bool] = []
+    original = reader_module._stacks_of
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(gc.isenabled())
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    (gc.enable if collector_on else gc.disable)()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(reader_module, "_stacks_of", spy)
+            for read in (read_series, read_stacks):
+                if fails:
+                    with pytest.raises(InvalidSeriesError):
+                        read(tmp_path)
+                else:
+                    read(tmp_path)
+                assert gc.isenabled() is collector_on
+        assert seen == [False, False]
+    finally:
+        gc.enable()

@@ -22,11 +22,13 @@ Call ``.contiguous()`` if you need C-contiguous memory.
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -358,6 +360,29 @@ def _parse(path: Path, *, lenient: bool, mosaic: bool = True) -> _Instance | Non
 
 def _workers(options: ReadOptions, n: int) -> int:
     return max(1, min(n, options.workers or 1))
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Hold off Python's cyclic garbage collector for the length of one read.
+
+    Reading a series creates tens of thousands of small objects (datasets and
+    their elements, none in reference cycles) that live until the volume is
+    built, which trips the collector; once torch and MONAI are imported a full
+    collection walks millions of objects. Measured on lung1 (134 files, torch
+    imported): 0.086-0.089 s per read, but 0.30 s for one read in five, the
+    extra 0.2 s in a collection during parsing. Used around a whole read, so
+    the objects are freed (by reference counting) before the collector is back
+    and nothing is left for it to do. It is re-enabled on exit only if it was
+    enabled on entry, so nested or concurrent reads never leave it off.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _parse_all(paths: list[Path], *, lenient: bool, options: ReadOptions) -> list[_Instance]:
@@ -814,6 +839,11 @@ def read_stacks(
     opts = options or ReadOptions()
     if isinstance(source, (str, os.PathLike)) and is_volume_file(source):
         return [_read_volume_file(Path(source), opts)]
+    with _gc_paused():
+        return _read_stacks(source, opts, series_uid)
+
+
+def _read_stacks(source: Source, opts: ReadOptions, series_uid: str | None) -> list[MetaTensor]:
     stacks, filename = _stacks_of(source, opts, series_uid)
     return [_build(members, opts, filename=filename) for members in stacks]
 
@@ -870,6 +900,13 @@ def read_series(
     opts = options or ReadOptions()
     if isinstance(source, (str, os.PathLike)) and is_volume_file(source):
         return _read_volume_file(Path(source), opts)
+    with _gc_paused():
+        return _read_one_stack(source, opts, series_uid, stack)
+
+
+def _read_one_stack(
+    source: Source, opts: ReadOptions, series_uid: str | None, stack: int | None
+) -> MetaTensor:
     stacks, filename = _stacks_of(source, opts, series_uid)
     if stack is None:
         if len(stacks) > 1:
