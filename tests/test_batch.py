@@ -419,3 +419,47 @@ def test_seeds_by_frame_of_reference_and_from_csv(data_dir: Path, tmp_path: Path
     )
     assert unseeded.records[0].status is SeriesStatus.SKIPPED
     assert "seed" in unseeded.records[0].reason
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_nodule_bundle_seeded_from_a_seg_in_the_export(data_dir: Path, tmp_path: Path) -> None:
+    """A DICOM SEG beside its CT in the export gives the seeds (per component, at its centroid)."""
+    from monai_tumor.ingest.groundtruth import seg_to_mask
+
+    root = tmp_path / "export"
+    (root / "ct").mkdir(parents=True)
+    (root / "seg").mkdir()
+    for f in sorted((data_dir / "dcmqi_seg/ct-3slice").iterdir()):
+        (root / "ct" / f.name).symlink_to(f)
+    seg_file = data_dir / "dcmqi_seg/liver.dcm"
+    (root / "seg" / "object").symlink_to(seg_file)
+    # The bundle's rules want >= 20 slices; this CT has 3.
+    rules = json.loads((NODULE / "configs/series_selection.json").read_text())
+    rules["selections"][0]["conditions"]["NumberOfSlices"] = [1, None]
+    rules_path = tmp_path / "rules.json"
+    rules_path.write_text(json.dumps(rules))
+    out = tmp_path / "out"
+    result = run_batch(
+        root,
+        out,
+        bundle=NODULE,
+        options=BatchOptions(
+            progress=False, seeds_from_export=True, device="cpu", rules=rules_path
+        ),
+    )
+    (record,) = result.records
+    assert record.status is SeriesStatus.DONE, record.reason
+    assert record.folder is not None
+    manifest = json.loads((out / record.folder / MANIFEST_NAME).read_text())
+    seeds = manifest["provenance"]["seeds"]
+    label = str(pydicom.dcmread(seg_file).SegmentSequence[0].SegmentLabel)
+    assert seeds and seeds[0]["label"] == label
+    # The first seed is the centroid (LPS mm) of the SEG's largest component on the CT grid.
+    image = read_series(root / "ct")
+    mask = seg_to_mask(seg_file, image)[0].numpy() > 0
+    ijk = np.argwhere(mask).mean(axis=0)
+    ras = image.affine.numpy() @ np.append(ijk, 1.0)
+    centroid_lps = np.array([-ras[0], -ras[1], ras[2]])
+    assert np.linalg.norm(np.asarray(seeds[0]["point_lps_mm"]) - centroid_lps) < 1.0
+    assert (out / record.folder / "seg.dcm").is_file()

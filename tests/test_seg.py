@@ -291,3 +291,41 @@ def test_sts_ct_reference_mask(data_dir: Path, tmp_path: Path) -> None:
     # The SEG read back by highdicom is a valid object.
     hd_seg = hd.seg.segread(out)
     assert hd_seg.number_of_segments == 1
+
+
+@pytest.mark.parametrize(
+    ("charset", "expected"),
+    [
+        (None, None),
+        ("", None),
+        (["", ""], None),
+        ("ISO_IR 100", "ISO_IR 100"),
+        (["ISO_IR 192"], "ISO_IR 192"),
+        (["", "ISO 2022 IR 87"], ["ISO 2022 IR 6", "ISO 2022 IR 87"]),
+    ],
+)
+def test_source_character_set_is_carried_or_defaulted(
+    series: tuple[MetaTensor, list[pydicom.Dataset]],
+    tmp_path: Path,
+    charset: str | list[str] | None,
+    expected: str | list[str] | None,
+) -> None:
+    """Exports often carry an empty SpecificCharacterSet, which highdicom rejects as given."""
+    image, datasets = series
+    sources = [copy.deepcopy(ds) for ds in datasets]
+    for ds in sources:
+        if charset is None:
+            if "SpecificCharacterSet" in ds:
+                del ds.SpecificCharacterSet
+        else:
+            ds.SpecificCharacterSet = charset
+    labels = _asymmetric_labels()
+    out = write_dicom_seg(
+        _mask(image, labels), sources, tmp_path / "seg.dcm", segments=TUMOR, algorithm=ALGO
+    )
+    seg = pydicom.dcmread(out)
+    stored = seg.get("SpecificCharacterSet")
+    if isinstance(stored, pydicom.multival.MultiValue):
+        stored = list(stored)
+    assert stored == expected
+    np.testing.assert_array_equal(read_back_seg(out, sources), labels)

@@ -290,6 +290,25 @@ def _with_type2(ds: pydicom.Dataset) -> pydicom.Dataset:
     return out
 
 
+def _character_set(ds: pydicom.Dataset) -> str | list[str] | None:
+    """SpecificCharacterSet for the SEG, from the source image.
+
+    highdicom copies the source's value and rejects an empty one, which many
+    exports carry (dcmqi's ct-3slice does): empty means the default repertoire,
+    so the attribute is left out (``None``). An empty first value of a
+    multi-valued set (code extensions) is that same default, spelled
+    ``ISO 2022 IR 6`` where highdicom needs a defined term.
+    """
+    value = ds.get("SpecificCharacterSet")
+    values = [value] if isinstance(value, str) else [str(v) for v in (value or [])]
+    values = [v.strip() for v in values]
+    if not any(values):
+        return None
+    if len(values) == 1:
+        return values[0]
+    return [v or "ISO 2022 IR 6" for v in values]
+
+
 def _segment_description(
     seg_number: int, spec: SegmentSpec, algorithm: AlgorithmInfo
 ) -> hd.seg.SegmentDescription:
@@ -450,6 +469,7 @@ def write_dicom_seg(
                 omit_empty_frames=omit_empty,
                 transfer_syntax_uid=cfg.transfer_syntax_uid,
                 further_source_images=[_with_type2(ds) for ds in further] or None,
+                specific_character_set=_character_set(source_images[0]),
             )
     except (ValueError, TypeError, AttributeError) as exc:
         raise ExportError(f"highdicom could not build the SEG: {exc}", path=dest) from exc
