@@ -8,6 +8,7 @@ import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import highdicom as hd
 import nibabel as nib
@@ -369,6 +370,19 @@ def _segments(bundle: Path) -> tuple[SegmentSpec, ...]:
     return read_bundle_info(bundle).segments
 
 
+def _one_series_done(
+    export: Path, out: Path, **options: Any
+) -> tuple[batch_module.SeriesRecord, dict[str, Any]]:
+    """Run the nodule bundle over an export of one series; check it is done, return its manifest."""
+    result = run_batch(
+        export, out, bundle=NODULE, options=BatchOptions(progress=False, device="cpu", **options)
+    )
+    (record,) = result.records
+    assert record.status is SeriesStatus.DONE, record.reason
+    assert record.folder is not None
+    return record, json.loads((out / record.folder / MANIFEST_NAME).read_text())
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_seeds_by_frame_of_reference_and_from_csv(data_dir: Path, tmp_path: Path) -> None:
@@ -383,29 +397,13 @@ def test_seeds_by_frame_of_reference_and_from_csv(data_dir: Path, tmp_path: Path
         del ref.RTReferencedStudySequence  # no referenced series left
     rs.save_as(export / "rs_without_series_reference")
 
-    by_frame = run_batch(
-        export,
-        tmp_path / "out_frame",
-        bundle=NODULE,
-        options=BatchOptions(progress=False, seeds_from_export=True, device="cpu"),
-    )
-    (record,) = by_frame.records
-    assert record.status is SeriesStatus.DONE, record.reason
-    assert record.folder is not None
-    manifest = json.loads((tmp_path / "out_frame" / record.folder / MANIFEST_NAME).read_text())
+    record, manifest = _one_series_done(export, tmp_path / "out_frame", seeds_from_export=True)
     (seed,) = manifest["provenance"]["seeds"]
 
     csv_path = tmp_path / "seeds.csv"
     x, y, z = seed["point_lps_mm"]
     csv_path.write_text(f"x,y,z,label\n{x},{y},{z},gtv\n0,0,99999,elsewhere\n")
-    by_csv = run_batch(
-        export,
-        tmp_path / "out_csv",
-        bundle=NODULE,
-        options=BatchOptions(progress=False, seeds_csv=csv_path, device="cpu"),
-    )
-    (csv_record,) = by_csv.records
-    assert csv_record.status is SeriesStatus.DONE, csv_record.reason
+    csv_record, _ = _one_series_done(export, tmp_path / "out_csv", seeds_csv=csv_path)
     assert csv_record.folder == record.folder
     mask_frame = nib.Nifti1Image.from_filename(
         tmp_path / "out_frame" / record.folder / "mask.nii.gz"
@@ -440,18 +438,8 @@ def test_nodule_bundle_seeded_from_a_seg_in_the_export(data_dir: Path, tmp_path:
     rules_path = tmp_path / "rules.json"
     rules_path.write_text(json.dumps(rules))
     out = tmp_path / "out"
-    result = run_batch(
-        root,
-        out,
-        bundle=NODULE,
-        options=BatchOptions(
-            progress=False, seeds_from_export=True, device="cpu", rules=rules_path
-        ),
-    )
-    (record,) = result.records
-    assert record.status is SeriesStatus.DONE, record.reason
+    record, manifest = _one_series_done(root, out, seeds_from_export=True, rules=rules_path)
     assert record.folder is not None
-    manifest = json.loads((out / record.folder / MANIFEST_NAME).read_text())
     seeds = manifest["provenance"]["seeds"]
     label = str(pydicom.dcmread(seg_file).SegmentSequence[0].SegmentLabel)
     assert seeds and seeds[0]["label"] == label
