@@ -1,11 +1,18 @@
-"""What every benchmark records beside its numbers: when, and on what machine."""
+"""What every benchmark records beside its numbers (when, on what machine), and how a whole
+process is timed."""
 
 from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import tempfile
+import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
+
+_TIME = Path("/usr/bin/time")
 
 
 def run_info() -> dict[str, Any]:
@@ -20,3 +27,21 @@ def run_info() -> dict[str, Any]:
             "load_average_1min": os.getloadavg()[0],
         },
     }
+
+
+def run_timed(cmd: list[str]) -> tuple[float, float, str]:
+    """Run a command to completion; return (wall seconds, its max RSS in MiB, its stdout).
+
+    The RSS comes from ``/usr/bin/time -f %M`` (NaN without it). ``wait4``'s
+    ru_maxrss is not used: on Linux a forked child inherits the parent's
+    high-water mark, which would report Python's RSS, not the command's.
+    Raises ``subprocess.CalledProcessError`` if the command fails.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "time.txt"
+        timer = ["/usr/bin/time", "-f", "%M", "-o", str(report)] if _TIME.exists() else []
+        start = time.perf_counter()
+        done = subprocess.run([*timer, *cmd], check=True, capture_output=True, text=True)
+        elapsed = time.perf_counter() - start
+        rss = float(report.read_text().split()[-1]) / 1024 if timer else float("nan")
+    return elapsed, rss, done.stdout

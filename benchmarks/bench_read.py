@@ -38,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import run_info  # noqa: E402
+from _common import run_info, run_timed  # noqa: E402
 
 from monai_tumor.config import data_root  # noqa: E402
 
@@ -81,20 +81,9 @@ IN_PROCESS: dict[str, Callable[[Path], Any]] = {
 
 
 def _dcm2niix(folder: Path, out: Path) -> tuple[float, float]:
-    """Run dcm2niix once under /usr/bin/time; wall seconds and max RSS (MiB).
-
-    (``wait4``'s ru_maxrss is not used: on Linux a forked child inherits the
-    parent's high-water mark, which would report Python's RSS, not dcm2niix's.)
-    """
-    report = out / "time.txt"
+    """Run dcm2niix once; wall seconds and max RSS (MiB)."""
     cmd = ["dcm2niix", "-z", "n", "-b", "n", "-f", "vol", "-o", str(out), str(folder)]
-    timer = (
-        ["/usr/bin/time", "-f", "%M", "-o", str(report)] if Path("/usr/bin/time").exists() else []
-    )
-    start = time.perf_counter()
-    subprocess.run(timer + cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    elapsed = time.perf_counter() - start
-    rss = float(report.read_text().split()[-1]) / 1024 if timer else float("nan")
+    elapsed, rss, _ = run_timed(cmd)
     return elapsed, rss
 
 

@@ -45,7 +45,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import run_info  # noqa: E402
+from _common import run_info, run_timed  # noqa: E402
 
 from monai_tumor.config import data_root  # noqa: E402
 
@@ -158,22 +158,12 @@ def child(method: str, export: Path, index: Path) -> dict[str, Any]:
 def run_cli(export: Path, index: Path) -> dict[str, Any]:
     """Time the ``monai-tumor scan --json`` command as a whole process (start-up included)."""
     cli = Path(sys.executable).with_name("monai-tumor")
-    report = index.with_suffix(".time")
-    timer = ["/usr/bin/time", "-f", "%M", "-o", str(report)]
-    if not Path(timer[0]).exists():
-        timer = []
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    out = subprocess.run(
-        [*timer, str(cli), "scan", str(export), "--index", str(index), "--json"],
-        check=True,
-        capture_output=True,
-        text=True,
+    seconds, rss, stdout = run_timed(
+        [str(cli), "scan", str(export), "--index", str(index), "--json"]
     )
-    seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = json.loads(out.stdout)
-    rss = float(report.read_text().split()[-1]) / 1024 if timer else float("nan")
+    result = json.loads(stdout)
     return {
         "seconds": seconds,
         "cpu_seconds": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
