@@ -173,6 +173,26 @@ def _under(root: Path | None) -> tuple[str, tuple[str, ...]]:
     return "path >= ? AND path < ?", (prefix, prefix[:-1] + chr(ord(os.sep) + 1))
 
 
+def _header(path: str, payload: str) -> InstanceHeader:
+    """Turn an image row (path, JSON payload) back into its header."""
+    data = json.loads(payload)
+    data["path"] = path
+    return InstanceHeader.from_dict(data)
+
+
+def _scope(root: Path | None) -> str:
+    """Return the ``series_cache.root`` key for summaries of ``root`` ("" = whole index)."""
+    return str(root) if root is not None else ""
+
+
+def _missing_index(path: Path) -> ConfigError:
+    return ConfigError(
+        "no index found here; expected an index written by `monai-tumor scan` - "
+        "run the scan first or pass the right --index",
+        path=path,
+    )
+
+
 class SeriesIndex:
     """An open SQLite index of one or more scanned exports.
 
@@ -210,11 +230,7 @@ class SeriesIndex:
             return
         if not self.path.exists():
             if not create:
-                raise ConfigError(
-                    "no index found here; expected an index written by `monai-tumor scan` - "
-                    "run the scan first or pass the right --index",
-                    path=self.path,
-                )
+                raise _missing_index(self.path)
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -241,11 +257,7 @@ class SeriesIndex:
     def _open_read_only(self) -> sqlite3.Connection:
         """Open an existing index for reading only (no schema creation or migration)."""
         if not self.path.exists():
-            raise ConfigError(
-                "no index found here; expected an index written by `monai-tumor scan` - "
-                "run the scan first or pass the right --index",
-                path=self.path,
-            )
+            raise _missing_index(self.path)
         try:
             conn = sqlite3.connect(
                 f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0
@@ -409,8 +421,7 @@ class SeriesIndex:
         if series_uid is not None:
             where, args = f"{where} AND series_uid = ?", (*args, series_uid)
         headers = [
-            InstanceHeader.from_dict({**json.loads(payload), "path": path})
-            for path, payload in self._rows(FileKind.IMAGE, where, args)
+            _header(path, payload) for path, payload in self._rows(FileKind.IMAGE, where, args)
         ]
         if unique:
             return split_duplicates(headers)[0]
@@ -425,10 +436,7 @@ class SeriesIndex:
             "GROUP BY sop_instance_uid HAVING COUNT(*) > 1)",
             (FileKind.IMAGE.value, *args, FileKind.IMAGE.value, *args),
         )
-        return [
-            InstanceHeader.from_dict({**json.loads(payload), "path": path})
-            for path, payload in rows
-        ]
+        return [_header(path, payload) for path, payload in rows]
 
     def files_for_series(self, series_uid: str) -> list[Path]:
         """Files of one series (one per SOPInstanceUID), sorted by path.
@@ -488,9 +496,7 @@ class SeriesIndex:
                 f"AND series_uid IN ({marks})",
                 (FileKind.IMAGE.value, *args, *chunk),
             ):
-                data = json.loads(payload)
-                data["path"] = path
-                grouped[uid].append(InstanceHeader.from_dict(data))
+                grouped[uid].append(_header(path, payload))
         return grouped
 
     def _series_uids(self, root: Path | None) -> list[str]:
@@ -504,16 +510,20 @@ class SeriesIndex:
         ]
 
     def _cached_payloads(self, root: Path | None) -> dict[str, str]:
-        scope = str(root) if root is not None else ""
         return dict(
             self._conn.execute(
-                "SELECT series_uid, payload FROM series_cache WHERE root = ?", (scope,)
+                "SELECT series_uid, payload FROM series_cache WHERE root = ?", (_scope(root),)
             ).fetchall()
         )
 
     def uncached_series(self, *, root: Path | None = None) -> list[str]:
         """SeriesInstanceUIDs (under ``root``) whose summary is not cached yet."""
-        cached = self._cached_payloads(root)
+        cached = {
+            uid
+            for (uid,) in self._conn.execute(
+                "SELECT series_uid FROM series_cache WHERE root = ?", (_scope(root),)
+            )
+        }
         return [uid for uid in self._series_uids(root) if uid not in cached]
 
     def summarize(self, uids: Sequence[str], *, root: Path | None = None) -> list[SeriesInfo]:
@@ -535,7 +545,7 @@ class SeriesIndex:
         The cache is optional: if it cannot be written (a read-only index) the
         summaries are simply recomputed next time.
         """
-        scope = str(root) if root is not None else ""
+        scope = _scope(root)
         rows = [
             (scope, info.series_instance_uid, json.dumps(info.to_record(), separators=(",", ":")))
             for info in infos
