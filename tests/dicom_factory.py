@@ -105,7 +105,7 @@ def random_rotation(a: float, b: float, c: float) -> npt.NDArray[np.float64]:
 
 def _geometry_of(affine_lps: npt.ArrayLike) -> tuple[list[float], list[float], np.ndarray]:
     aff = np.asarray(affine_lps, dtype=np.float64)
-    dc, dr = np.linalg.norm(aff[:3, 0]), np.linalg.norm(aff[:3, 1])
+    dc, dr = float(np.linalg.norm(aff[:3, 0])), float(np.linalg.norm(aff[:3, 1]))
     iop = [*(aff[:3, 0] / dc), *(aff[:3, 1] / dr)]
     return iop, [dr, dc], aff
 
@@ -201,7 +201,7 @@ def write_series(
     out.mkdir(parents=True, exist_ok=True)
     rng = rng or np.random.default_rng(0)
     iop, ps, aff = _geometry_of(affine_lps)
-    n = stored.shape[2]
+    n: int = stored.shape[2]
     pos = (
         np.asarray(positions, dtype=np.float64).reshape(n, 3)
         if positions is not None

@@ -398,6 +398,7 @@ def test_seeds_by_frame_of_reference_and_from_csv(data_dir: Path, tmp_path: Path
     rs.save_as(export / "rs_without_series_reference")
 
     record, manifest = _one_series_done(export, tmp_path / "out_frame", seeds_from_export=True)
+    assert record.folder is not None  # checked by _one_series_done; narrowed again here
     (seed,) = manifest["provenance"]["seeds"]
 
     csv_path = tmp_path / "seeds.csv"

@@ -18,10 +18,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from typed_io import load_nifti
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLE = REPO / "bundles" / "brats_glioma_mri"
@@ -89,7 +89,9 @@ def test_label_conversion_puts_label_3_into_tc_and_wt() -> None:
     # MONAI's BraTS 2018+ converter drops label 3 from TC and WT: why the bundle has its own.
     from monai.transforms import ConvertToMultiChannelBasedOnBratsClasses
 
-    monai_channels = ConvertToMultiChannelBasedOnBratsClasses()(label)[:, :, 0, 0].int()
+    monai_out = ConvertToMultiChannelBasedOnBratsClasses()(label)
+    assert isinstance(monai_out, torch.Tensor)  # a tensor in, a tensor out
+    monai_channels = monai_out[:, :, 0, 0].int()
     assert monai_channels[0, 3] == 0 and monai_channels[1, 3] == 0
 
 
@@ -236,14 +238,14 @@ def test_inference_on_held_out_case(data_dir: Path, tmp_path: Path) -> None:
     written = sorted(p.name for p in out.iterdir())
     assert written == [f"{HELD_OUT_CASE}.nii.gz"]
 
-    pred_img = nib.load(str(out / written[0]))
-    flair = nib.load(str(case_dir / "Flair_subtrMeanDivStd.nii.gz"))
+    pred_img = load_nifti(str(out / written[0]))
+    flair = load_nifti(str(case_dir / "Flair_subtrMeanDivStd.nii.gz"))
     assert pred_img.shape == flair.shape
     np.testing.assert_allclose(pred_img.affine, flair.affine, atol=1e-4)
     pred = np.asarray(pred_img.dataobj)
     assert set(np.unique(pred).tolist()) <= {0, 1, 2, 4}
 
-    ref = np.rint(np.asarray(nib.load(str(case_dir / "OTMultiClass.nii.gz")).dataobj)).astype(int)
+    ref = np.rint(np.asarray(load_nifti(str(case_dir / "OTMultiClass.nii.gz")).dataobj)).astype(int)
     expected = _metadata()["eval_metrics"]["fold0_held_out_per_case"][HELD_OUT_CASE]
     wt = _dice(pred > 0, ref > 0)
     assert abs(wt - expected["WT"]) <= 0.02, (wt, expected)

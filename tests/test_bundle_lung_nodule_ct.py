@@ -16,6 +16,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
 from monai.inferers import SimpleInferer
+from typed_io import load_nifti
 
 BUNDLE = Path(__file__).resolve().parent.parent / "bundles" / "lung_nodule_ct"
 SPLIT = BUNDLE.parent.parent / "data" / "datasets" / "lidc_nodules_split.json"
@@ -148,15 +149,15 @@ def test_standalone_inference_on_held_out_vois(data_dir: Path, tmp_path: Path) -
 
     dices = []
     for case in cases:
-        src = nib.load(in_dir / f"{case}.nii.gz")
-        out = nib.load(out_dir / f"{case}.nii.gz")
+        src = load_nifti(in_dir / f"{case}.nii.gz")
+        out = load_nifti(out_dir / f"{case}.nii.gz")
         pred = np.asarray(out.dataobj)
         assert out.shape == src.shape
         np.testing.assert_allclose(out.affine, src.affine, atol=1e-4)
         assert out.get_data_dtype() == np.uint8
         assert set(np.unique(pred).tolist()) <= {0, 1}
         ref = np.asarray(
-            nib.load(data_dir / "lidc_nodules" / "nodule_mask" / f"{case}.nii.gz").dataobj
+            load_nifti(data_dir / "lidc_nodules" / "nodule_mask" / f"{case}.nii.gz").dataobj
         )
         dices.append(_dice(pred, ref))
     assert float(np.mean(dices)) > 0.7, dices
@@ -267,7 +268,9 @@ def test_voi_cut_segment_paste_round_trip(data_dir: Path, tmp_path: Path) -> Non
     case = _held_out_cases(1)[0]
     loader = LoadImage(image_only=True, ensure_channel_first=True)
     source = loader(data_dir / "lidc_nodules" / "image" / f"{case}.nii.gz")
-    ref = np.asarray(nib.load(data_dir / "lidc_nodules" / "nodule_mask" / f"{case}.nii.gz").dataobj)
+    ref = np.asarray(
+        load_nifti(data_dir / "lidc_nodules" / "nodule_mask" / f"{case}.nii.gz").dataobj
+    )
     centroid = voxel_to_patient(ras_to_lps(source.affine.numpy()), np.argwhere(ref > 0).mean(0))
     # this nodule spans 37.5 mm in z: a box larger than the 20 mm default holds all of it
     voi = CropVOIAroundPoint(spec=VOISpec(size_mm=(45.0, 45.0, 40.0)))(source, centroid)

@@ -13,6 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from monai.data import MetaTensor
+from typed_io import load_nifti
 
 from monai_tumor.errors import ConfigError, IngestError, InvalidSeriesError
 from monai_tumor.evaluation import (
@@ -256,7 +257,7 @@ def test_sts_mask_against_rtstruct(data_dir: Path, with_series: bool) -> None:
     )
     assert (m.dice, m.hd95_mm, m.surface_dice) == (1.0, 0.0, 1.0)
     assert m.ref_voxels == int(
-        np.asarray(nib.load(str(ct / "nifti" / "mask" / "mask.nii.gz")).dataobj).sum()
+        np.asarray(load_nifti(str(ct / "nifti" / "mask" / "mask.nii.gz")).dataobj).sum()
     )
 
 

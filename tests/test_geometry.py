@@ -17,7 +17,7 @@ SETTINGS = settings(max_examples=40, deadline=None)
 
 
 def _random_affine(
-    a: float, b: float, c: float, sx: float, sy: float, sz: float, o: tuple
+    a: float, b: float, c: float, sx: float, sy: float, sz: float, o: tuple[float, float, float]
 ) -> np.ndarray:
     rot = random_rotation(a, b, c)
     aff = np.eye(4)

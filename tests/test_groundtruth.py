@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import nibabel as nib
 import nrrd
 import numpy as np
 import numpy.typing as npt
@@ -17,8 +16,9 @@ from hypothesis import strategies as st
 from monai.data import MetaTensor
 from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from scipy import ndimage
+from typed_io import load_nifti
 
 from monai_tumor.errors import IngestError, InvalidSeriesError, UnsupportedInputError
 from monai_tumor.geometry import lps_to_ras, patient_to_voxel, ras_to_lps, voxel_to_patient
@@ -26,7 +26,7 @@ from monai_tumor.ingest.groundtruth import list_rois, rtstruct_to_mask, seg_to_m
 from monai_tumor.ingest.reader import read_series
 
 STS_SERIES = [(p, m) for p in ("STS_001", "STS_002", "STS_003") for m in ("CT", "MR_T1", "PET")]
-RTSTRUCT_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
+RTSTRUCT_CLASS = UID("1.2.840.10008.5.1.4.1.1.481.3")
 
 
 def dice(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
@@ -202,7 +202,7 @@ def test_sts_rtstruct_matches_nifti_mask(data_dir: Path, patient: str, modality:
     folder = data_dir / "sts" / patient / modality
     ref = read_series(folder / "dicom" / "image")
     mask = rtstruct_to_mask(folder / "dicom" / "mask" / "RS.dcm", ref, roi=re.compile(r"^GTV_Mass"))
-    gt_img = nib.load(folder / "nifti" / "mask" / "mask.nii.gz")
+    gt_img = load_nifti(folder / "nifti" / "mask" / "mask.nii.gz")
     gt = np.asarray(gt_img.dataobj) > 0.5
     got = mask[0].numpy().astype(bool)
     assert got.shape == gt.shape

@@ -245,7 +245,7 @@ def test_un_vr_and_charset_decode_like_pydicom(tmp_path: Path) -> None:
     ds.file_meta = pydicom.dataset.FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
     ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.CTImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.UID("1.2.3.4")
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = pydicom.uid.CTImageStorage
     ds.SOPInstanceUID = "1.2.3.4"
@@ -281,7 +281,7 @@ def test_patient_id_inside_free_text_is_redacted(tmp_path: Path, use_fast_path: 
     ds.file_meta = pydicom.dataset.FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
     ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.CTImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.UID("1.2.3.4")
     ds.SOPClassUID = pydicom.uid.CTImageStorage
     ds.SOPInstanceUID = "1.2.3.4"
     ds.StudyInstanceUID = "1.2.3"

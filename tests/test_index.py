@@ -8,7 +8,7 @@ import pytest
 
 from monai_tumor.errors import ConfigError
 from monai_tumor.ingest.enums import SkipReason
-from monai_tumor.ingest.headers import InstanceHeader, NonImageObject, SkippedFile
+from monai_tumor.ingest.headers import FileRecord, InstanceHeader, NonImageObject, SkippedFile
 from monai_tumor.ingest.index import SCHEMA_VERSION, SeriesIndex, record_to_row, split_duplicates
 
 
@@ -50,7 +50,8 @@ def test_round_trip_all_record_kinds(index: SeriesIndex) -> None:
         referenced_series_uids=("1.2.3",),
     )
     junk = SkippedFile(Path("/exp/notes"), SkipReason.NOT_DICOM, "no DICM prefix")
-    for i, record in enumerate((header, rs, junk)):
+    records: tuple[FileRecord, ...] = (header, rs, junk)
+    for i, record in enumerate(records):
         index.put(record, size=10 + i, mtime_ns=100 + i)
     assert index.headers() == [header]
     assert index.non_image_objects() == [rs]

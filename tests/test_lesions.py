@@ -61,7 +61,7 @@ def _ellipsoid(
 
 
 def _ct(
-    mask: npt.NDArray[np.generic], aff: npt.NDArray[np.float64], **meta: object
+    mask: npt.NDArray[np.uint8], aff: npt.NDArray[np.float64], **meta: object
 ) -> tuple[MetaTensor, MetaTensor]:
     image = np.where(mask > 0, 40.0, -1000.0).astype(np.float32)
     return _tensor(mask, aff, **meta), _tensor(image, aff, Modality="CT", **meta)
@@ -207,13 +207,13 @@ def test_report_is_json_ready() -> None:
 
 @pytest.mark.realdata
 def test_sts_ct_mask(data_dir: Path) -> None:
-    import nibabel as nib
+    from typed_io import load_nifti
 
     from monai_tumor.ingest.reader import read_series
 
     case = data_dir / "sts" / "STS_001" / "CT"
     image = read_series(case / "dicom" / "image")
-    nii = nib.load(case / "nifti" / "mask" / "mask.nii.gz")
+    nii = load_nifti(case / "nifti" / "mask" / "mask.nii.gz")
     arr = np.asarray(nii.dataobj)
     np.testing.assert_allclose(nii.affine, image.affine.numpy(), atol=1e-4)
     mask = MetaTensor(

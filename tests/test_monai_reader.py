@@ -61,7 +61,10 @@ def test_load_image_matches_read_series(series: Path, channel_first: bool) -> No
 
 
 def test_load_imaged_matches_read_series(series: Path) -> None:
-    out = LoadImaged(keys="image", reader=DicomSeriesReader())({"image": str(series)})
+    # MONAI annotates LoadImaged's reader as `type[ImageReader] | str | None`, but documents and
+    # accepts a reader instance (it hands it to LoadImage, whose `reader` is untyped).
+    load = LoadImaged(keys="image", reader=DicomSeriesReader())  # type: ignore[arg-type]
+    out = load({"image": str(series)})
     _same(out["image"], read_series(series))
 
 

@@ -9,7 +9,7 @@ import pydicom
 import pytest
 import torch
 from dicom_factory import RLE_LOSSLESS, lps_affine, random_rotation, write_enhanced
-from pydicom.data import get_testdata_file
+from typed_io import pydicom_testdata
 
 from monai_tumor import geometry
 from monai_tumor.errors import InvalidSeriesError
@@ -27,7 +27,7 @@ EMRI = [
 
 
 def test_enhanced_ct_from_pydicom_data() -> None:
-    path = Path(get_testdata_file("eCT_Supplemental.dcm"))
+    path = Path(pydicom_testdata("eCT_Supplemental.dcm"))
     ds = pydicom.dcmread(path)
     img = read_series(path)
     assert img.shape == (1, 512, 512, 2)
@@ -49,10 +49,10 @@ def test_enhanced_ct_from_pydicom_data() -> None:
 def test_enhanced_mr_without_geometry_is_refused_but_decodes() -> None:
     """emri_small has no functional groups: no position, so no volume; pixels still decode."""
     with pytest.raises(InvalidSeriesError, match="no ImagePositionPatient"):
-        read_series(get_testdata_file(EMRI[0]))
+        read_series(pydicom_testdata(EMRI[0]))
     frames = []
     for name in EMRI:
-        ds = pydicom.dcmread(get_testdata_file(name))
+        ds = pydicom.dcmread(pydicom_testdata(name))
         frames.append(decode_frames(ds, Path(name), str(ds.file_meta.TransferSyntaxUID)))
     assert frames[0].shape == (10, 64, 64)
     for name, arr in zip(EMRI, frames, strict=True):
@@ -98,7 +98,7 @@ def test_compressed_enhanced_equals_uncompressed(tmp_path: Path) -> None:
 
 
 def test_rt_dose_frames_placed_by_grid_frame_offsets() -> None:
-    path = Path(get_testdata_file("rtdose.dcm"))
+    path = Path(pydicom_testdata("rtdose.dcm"))
     ds = pydicom.dcmread(path)
     img = read_series(path)
     assert img.shape == (1, 10, 10, 15)

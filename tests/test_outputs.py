@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import PIL.Image
+import PIL.PngImagePlugin
 import pydicom
 import pytest
 import torch
@@ -121,6 +122,7 @@ def test_outputs_written_and_complete(
     (extension,) = nii.header.extensions
     assert json.loads(extension.get_content())["bundle"]["weights_sha256"] == "ab" * 32
     with PIL.Image.open(out / "overlay.png") as png:
+        assert isinstance(png, PIL.PngImagePlugin.PngImageFile)
         assert json.loads(png.text["Description"])["bundle"]["bundle"] == bundle.name
         assert png.text["Software"].startswith("monai-tumor ")
 

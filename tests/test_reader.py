@@ -17,7 +17,7 @@ import torch
 from dicom_factory import RLE_LOSSLESS, lps_affine, random_rotation, write_series
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydicom.data import get_testdata_file
+from typed_io import load_nifti, pydicom_testdata
 
 from monai_tumor import geometry
 from monai_tumor.errors import IngestError, InvalidSeriesError, UnsupportedInputError
@@ -355,7 +355,7 @@ def _nifti_world(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.
 @pytest.mark.parametrize("series", STS)
 def test_sts_equals_reference_nifti(data_dir: Path, series: str) -> None:
     img = read_series(data_dir / "sts" / series / "dicom" / "image")
-    ref = nib.load(data_dir / "sts" / series / "nifti" / "image" / "image.nii.gz")
+    ref = load_nifti(data_dir / "sts" / series / "nifti" / "image" / "image.nii.gz")
     np.testing.assert_array_equal(img[0].numpy(), np.asarray(ref.dataobj).astype(np.float32))
     np.testing.assert_allclose(img.affine.numpy(), ref.affine, atol=1e-4)
 
@@ -374,7 +374,7 @@ def test_ct_jpeg2000_decodes_on_the_reference_grid(data_dir: Path) -> None:
     img = read_series(data_dir / "ct_jpeg2000" / "dicom")
     assert img.shape == (1, 512, 512, 20)
     assert img.min().item() == -1024 and 1000 < img.max().item() < 4000
-    ref = nib.load(data_dir / "ct_jpeg2000" / "reference_seg.nii.gz")
+    ref = load_nifti(data_dir / "ct_jpeg2000" / "reference_seg.nii.gz")
     # The reference stores the rows bottom-up (j flipped); same grid in world space.
     ornt = nib.orientations.ornt_transform(
         nib.orientations.io_orientation(img.affine.numpy()),
@@ -409,7 +409,7 @@ def test_dcm_qa_ts_all_transfer_syntaxes_identical(data_dir: Path) -> None:
 @pytest.mark.parametrize("number", range(1, 10))
 def test_dcm_qa_ts_mosaic_equals_dcm2niix_reference(data_dir: Path, number: int) -> None:
     img = read_series(data_dir / "dcm_qa_ts" / "In" / f"{number}.dcm")
-    ref = nib.load(data_dir / "dcm_qa_ts" / "Ref" / f"{number}.nii")
+    ref = load_nifti(data_dir / "dcm_qa_ts" / "Ref" / f"{number}.nii")
     ours, our_affine = _nifti_world(img[0].numpy(), img.affine.numpy())
     theirs, their_affine = _nifti_world(np.asarray(ref.dataobj).astype(np.float32), ref.affine)
     np.testing.assert_array_equal(ours, theirs)
@@ -430,7 +430,7 @@ def _sitk_read(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def _agreement_cases() -> list:
+def _agreement_cases() -> list[pytest.ParameterSet]:
     cases = [pytest.param(f"sts/{s}/dicom/image", id=s) for s in STS]
     cases.append(pytest.param("lung1/LUNG1-001/image", id="lung1", marks=pytest.mark.slow))
     cases.append(pytest.param("ct_jpeg2000/dicom", id="ct_jpeg2000"))
@@ -465,7 +465,7 @@ def test_agrees_with_dcm2niix(data_dir: Path, tmp_path: Path, rel: str) -> None:
         check=True,
         capture_output=True,
     )
-    nii = nib.load(out / "vol.nii")
+    nii = load_nifti(out / "vol.nii")
     img = read_series(data_dir / rel)
     ours, our_affine = _nifti_world(img[0].numpy(), img.affine.numpy())
     theirs, their_affine = _nifti_world(nii.get_fdata(dtype=np.float32), nii.affine)
@@ -497,7 +497,7 @@ def test_image_without_geometry_only_matters_when_chosen(tmp_path: Path) -> None
     ],
 )
 def test_broken_geometry_is_refused(
-    tmp_path: Path, keyword: str, value: list, message: str
+    tmp_path: Path, keyword: str, value: list[str], message: str
 ) -> None:
     files = write_series(tmp_path, _volume((4, 4, 3)), affine_lps=AXIAL)
     ds = pydicom.dcmread(files[1])
@@ -583,8 +583,8 @@ def test_scan_matches_pydicom_on_real_files(data_dir: Path) -> None:
 def test_seg_and_rtstruct_beside_the_images_are_skipped(tmp_path: Path) -> None:
     write_series(tmp_path, _volume((4, 4, 3)), affine_lps=AXIAL)
     seg = tmp_path / "seg.dcm"
-    shutil.copy(get_testdata_file("liver.dcm"), seg)  # pydicom-data DICOM SEG
-    shutil.copy(get_testdata_file("rtstruct.dcm"), tmp_path / "rs.dcm")
+    shutil.copy(pydicom_testdata("liver.dcm"), seg)  # pydicom-data DICOM SEG
+    shutil.copy(pydicom_testdata("rtstruct.dcm"), tmp_path / "rs.dcm")
     assert read_series(tmp_path).shape == (1, 4, 4, 3)
     with pytest.raises(UnsupportedInputError, match="segmentation"):
         read_series([seg])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -68,11 +69,13 @@ def series(
         tmp_path / "src", stored, affine_lps=aff, shuffle_names=True, instance_numbers="random"
     )
     image = read_series(tmp_path / "src")
-    datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    datasets: list[pydicom.Dataset] = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
     return image, datasets
 
 
-def _mask(image: MetaTensor, labels: npt.NDArray[np.uint8]) -> MetaTensor:
+def _mask(
+    image: MetaTensor, labels: npt.NDArray[np.uint8] | npt.NDArray[np.floating[Any]]
+) -> MetaTensor:
     meta = {k: image.meta[k] for k in ("sop_instance_uids", "frame_numbers", "FrameOfReferenceUID")}
     return MetaTensor(torch.from_numpy(labels[None]), affine=image.affine, meta=meta)
 
@@ -272,15 +275,15 @@ def test_multiframe_source(tmp_path: Path) -> None:
 
 @pytest.mark.realdata
 def test_sts_ct_reference_mask(data_dir: Path, tmp_path: Path) -> None:
-    import nibabel as nib
+    from typed_io import load_nifti
 
     case = data_dir / "sts" / "STS_001" / "CT"
     image = read_series(case / "dicom" / "image")
-    nii = nib.load(case / "nifti" / "mask" / "mask.nii.gz")
+    nii = load_nifti(case / "nifti" / "mask" / "mask.nii.gz")
     np.testing.assert_allclose(nii.affine, image.affine.numpy(), atol=1e-4)
     mask = _mask(image, np.asarray(nii.dataobj).astype(np.uint8))
     files = sorted((case / "dicom" / "image").glob("*.dcm"))
-    datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    datasets: list[pydicom.Dataset] = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
     specs = [SegmentSpec(1, "GTV", property_type=codes.SCT.Neoplasm)]
     out = write_dicom_seg(mask, datasets, tmp_path / "seg.dcm", segments=specs, algorithm=ALGO)
     seg = _check_seg(out, mask, datasets, specs)
