@@ -25,11 +25,11 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nibabel as nib
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
-from typed_io import load_nifti
 
 from monai_tumor.geometry import Orientation
 from monai_tumor.ingest.enums import ImageKind, SkipReason
@@ -87,7 +87,9 @@ class Namer:
 
 def _spacing_from_nifti(series_dir: Path) -> tuple[float, float, float]:
     """(row spacing, column spacing, slice spacing) from the sts NIfTI copy (mm)."""
-    zooms = load_nifti(series_dir / "nifti" / "image" / "image.nii.gz").header.get_zooms()
+    zooms = nib.Nifti1Image.from_filename(
+        series_dir / "nifti" / "image" / "image.nii.gz"
+    ).header.get_zooms()
     # NIfTI axes are [column, row, slice]: zooms = (column step, row step, slice step).
     return float(zooms[1]), float(zooms[0]), float(zooms[2])
 

@@ -18,10 +18,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from typed_io import load_nifti
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLE = REPO / "bundles" / "brats_glioma_mri"
@@ -238,14 +238,16 @@ def test_inference_on_held_out_case(data_dir: Path, tmp_path: Path) -> None:
     written = sorted(p.name for p in out.iterdir())
     assert written == [f"{HELD_OUT_CASE}.nii.gz"]
 
-    pred_img = load_nifti(str(out / written[0]))
-    flair = load_nifti(str(case_dir / "Flair_subtrMeanDivStd.nii.gz"))
+    pred_img = nib.Nifti1Image.from_filename(str(out / written[0]))
+    flair = nib.Nifti1Image.from_filename(str(case_dir / "Flair_subtrMeanDivStd.nii.gz"))
     assert pred_img.shape == flair.shape
     np.testing.assert_allclose(pred_img.affine, flair.affine, atol=1e-4)
     pred = np.asarray(pred_img.dataobj)
     assert set(np.unique(pred).tolist()) <= {0, 1, 2, 4}
 
-    ref = np.rint(np.asarray(load_nifti(str(case_dir / "OTMultiClass.nii.gz")).dataobj)).astype(int)
+    ref = np.rint(
+        np.asarray(nib.Nifti1Image.from_filename(str(case_dir / "OTMultiClass.nii.gz")).dataobj)
+    ).astype(int)
     expected = _metadata()["eval_metrics"]["fold0_held_out_per_case"][HELD_OUT_CASE]
     wt = _dice(pred > 0, ref > 0)
     assert abs(wt - expected["WT"]) <= 0.02, (wt, expected)

@@ -16,7 +16,6 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
 from monai.inferers import SimpleInferer
-from typed_io import load_nifti
 
 BUNDLE = Path(__file__).resolve().parent.parent / "bundles" / "lung_nodule_ct"
 SPLIT = BUNDLE.parent.parent / "data" / "datasets" / "lidc_nodules_split.json"
@@ -149,15 +148,17 @@ def test_standalone_inference_on_held_out_vois(data_dir: Path, tmp_path: Path) -
 
     dices = []
     for case in cases:
-        src = load_nifti(in_dir / f"{case}.nii.gz")
-        out = load_nifti(out_dir / f"{case}.nii.gz")
+        src = nib.Nifti1Image.from_filename(in_dir / f"{case}.nii.gz")
+        out = nib.Nifti1Image.from_filename(out_dir / f"{case}.nii.gz")
         pred = np.asarray(out.dataobj)
         assert out.shape == src.shape
         np.testing.assert_allclose(out.affine, src.affine, atol=1e-4)
         assert out.get_data_dtype() == np.uint8
         assert set(np.unique(pred).tolist()) <= {0, 1}
         ref = np.asarray(
-            load_nifti(data_dir / "lidc_nodules" / "nodule_mask" / f"{case}.nii.gz").dataobj
+            nib.Nifti1Image.from_filename(
+                data_dir / "lidc_nodules" / "nodule_mask" / f"{case}.nii.gz"
+            ).dataobj
         )
         dices.append(_dice(pred, ref))
     assert float(np.mean(dices)) > 0.7, dices
@@ -269,7 +270,9 @@ def test_voi_cut_segment_paste_round_trip(data_dir: Path, tmp_path: Path) -> Non
     loader = LoadImage(image_only=True, ensure_channel_first=True)
     source = loader(data_dir / "lidc_nodules" / "image" / f"{case}.nii.gz")
     ref = np.asarray(
-        load_nifti(data_dir / "lidc_nodules" / "nodule_mask" / f"{case}.nii.gz").dataobj
+        nib.Nifti1Image.from_filename(
+            data_dir / "lidc_nodules" / "nodule_mask" / f"{case}.nii.gz"
+        ).dataobj
     )
     centroid = voxel_to_patient(ras_to_lps(source.affine.numpy()), np.argwhere(ref > 0).mean(0))
     # this nodule spans 37.5 mm in z: a box larger than the 20 mm default holds all of it

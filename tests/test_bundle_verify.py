@@ -383,14 +383,14 @@ def test_read_input_layout_rejects(raw: dict[str, Any]) -> None:
 
 
 def test_synthetic_case_folders(tmp_path: Path) -> None:
-    from typed_io import load_nifti
+    import nibabel as nib
 
     layout = InputLayout(LayoutKind.CASE_FOLDERS, image_files=("Flair*.nii.gz", "T1c*"))
     written = write_synthetic_dataset(layout, tmp_path, shape=(8, 7, 5), num_channels=2)
     assert sorted(written) == ["case_a", "case_b"]
     files = sorted(p.name for p in (tmp_path / "case_a").iterdir())
     assert files == ["Flair.nii.gz", "T1c.nii.gz"]
-    assert load_nifti(str(written["case_a"])).shape == (8, 7, 5)
+    assert nib.Nifti1Image.from_filename(str(written["case_a"])).shape == (8, 7, 5)
     with pytest.raises(BundleError, match="num_channels"):
         write_synthetic_dataset(layout, tmp_path / "x", shape=(8, 7, 5), num_channels=1)
 

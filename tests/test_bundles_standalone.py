@@ -22,9 +22,9 @@ import sys
 import venv
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
-from typed_io import load_nifti
 
 from monai_tumor.bundle.verify import LayoutKind, read_input_layout
 
@@ -168,7 +168,10 @@ def test_bundle_runs_standalone(
         written = out / f"{case}.nii.gz"
         found = sorted(p.name for p in out.rglob("*")) if out.exists() else []
         assert written.is_file(), f"{written.name} not written; output_dir has {found[:10]}"
-        pred, image = load_nifti(str(written)), load_nifti(str(source))
+        pred, image = (
+            nib.Nifti1Image.from_filename(str(written)),
+            nib.Nifti1Image.from_filename(str(source)),
+        )
         assert pred.shape[:3] == image.shape[:3]
         assert all(s == 1 for s in pred.shape[3:])
         np.testing.assert_allclose(pred.affine, image.affine, atol=1e-3)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from typed_io import load_nifti
 from typer.testing import CliRunner
 
 from monai_tumor.cli.main import app
@@ -42,8 +42,10 @@ def test_sts_folder_matches_reference_nifti(data_dir: Path, tmp_path: Path, case
     out = tmp_path / "image.nii.gz"
     result = runner.invoke(app, ["convert", str(series), str(out)])
     assert result.exit_code == 0, result.output
-    ours = load_nifti(out)
-    ref = load_nifti(data_dir / "sts" / case / "nifti" / "image" / "image.nii.gz")
+    ours = nib.Nifti1Image.from_filename(out)
+    ref = nib.Nifti1Image.from_filename(
+        data_dir / "sts" / case / "nifti" / "image" / "image.nii.gz"
+    )
     assert ours.shape == ref.shape
     np.testing.assert_array_equal(np.asarray(ours.dataobj), np.asarray(ref.dataobj))
     np.testing.assert_allclose(ours.affine, ref.affine, atol=1e-4)
@@ -60,13 +62,13 @@ def test_lung1_by_series_uid_through_the_index(data_dir: Path, tmp_path: Path) -
     out = tmp_path / "lung1.nii.gz"
     result = runner.invoke(app, ["convert", uid, str(out), "--index", str(index)])
     assert result.exit_code == 0, result.output
-    img = load_nifti(out)
+    img = nib.Nifti1Image.from_filename(out)
     assert img.shape == (512, 512, 134)
     np.testing.assert_allclose(img.header.get_zooms(), (0.9766, 0.9766, 3.0), atol=1e-3)
     # Same volume as converting the folder directly.
     direct = convert_series(images, tmp_path / "direct.nii.gz")
     np.testing.assert_array_equal(
-        np.asarray(img.dataobj), np.asarray(load_nifti(direct.nifti).dataobj)
+        np.asarray(img.dataobj), np.asarray(nib.Nifti1Image.from_filename(direct.nifti).dataobj)
     )
     _assert_sidecar_clean(sidecar_path_for(out), _identifiers(images))
 

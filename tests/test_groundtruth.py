@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import nibabel as nib
 import nrrd
 import numpy as np
 import numpy.typing as npt
@@ -18,7 +19,6 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from scipy import ndimage
-from typed_io import load_nifti
 
 from monai_tumor.errors import IngestError, InvalidSeriesError, UnsupportedInputError
 from monai_tumor.geometry import lps_to_ras, patient_to_voxel, ras_to_lps, voxel_to_patient
@@ -202,7 +202,7 @@ def test_sts_rtstruct_matches_nifti_mask(data_dir: Path, patient: str, modality:
     folder = data_dir / "sts" / patient / modality
     ref = read_series(folder / "dicom" / "image")
     mask = rtstruct_to_mask(folder / "dicom" / "mask" / "RS.dcm", ref, roi=re.compile(r"^GTV_Mass"))
-    gt_img = load_nifti(folder / "nifti" / "mask" / "mask.nii.gz")
+    gt_img = nib.Nifti1Image.from_filename(folder / "nifti" / "mask" / "mask.nii.gz")
     gt = np.asarray(gt_img.dataobj) > 0.5
     got = mask[0].numpy().astype(bool)
     assert got.shape == gt.shape

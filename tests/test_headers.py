@@ -7,7 +7,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
+from typed_io import pydicom_testdata
 
 from monai_tumor.errors import IngestError, UnsupportedInputError
 from monai_tumor.ingest.enums import ImageKind, SkipReason
@@ -113,8 +113,7 @@ def test_empty_uids_get_stand_ins(data_dir: Path) -> None:
 
 
 def test_enhanced_multiframe_positions() -> None:
-    path = get_testdata_file("eCT_Supplemental.dcm")
-    assert path is not None
+    path = pydicom_testdata("eCT_Supplemental.dcm")
     header = read_header(path)
     ds = pydicom.dcmread(path, stop_before_pixels=True)
     assert header.number_of_frames == int(ds.NumberOfFrames) == 2

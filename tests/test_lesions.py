@@ -207,13 +207,13 @@ def test_report_is_json_ready() -> None:
 
 @pytest.mark.realdata
 def test_sts_ct_mask(data_dir: Path) -> None:
-    from typed_io import load_nifti
+    import nibabel as nib
 
     from monai_tumor.ingest.reader import read_series
 
     case = data_dir / "sts" / "STS_001" / "CT"
     image = read_series(case / "dicom" / "image")
-    nii = load_nifti(case / "nifti" / "mask" / "mask.nii.gz")
+    nii = nib.Nifti1Image.from_filename(case / "nifti" / "mask" / "mask.nii.gz")
     arr = np.asarray(nii.dataobj)
     np.testing.assert_allclose(nii.affine, image.affine.numpy(), atol=1e-4)
     mask = MetaTensor(

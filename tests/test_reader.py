@@ -17,7 +17,7 @@ import torch
 from dicom_factory import RLE_LOSSLESS, lps_affine, random_rotation, write_series
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from typed_io import load_nifti, pydicom_testdata
+from typed_io import pydicom_testdata
 
 from monai_tumor import geometry
 from monai_tumor.errors import IngestError, InvalidSeriesError, UnsupportedInputError
@@ -355,7 +355,9 @@ def _nifti_world(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.
 @pytest.mark.parametrize("series", STS)
 def test_sts_equals_reference_nifti(data_dir: Path, series: str) -> None:
     img = read_series(data_dir / "sts" / series / "dicom" / "image")
-    ref = load_nifti(data_dir / "sts" / series / "nifti" / "image" / "image.nii.gz")
+    ref = nib.Nifti1Image.from_filename(
+        data_dir / "sts" / series / "nifti" / "image" / "image.nii.gz"
+    )
     np.testing.assert_array_equal(img[0].numpy(), np.asarray(ref.dataobj).astype(np.float32))
     np.testing.assert_allclose(img.affine.numpy(), ref.affine, atol=1e-4)
 
@@ -374,7 +376,7 @@ def test_ct_jpeg2000_decodes_on_the_reference_grid(data_dir: Path) -> None:
     img = read_series(data_dir / "ct_jpeg2000" / "dicom")
     assert img.shape == (1, 512, 512, 20)
     assert img.min().item() == -1024 and 1000 < img.max().item() < 4000
-    ref = load_nifti(data_dir / "ct_jpeg2000" / "reference_seg.nii.gz")
+    ref = nib.Nifti1Image.from_filename(data_dir / "ct_jpeg2000" / "reference_seg.nii.gz")
     # The reference stores the rows bottom-up (j flipped); same grid in world space.
     ornt = nib.orientations.ornt_transform(
         nib.orientations.io_orientation(img.affine.numpy()),
@@ -409,7 +411,7 @@ def test_dcm_qa_ts_all_transfer_syntaxes_identical(data_dir: Path) -> None:
 @pytest.mark.parametrize("number", range(1, 10))
 def test_dcm_qa_ts_mosaic_equals_dcm2niix_reference(data_dir: Path, number: int) -> None:
     img = read_series(data_dir / "dcm_qa_ts" / "In" / f"{number}.dcm")
-    ref = load_nifti(data_dir / "dcm_qa_ts" / "Ref" / f"{number}.nii")
+    ref = nib.Nifti1Image.from_filename(data_dir / "dcm_qa_ts" / "Ref" / f"{number}.nii")
     ours, our_affine = _nifti_world(img[0].numpy(), img.affine.numpy())
     theirs, their_affine = _nifti_world(np.asarray(ref.dataobj).astype(np.float32), ref.affine)
     np.testing.assert_array_equal(ours, theirs)
@@ -465,7 +467,7 @@ def test_agrees_with_dcm2niix(data_dir: Path, tmp_path: Path, rel: str) -> None:
         check=True,
         capture_output=True,
     )
-    nii = load_nifti(out / "vol.nii")
+    nii = nib.Nifti1Image.from_filename(out / "vol.nii")
     img = read_series(data_dir / rel)
     ours, our_affine = _nifti_world(img[0].numpy(), img.affine.numpy())
     theirs, their_affine = _nifti_world(nii.get_fdata(dtype=np.float32), nii.affine)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from messy_export import MessyExport, build_messy_export
-from pydicom.data import get_testdata_file
+from typed_io import pydicom_testdata
 
 from monai_tumor.errors import ConfigError, IngestError
 from monai_tumor.geometry import Orientation
@@ -302,8 +302,7 @@ def test_summary_rejects_mixed_series() -> None:
 
 
 def test_enhanced_multiframe_series(tmp_path: Path) -> None:
-    source = get_testdata_file("eCT_Supplemental.dcm")
-    assert source is not None
+    source = pydicom_testdata("eCT_Supplemental.dcm")
     export = tmp_path / "export"
     export.mkdir()
     shutil.copyfile(source, export / "MF0001")

@@ -1,23 +1,12 @@
-"""Typed loaders for the tests: library calls typed wider than what the tests load.
+"""Typed test-data lookup: pydicom's ``get_testdata_file`` is typed ``str | Dataset | None``.
 
-``nib.load`` is typed as returning the ``FileBasedImage`` base class (no ``shape``,
-``affine``, ``dataobj``, ``get_fdata``), and pydicom's ``get_testdata_file`` as
-``str | Dataset | None``. Each is narrowed once here, with an assertion.
+It is narrowed once here, with an assertion. (NIfTI files are loaded with
+``nib.Nifti1Image.from_filename``, which is typed precisely, not ``nib.load``.)
 """
 
 from __future__ import annotations
 
-import os
-
-import nibabel as nib
 from pydicom.data import get_testdata_file
-
-
-def load_nifti(path: str | os.PathLike[str]) -> nib.Nifti1Image:
-    """``nib.load`` for a NIfTI file (``Nifti2Image`` subclasses ``Nifti1Image``)."""
-    img = nib.load(path)
-    assert isinstance(img, nib.Nifti1Image), f"{path}: not NIfTI ({type(img).__name__})"
-    return img
 
 
 def pydicom_testdata(name: str) -> str:
