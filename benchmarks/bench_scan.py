@@ -112,6 +112,7 @@ def child(method: str, export: Path, index: Path) -> dict[str, Any]:
     # process (the batch pipeline, a service); the CLI row adds start-up.
     import pydicom
 
+    from monai_tumor.config import patient_key
     from monai_tumor.ingest.headers import inspect_file
     from monai_tumor.ingest.scan import scan_export
 
@@ -131,8 +132,9 @@ def child(method: str, export: Path, index: Path) -> dict[str, Any]:
         }
     elif method == "inspect":
         paths = _files(export)
+        key = patient_key()  # looked up once, as scan_export does
         for path in paths:
-            inspect_file(path)
+            inspect_file(path, patient_key=key)
         files, extra = len(paths), {}
     else:
         paths = _files(export)

@@ -1,13 +1,25 @@
-"""Shared fixtures: where the real data lives, and skip/fail rules for it."""
+"""Shared fixtures: where the real data lives, skip/fail rules for it, a patient key."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from monai_tumor.config import DATA_ENV_VAR, data_root
+from monai_tumor.config import DATA_ENV_VAR, PATIENT_KEY_ENV_VAR, data_root
+
+#: The patient key of the test session (tests never touch the user's key file).
+TEST_PATIENT_KEY = "monai-tumor-test-patient-key-0123456789"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def patient_key_env() -> Iterator[bytes]:
+    """Hash patient IDs with a fixed test key, inherited by CLI subprocesses too."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(PATIENT_KEY_ENV_VAR, TEST_PATIENT_KEY)
+        yield TEST_PATIENT_KEY.encode("utf-8")
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,21 @@
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import pytest
 
-from monai_tumor.config import DATA_ENV_VAR, DEFAULT_DATA_DIR, data_root
+from monai_tumor.config import (
+    DATA_ENV_VAR,
+    DEFAULT_DATA_DIR,
+    MIN_PATIENT_KEY_LENGTH,
+    PATIENT_KEY_ENV_VAR,
+    data_root,
+    patient_key,
+    patient_key_file,
+    patient_key_id,
+)
+from monai_tumor.errors import ConfigError
 
 
 def test_env_var_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -20,3 +31,60 @@ def test_default_is_shared_data_beside_the_project(monkeypatch: pytest.MonkeyPat
 
 def test_data_fixture_finds_the_readme(data_dir: Path) -> None:
     assert (data_dir / "README.md").is_file()
+
+
+@pytest.fixture
+def no_key_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No key in the environment; the key file goes to a temporary config home."""
+    monkeypatch.delenv(PATIENT_KEY_ENV_VAR, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    return tmp_path / "config" / "monai-tumor" / "patient.key"
+
+
+def test_patient_key_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PATIENT_KEY_ENV_VAR, "x" * MIN_PATIENT_KEY_LENGTH)
+    assert patient_key() == b"x" * MIN_PATIENT_KEY_LENGTH
+
+
+def test_short_patient_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PATIENT_KEY_ENV_VAR, "short")
+    with pytest.raises(ConfigError, match=f"{PATIENT_KEY_ENV_VAR} is 5 characters long"):
+        patient_key()
+
+
+def test_patient_key_file_is_made_once_private_and_reused(no_key_env: Path) -> None:
+    assert patient_key_file() == no_key_env and not no_key_env.exists()
+    key = patient_key()
+    assert no_key_env.is_file() and stat.S_IMODE(no_key_env.stat().st_mode) == 0o600
+    assert len(key) == 64 and int(key, 16) >= 0  # 256 random bits, hex
+    assert patient_key() == key  # reused, not remade
+    assert not list(no_key_env.parent.glob(".*tmp"))  # no temporary file left behind
+
+
+def test_patient_keys_differ_between_installations(
+    no_key_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    first = patient_key()
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "elsewhere"))
+    assert patient_key() != first
+
+
+def test_truncated_patient_key_file_is_an_error(no_key_env: Path) -> None:
+    no_key_env.parent.mkdir(parents=True)
+    no_key_env.write_text("abc\n")
+    with pytest.raises(ConfigError, match="holds 3 bytes") as info:
+        patient_key()
+    assert info.value.path == no_key_env
+
+
+def test_patient_key_file_that_cannot_be_made(no_key_env: Path) -> None:
+    no_key_env.parent.parent.mkdir(parents=True)
+    no_key_env.parent.write_text("a file where the folder should be")
+    with pytest.raises(ConfigError, match=f"set \\${PATIENT_KEY_ENV_VAR} instead"):
+        patient_key()
+
+
+def test_patient_key_id_is_stable_and_does_not_contain_the_key() -> None:
+    key = b"k" * 32
+    assert patient_key_id(key) == patient_key_id(key) != patient_key_id(b"m" * 32)
+    assert len(patient_key_id(key)) == 16 and int(patient_key_id(key), 16) >= 0

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import re
 from pathlib import Path
 from typing import Any
@@ -9,6 +11,7 @@ import pydicom
 import pytest
 from typed_io import pydicom_testdata
 
+from monai_tumor.config import patient_key
 from monai_tumor.errors import IngestError, UnsupportedInputError
 from monai_tumor.ingest.enums import ImageKind, SkipReason
 from monai_tumor.ingest.headers import (
@@ -53,7 +56,7 @@ def test_lung1_slice_header(data_dir: Path) -> None:
     assert header.sop_instance_uid == ds.SOPInstanceUID
     assert header.transfer_syntax_uid == ds.file_meta.TransferSyntaxUID
     assert header.image_kind is ImageKind.ORIGINAL
-    assert header.patient_hash == patient_hash(str(ds.PatientID))
+    assert header.patient_hash == patient_hash(str(ds.PatientID), patient_key())
     assert header.number_of_frames == 1 and not header.multi_frame
 
 
@@ -64,10 +67,28 @@ def test_header_has_no_identifier_fields() -> None:
 
 
 def test_patient_hash() -> None:
-    assert patient_hash(None) == "" and patient_hash("") == ""
-    value = patient_hash("ABC-123")
+    key = b"k" * 32
+    assert patient_hash(None, key) == "" and patient_hash("", key) == ""
+    value = patient_hash("ABC-123", key)
     assert len(value) == 16 and int(value, 16) >= 0
-    assert value == patient_hash("ABC-123") != patient_hash("ABC-124")
+    assert value == patient_hash("ABC-123", key) != patient_hash("ABC-124", key)
+    # keyed: the plain SHA-256 of the ID (guessable for short IDs) is not the hash,
+    # and another key gives another hash
+    assert value != hashlib.sha256(b"ABC-123").hexdigest()[:16]
+    assert value != patient_hash("ABC-123", b"m" * 32)
+    assert value == hmac.new(key, b"ABC-123", hashlib.sha256).hexdigest()[:16]
+
+
+@pytest.mark.realdata
+def test_inspect_file_uses_the_given_or_configured_key(data_dir: Path) -> None:
+    path = data_dir / LUNG_SLICE
+    patient_id = str(pydicom.dcmread(path, stop_before_pixels=True).PatientID)
+    configured = inspect_file(path)
+    other = inspect_file(path, patient_key=b"another key, 32 bytes long......")
+    assert isinstance(configured, InstanceHeader) and isinstance(other, InstanceHeader)
+    assert configured.patient_hash == patient_hash(patient_id, patient_key())
+    assert other.patient_hash == patient_hash(patient_id, b"another key, 32 bytes long......")
+    assert other.patient_hash != configured.patient_hash
 
 
 @pytest.mark.realdata
@@ -300,4 +321,4 @@ def test_patient_id_inside_free_text_is_redacted(tmp_path: Path, use_fast_path: 
     assert isinstance(header, InstanceHeader)
     assert header.series_description == "IBSI_1_[redacted]_MR_T1_image"
     assert "STS_002" not in repr(header).upper()
-    assert header.patient_hash == patient_hash("STS_002")
+    assert header.patient_hash == patient_hash("STS_002", patient_key())

@@ -163,3 +163,21 @@ def test_read_only_index_errors(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(ConfigError, match="schema version 0"):
         SeriesIndex(path, read_only=True)
+
+
+@pytest.mark.parametrize(
+    ("second_key_id", "kept"),
+    [("key-a", True), (None, True), ("key-b", False)],
+    ids=["same-key", "reader-without-key", "other-key"],
+)
+def test_rows_of_another_patient_key_are_dropped(
+    tmp_path: Path, second_key_id: str | None, kept: bool
+) -> None:
+    path = tmp_path / "index.sqlite"
+    with SeriesIndex(path, patient_key_id="key-a") as idx:
+        idx.put_rows([record_to_row(_header("/exp/a", "1.1"), 1, 1)])
+    with SeriesIndex(path, patient_key_id=second_key_id) as idx:
+        assert bool(idx.file_states()) is kept
+    with sqlite3.connect(path) as conn:
+        (stored,) = conn.execute("SELECT value FROM meta WHERE key = 'patient_key_id'").fetchone()
+    assert stored == (second_key_id or "key-a")

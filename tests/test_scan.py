@@ -10,6 +10,7 @@ import pytest
 from messy_export import MessyExport, build_messy_export
 from typed_io import pydicom_testdata
 
+from monai_tumor.config import PATIENT_KEY_ENV_VAR
 from monai_tumor.errors import ConfigError, IngestError
 from monai_tumor.geometry import Orientation
 from monai_tumor.ingest import scan as scan_module
@@ -160,6 +161,28 @@ def test_rescan_reads_only_new_or_changed_files(data_dir: Path, tmp_path: Path) 
     assert not third.series[0].uniform and third.series[0].main_stack.gaps == 1
     reasons = {r.path.name: r.reason for r in third.skipped}
     assert reasons == {"new.txt": SkipReason.NOT_DICOM}
+
+
+@pytest.mark.realdata
+def test_rescan_with_another_patient_key_rebuilds_the_index(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    export = tmp_path / "export"
+    shutil.copytree(data_dir / "sts/STS_003/CT/dicom", export)
+    index = tmp_path / "index.sqlite"
+    first = scan_export(export, index_path=index, progress=False)
+    (patient,) = first.patients
+    monkeypatch.setenv(PATIENT_KEY_ENV_VAR, "another-site-key-" + "9" * 32)
+    other = scan_export(export, index_path=index, progress=False)
+    # every file parsed again: no row keeps a hash made with the first key
+    assert other.stats.files_parsed == first.stats.files_found
+    (other_patient,) = other.patients
+    assert len(other_patient.patient_hash) == 16
+    assert other_patient.patient_hash != patient.patient_hash
+    assert {s.patient_hash for s in other.series} == {other_patient.patient_hash}
+    assert [s.series_instance_uid for s in other.series] == [
+        s.series_instance_uid for s in first.series
+    ]
 
 
 @pytest.mark.realdata

@@ -7,7 +7,8 @@ or DICOM SEG, kept for later use as ground truth or seeds) or a
 :func:`read_header` is the strict variant that raises instead.
 
 Privacy: PatientName and PatientBirthDate are never read. PatientID is read only
-to be hashed at once (:func:`patient_hash`); the plain value is never stored.
+to be hashed at once with a secret key (:func:`patient_hash`,
+:func:`monai_tumor.config.patient_key`); the plain value is never stored.
 
 Why a hand-written element walker
 ---------------------------------
@@ -27,6 +28,7 @@ identical results (tested on all real data in ``tests/test_headers.py``).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import struct
 import warnings
@@ -44,6 +46,7 @@ from pydicom.filereader import read_partial
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
+from monai_tumor import config
 from monai_tumor.errors import IngestError, UnsupportedInputError
 from monai_tumor.ingest.enums import ImageKind, SkipReason
 from monai_tumor.ingest.sidecar import redact_free_text
@@ -161,13 +164,16 @@ _unpack_u32 = struct.Struct("<L").unpack_from
 Position = tuple[float, float, float]
 
 
-def patient_hash(patient_id: str | None) -> str:
-    """Pseudonymous patient key: the first 16 hex digits of SHA-256(PatientID).
+def patient_hash(patient_id: str | None, key: bytes) -> str:
+    """Pseudonymous patient key: the first 16 hex digits of HMAC-SHA-256(key, PatientID).
 
     Parameters
     ----------
     patient_id
         PatientID (0010,0020) as read; ``None`` or empty gives ``""``.
+    key
+        The secret key (:func:`monai_tumor.config.patient_key`). Without it the
+        hash of a short hospital ID could be reversed by hashing every ID.
 
     Returns
     -------
@@ -177,7 +183,8 @@ def patient_hash(patient_id: str | None) -> str:
     """
     if not patient_id:
         return ""
-    return hashlib.sha256(patient_id.encode("utf-8")).hexdigest()[:PATIENT_HASH_LENGTH]
+    digest = hmac.new(key, patient_id.encode("utf-8"), hashlib.sha256).hexdigest()
+    return digest[:PATIENT_HASH_LENGTH]
 
 
 def sop_class_name(uid: str | None) -> str:
@@ -828,6 +835,7 @@ def _classify(
     ts: str | None,
     media: str | None,
     ds: Dataset | None,
+    key: bytes,
 ) -> FileRecord:
     sop = values.get("SOPClassUID") or media or ""
     if sop == _MEDIA_STORAGE_DIRECTORY or media == _MEDIA_STORAGE_DIRECTORY:
@@ -838,7 +846,7 @@ def _classify(
         return SkippedFile(path, SkipReason.CORRUPT, "no SOPClassUID", None)
     values["SOPClassUID"] = sop
     synthetic = _fill_missing_uids(path, values)
-    pid_hash = patient_hash(values.get("PatientID"))
+    pid_hash = patient_hash(values.get("PatientID"), key)
     _redact_free_text(values)
     if sop in NON_IMAGE_SOP_CLASSES:
         return NonImageObject(
@@ -945,7 +953,12 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
 
-def inspect_file(path: str | os.PathLike[str], *, use_fast_path: bool = True) -> FileRecord:
+def inspect_file(
+    path: str | os.PathLike[str],
+    *,
+    use_fast_path: bool = True,
+    patient_key: bytes | None = None,
+) -> FileRecord:
     """Read one file's header and say what it is; never raises for bad input.
 
     Parameters
@@ -955,13 +968,24 @@ def inspect_file(path: str | os.PathLike[str], *, use_fast_path: bool = True) ->
     use_fast_path
         Use the built-in element walker where it applies (see the module
         docstring); False always uses pydicom (for comparison and tests).
+    patient_key
+        Key of the patient hash (:func:`patient_hash`); default
+        :func:`monai_tumor.config.patient_key` (pass it when reading many
+        files, so it is looked up once).
 
     Returns
     -------
     InstanceHeader or NonImageObject or SkippedFile
         An image instance, an RTSTRUCT/SEG, or a skipped file with its reason.
+
+    Raises
+    ------
+    ConfigError
+        No ``patient_key`` was given and the configured one is unusable (a
+        problem of the setup, not of the file).
     """
     path = Path(path)
+    key = patient_key if patient_key is not None else config.patient_key()
     try:
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
@@ -974,7 +998,7 @@ def inspect_file(path: str | os.PathLike[str], *, use_fast_path: bool = True) ->
                 # A dataset without preamble starts with a group 0002 or 0008 tag.
                 if head[:2] not in (b"\x02\x00", b"\x08\x00"):
                     return SkippedFile(path, SkipReason.NOT_DICOM, "no DICM prefix")
-                return _parse_with_pydicom(path, size, force=True)
+                return _parse_with_pydicom(path, size, key, force=True)
             if use_fast_path:
                 try:
                     values, stop, ts, media = _fast_parse(fh, size)
@@ -987,13 +1011,13 @@ def inspect_file(path: str | os.PathLike[str], *, use_fast_path: bool = True) ->
                 except (ValueError, LookupError, struct.error, UnicodeError):
                     pass  # malformed values: let pydicom judge the file
                 else:
-                    return _classify(path, values, stop, ts, media, None)
-        return _parse_with_pydicom(path, size, force=False)
+                    return _classify(path, values, stop, ts, media, None, key)
+        return _parse_with_pydicom(path, size, key, force=False)
     except OSError as exc:
         return SkippedFile(path, SkipReason.UNREADABLE, f"{type(exc).__name__}: {exc.strerror}")
 
 
-def _parse_with_pydicom(path: Path, size: int, *, force: bool) -> FileRecord:
+def _parse_with_pydicom(path: Path, size: int, key: bytes, *, force: bool) -> FileRecord:
     try:
         values, stop, ts, media, ds = _pydicom_parse(path, size, force=force)
     except _NeedMoreError:
@@ -1018,7 +1042,7 @@ def _parse_with_pydicom(path: Path, size: int, *, force: bool) -> FileRecord:
         return SkippedFile(path, SkipReason.CORRUPT, f"{type(exc).__name__}: {_first_line(exc)}")
     if force and not values.get("SOPClassUID") and not values.get("SeriesInstanceUID"):
         return SkippedFile(path, SkipReason.NOT_DICOM, "no DICM prefix and no DICOM UIDs")
-    return _classify(path, values, stop, ts, media, ds)
+    return _classify(path, values, stop, ts, media, ds, key)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -1032,13 +1056,17 @@ _STRICT_REASONS: dict[SkipReason, Callable[[str, Path], Exception]] = {
 }
 
 
-def read_header(path: str | os.PathLike[str]) -> InstanceHeader:
+def read_header(
+    path: str | os.PathLike[str], *, patient_key: bytes | None = None
+) -> InstanceHeader:
     """Read the header of one image instance, strictly.
 
     Parameters
     ----------
     path
         A DICOM image file.
+    patient_key
+        Key of the patient hash, as for :func:`inspect_file`.
 
     Returns
     -------
@@ -1054,7 +1082,7 @@ def read_header(path: str | os.PathLike[str]) -> InstanceHeader:
         The file is not DICOM, is empty, truncated, corrupt, unreadable, or an
         image without Pixel Data.
     """
-    record = inspect_file(path)
+    record = inspect_file(path, patient_key=patient_key)
     if isinstance(record, InstanceHeader):
         return record
     if isinstance(record, NonImageObject):

@@ -12,7 +12,10 @@ schema is versioned (:data:`SCHEMA_VERSION`); an index written by another
 version is a cache and is rebuilt from scratch.
 
 Privacy: rows hold the header fields of :class:`~monai_tumor.ingest.headers.InstanceHeader`
-(PatientID only as its hash; never PatientName or PatientBirthDate).
+(PatientID only as its keyed hash; never PatientName or PatientBirthDate). The
+``meta`` table records the fingerprint of the key that made the hashes
+(:func:`monai_tumor.config.patient_key_id`); opened for writing with another
+key, the index is rebuilt.
 """
 
 from __future__ import annotations
@@ -39,8 +42,9 @@ __all__ = ["SCHEMA_VERSION", "IndexRow", "SeriesIndex", "record_to_row", "split_
 logger = logging.getLogger(__name__)
 
 #: Version of the table layout and of what rows hold; a different stored version triggers a
-#: rebuild. 3: free-text values are stored with the PatientID redacted.
-SCHEMA_VERSION = 3
+#: rebuild. 3: free-text values are stored with the PatientID redacted. 4: patient hashes are
+#: keyed (HMAC) and the key's fingerprint is stored.
+SCHEMA_VERSION = 4
 
 #: One ``files`` row: (path, size, mtime_ns, kind, series_uid, study_uid,
 #: patient_hash, sop_instance_uid, reason, payload JSON).
@@ -207,6 +211,12 @@ class SeriesIndex:
         Open an existing index for reading only: nothing is created, migrated
         or cached (writes raise ``sqlite3.OperationalError``); an index of
         another schema version is a :class:`~monai_tumor.errors.ConfigError`.
+    patient_key_id
+        Fingerprint of the key the caller hashes PatientIDs with
+        (:func:`monai_tumor.config.patient_key_id`). When writing and the
+        index's rows were hashed with another key, they are dropped (the
+        index is rebuilt by the next scan) and this fingerprint is recorded.
+        ``None``: rows are not checked (for readers that add no rows).
 
     Raises
     ------
@@ -222,7 +232,12 @@ class SeriesIndex:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, create: bool = True, read_only: bool = False
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        read_only: bool = False,
+        patient_key_id: str | None = None,
     ) -> None:
         self.path = Path(path)
         if read_only:
@@ -244,7 +259,7 @@ class SeriesIndex:
             self._conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._migrate()
+            self._migrate(patient_key_id)
         except sqlite3.Error as exc:
             raise ConfigError(
                 f"cannot open the index as SQLite ({exc}); delete it to rebuild it, or pass "
@@ -277,23 +292,32 @@ class SeriesIndex:
             )
         return conn
 
-    def _migrate(self) -> None:
+    def _migrate(self, patient_key_id: str | None) -> None:
         self._conn.executescript(_SCHEMA)  # idempotent
         with self._transaction() as conn:
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            stale = None
             if row is not None and int(row[0]) != SCHEMA_VERSION:
-                logger.warning(
-                    "index %s has schema version %s, expected %s: rebuilding it",
-                    self.path,
-                    row[0],
-                    SCHEMA_VERSION,
-                )
+                stale = f"has schema version {row[0]}, expected {SCHEMA_VERSION}"
+            elif patient_key_id is not None:
+                key_row = conn.execute(
+                    "SELECT value FROM meta WHERE key = 'patient_key_id'"
+                ).fetchone()
+                if key_row is not None and key_row[0] != patient_key_id:
+                    stale = "holds patient hashes made with another patient key"
+            if stale is not None:
+                logger.warning("index %s %s: rebuilding it", self.path, stale)
                 conn.execute("DELETE FROM files")
                 conn.execute("DELETE FROM series_cache")
             conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
+            if patient_key_id is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('patient_key_id', ?)",
+                    (patient_key_id,),
+                )
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

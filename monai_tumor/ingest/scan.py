@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from monai_tumor import config
 from monai_tumor.errors import ConfigError, IngestError
 from monai_tumor.geometry import Orientation, orientation_of, sort_along_normal
 from monai_tumor.ingest.codecs import can_decode
@@ -711,17 +712,17 @@ def _walk(root: Path, exclude: set[str]) -> Iterator[tuple[str, int, int]]:
                 yield entry.path, -1, -1  # dangling symlink etc.: recorded as unreadable
 
 
-def _inspect(path: str) -> FileRecord:
+def _inspect(path: str, key: bytes) -> FileRecord:
     try:
-        return inspect_file(path)
+        return inspect_file(path, patient_key=key)
     except Exception as exc:  # a bug must not stop a scan of thousands of files
         logger.exception("unexpected error reading %s", path)
         return SkippedFile(Path(path), SkipReason.CORRUPT, f"{type(exc).__name__}: {exc}")
 
 
-def _parse_batch(batch: Sequence[tuple[str, int, int]]) -> list[IndexRow]:
+def _parse_batch(batch: Sequence[tuple[str, int, int]], key: bytes) -> list[IndexRow]:
     """Worker: read the headers of a batch of files (runs in a pool)."""
-    return [record_to_row(_inspect(path), size, mtime) for path, size, mtime in batch]
+    return [record_to_row(_inspect(path, key), size, mtime) for path, size, mtime in batch]
 
 
 def _is_writable(folder: Path) -> bool:
@@ -816,7 +817,14 @@ def scan_export(
         ``export_dir`` does not exist or is not a folder.
     ConfigError
         No ``index_path`` was given and the export is not writable, or the
-        index cannot be created or opened.
+        index cannot be created or opened, or the patient key
+        (:func:`monai_tumor.config.patient_key`) is unusable.
+
+    Notes
+    -----
+    Patient hashes are keyed (:func:`~monai_tumor.ingest.headers.patient_hash`).
+    The index records which key made its hashes; scanning with another key
+    rebuilds it, so hashes of two keys are never mixed.
     """
     start = time.perf_counter()
     root = Path(export_dir).expanduser().resolve()
@@ -826,7 +834,8 @@ def scan_export(
     exclude = {str(root / INDEX_DIRNAME)} | {
         str(target) + suffix for suffix in ("", "-wal", "-shm", "-journal")
     }
-    with SeriesIndex(target) as index:
+    key = config.patient_key()
+    with SeriesIndex(target, patient_key_id=config.patient_key_id(key)) as index:
         known = index.file_states(root=root)
         found = list(_walk(root, exclude))
         seen = {path for path, _, _ in found}
@@ -847,7 +856,7 @@ def scan_export(
         parse_start = time.perf_counter()
         pool = None if kind is ExecutorKind.SERIAL else _make_executor(kind, n_workers)
         try:
-            _parse_all(index, todo, pool, n_workers, progress, known=known)
+            _parse_all(index, todo, pool, n_workers, progress, known=known, key=key)
             parse_seconds = time.perf_counter() - parse_start
             if kind is ExecutorKind.PROCESS and pool is not None:
                 _summarize_in_pool(index, root, pool, n_workers)
@@ -922,11 +931,13 @@ def _parse_all(
     workers: int,
     progress: bool,
     known: Mapping[str, Any],
+    key: bytes,
 ) -> None:
     """Parse ``todo`` and write each batch to the index in its own transaction.
 
     ``known`` holds the paths already in the index; a batch with none of them
-    is stored without looking up the series of their old rows.
+    is stored without looking up the series of their old rows. ``key`` is the
+    patient key.
     """
     if not todo:
         return
@@ -940,14 +951,14 @@ def _parse_all(
         advance, stop = _progress(progress, len(todo))
         try:
             for batch in batches:
-                store(_parse_batch(batch))
+                store(_parse_batch(batch, key))
                 advance(len(batch))
         finally:
             stop()
         return
     # Submit everything first: worker processes are forked here, before the
     # progress bar starts its refresh thread.
-    futures = [pool.submit(_parse_batch, batch) for batch in batches]
+    futures = [pool.submit(_parse_batch, batch, key) for batch in batches]
     advance, stop = _progress(progress, len(todo))
     try:
         for future in as_completed(futures):
