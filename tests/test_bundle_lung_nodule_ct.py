@@ -247,6 +247,34 @@ def test_flip_tta_averages_mirrored_predictions() -> None:
     torch.testing.assert_close(torch.softmax(on, 1), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "configs", [["inference.json"], ["inference.json", "evaluate.json"]], ids=["infer", "eval"]
+)
+@pytest.mark.parametrize("threshold", [None, 0.3, 0.5])
+def test_foreground_threshold_in_postprocessing(
+    configs: list[str], threshold: float | None
+) -> None:
+    """The mask is p(nodule) >= fg_threshold, taken after inversion to the input grid."""
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "configs" / name) for name in configs])
+    if threshold is not None:
+        parser["fg_threshold"] = threshold
+    t = float(parser.get_parsed_content("fg_threshold"))
+    targets = [item["_target_"] for item in parser["postprocessing"]["transforms"]]
+    start = targets.index("Invertd") + 1
+    assert targets[start : start + 2] == ["Lambdad", "AsDiscreted"]
+    select, discretize = (
+        parser.get_parsed_content(f"postprocessing#transforms#{i}") for i in (start, start + 1)
+    )
+    logits = torch.randn(2, 9, 7, 5, generator=torch.Generator().manual_seed(2))
+    prob = torch.softmax(logits, 0)
+    mask = discretize(select({"pred": prob}))["pred"]
+    assert mask.shape == (1, 9, 7, 5)
+    torch.testing.assert_close(mask.float(), (prob[1:] >= t).float())
+    if t == 0.5:  # the same as argmax over (background, nodule)
+        torch.testing.assert_close(mask.float(), prob.argmax(0, keepdim=True).float())
+
+
 def test_largest_component_keeps_the_biggest_blob() -> None:
     module = _bundle_transforms()
     mask = torch.zeros(12, 12, 6)
