@@ -85,7 +85,8 @@ def patient_key() -> bytes:
     ------
     ConfigError
         The variable is set but shorter than :data:`MIN_PATIENT_KEY_LENGTH`,
-        or the key file cannot be read or created, or is too short.
+        or the key file cannot be read or created, is too short, or can be read
+        or written by others than its owner (POSIX mode bits, as ssh checks a key).
     """
     value = os.environ.get(PATIENT_KEY_ENV_VAR)
     if value is not None:
@@ -99,6 +100,7 @@ def patient_key() -> bytes:
     try:
         if not path.exists():
             _create_key_file(path)
+        mode = path.stat().st_mode
         key = path.read_bytes().strip()
     except OSError as exc:
         raise ConfigError(
@@ -106,6 +108,13 @@ def patient_key() -> bytes:
             f"${PATIENT_KEY_ENV_VAR} instead",
             path=path,
         ) from exc
+    if os.name == "posix" and mode & 0o077:
+        # like ssh with a private key: a key others can read no longer protects the hashes
+        raise ConfigError(
+            f"the patient key file is readable or writable by others (mode {mode & 0o777:o}); "
+            f"run `chmod 600 {path}`",
+            path=path,
+        )
     if len(key) < MIN_PATIENT_KEY_LENGTH:
         raise ConfigError(
             f"the patient key file holds {len(key)} bytes, expected at least "

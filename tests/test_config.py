@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -72,7 +73,25 @@ def test_patient_keys_differ_between_installations(
 def test_truncated_patient_key_file_is_an_error(no_key_env: Path) -> None:
     no_key_env.parent.mkdir(parents=True)
     no_key_env.write_text("abc\n")
+    no_key_env.chmod(0o600)
     with pytest.raises(ConfigError, match="holds 3 bytes") as info:
+        patient_key()
+    assert info.value.path == no_key_env
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize(
+    ("mode", "refused"), [(0o644, True), (0o620, True), (0o604, True), (0o400, False)]
+)
+def test_patient_key_file_readable_by_others_is_refused(
+    no_key_env: Path, mode: int, refused: bool
+) -> None:
+    key = patient_key()
+    no_key_env.chmod(mode)
+    if not refused:
+        assert patient_key() == key
+        return
+    with pytest.raises(ConfigError, match=f"mode {mode:o}.*chmod 600") as info:
         patient_key()
     assert info.value.path == no_key_env
 
