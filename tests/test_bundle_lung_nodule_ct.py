@@ -7,8 +7,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -16,6 +18,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
 from monai.inferers import SimpleInferer
+from monai.networks.nets import UNet
 
 BUNDLE = Path(__file__).resolve().parent.parent / "bundles" / "lung_nodule_ct"
 SPLIT = BUNDLE.parent.parent / "data" / "datasets" / "lidc_nodules_split.json"
@@ -182,10 +185,28 @@ def test_metadata_and_network_shapes(tmp_path: Path) -> None:
     assert 0.0 < meta["eval_metrics"]["mean_dice"] <= 1.0
 
 
+@pytest.fixture
+def bundle_scripts_importable() -> Iterator[None]:
+    """Forget any other bundle's ``scripts`` package; restore sys.path and modules afterwards."""
+    saved_path = list(sys.path)
+    saved = {n: sys.modules.pop(n) for n in list(sys.modules) if n.split(".")[0] == "scripts"}
+    try:
+        yield
+    finally:
+        for name in [n for n in sys.modules if n.split(".")[0] == "scripts"]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+        sys.path[:] = saved_path
+
+
+@pytest.mark.usefixtures("bundle_scripts_importable")
 def test_torchscript_matches_state_dict() -> None:
+    """model.ts (made by ckpt_export) == network_def + model.pt, both members included."""
     parser = ConfigParser()
     parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    parser["bundle_root"] = str(BUNDLE)
     net = parser.get_parsed_content("network_def")
+    assert len(net.members) == parser["network_def"]["num_members"] == 2
     net.load_state_dict(torch.load(BUNDLE / "models" / "model.pt", map_location="cpu"))
     net.eval()
     scripted = torch.jit.load(str(BUNDLE / "models" / "model.ts"), map_location="cpu")
@@ -200,15 +221,103 @@ def test_weights_are_small() -> None:
         assert (BUNDLE / "models" / name).stat().st_size < 25 * 1024 * 1024
 
 
-def _bundle_transforms() -> ModuleType:
-    """Load the bundle's scripts/transforms.py under a private name (no `scripts` clash)."""
+def _bundle_module(name: str) -> ModuleType:
+    """Load the bundle's scripts/<name>.py under a private name (no `scripts` clash)."""
     spec = importlib.util.spec_from_file_location(
-        "_lung_nodule_ct_transforms", BUNDLE / "scripts" / "transforms.py"
+        f"_lung_nodule_ct_{name}", BUNDLE / "scripts" / f"{name}.py"
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _bundle_transforms() -> ModuleType:
+    return _bundle_module("transforms")
+
+
+_SMALL_UNET: dict[str, Any] = {
+    "spatial_dims": 3,
+    "in_channels": 1,
+    "out_channels": 2,
+    "channels": [4, 8],
+    "strides": [2],
+    "num_res_units": 1,
+    "norm": "instance",
+}
+
+
+def _small_input() -> torch.Tensor:
+    return torch.randn(2, 1, 8, 8, 4, generator=torch.Generator().manual_seed(3))
+
+
+def test_ensemble_output_is_log_mean_member_probability() -> None:
+    ensemble = _bundle_module("ensemble").UNetEnsemble(num_members=3, **_SMALL_UNET).eval()
+    x = _small_input()
+    with torch.no_grad():
+        expected = torch.stack([torch.softmax(m(x), dim=1) for m in ensemble.members]).mean(0)
+        out = ensemble(x)
+        scripted = torch.jit.script(ensemble)(x)
+    torch.testing.assert_close(torch.softmax(out, dim=1), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.exp(out), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(scripted, out)
+    # members start from different random weights (separate UNet instances, not copies)
+    first, second = (next(m.parameters()) for m in ensemble.members[:2])
+    assert not torch.equal(first, second)
+
+
+def test_one_member_ensemble_is_the_plain_unet() -> None:
+    """One member returns its logits, and loads bundle 0.2.x (plain UNet) weights."""
+    module = _bundle_module("ensemble")
+    plain = UNet(**_SMALL_UNET).eval()
+    single = module.UNetEnsemble(num_members=1, **_SMALL_UNET).eval()
+    single.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(single(_small_input()), plain(_small_input()))
+    pair = module.UNetEnsemble(num_members=2, **_SMALL_UNET)
+    with pytest.raises(RuntimeError, match=r"members\.0"):
+        pair.load_state_dict(plain.state_dict())
+    with pytest.raises(ValueError, match="at least 1"):
+        module.UNetEnsemble(num_members=0, **_SMALL_UNET)
+
+
+@pytest.mark.parametrize("layout", ["plain", "wrapped", "one_member"])
+def test_assemble_members_from_separate_checkpoints(layout: str, tmp_path: Path) -> None:
+    module = _bundle_module("ensemble")
+    sources = [UNet(**_SMALL_UNET).eval() for _ in range(2)]
+    paths = []
+    for index, net in enumerate(sources):
+        state: dict[str, object] = dict(net.state_dict())
+        if layout == "one_member":
+            state = {f"members.0.{k}": v for k, v in state.items()}
+        if layout == "wrapped":
+            state = {"model": state, "optimizer": {}}
+        paths.append(tmp_path / f"member{index}.pt")
+        torch.save(state, paths[-1])
+    out = module.assemble_members(paths, tmp_path / "model.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["member0.pt", "member1.pt", "model.pt"]
+    ensemble = module.UNetEnsemble(num_members=2, **_SMALL_UNET).eval()
+    ensemble.load_state_dict(torch.load(out, map_location="cpu", weights_only=True))
+    with torch.no_grad():
+        for member, source in zip(ensemble.members, sources, strict=True):
+            torch.testing.assert_close(member(_small_input()), source(_small_input()))
+
+
+def test_assemble_members_rejects_mismatched_checkpoints(tmp_path: Path) -> None:
+    module = _bundle_module("ensemble")
+    small = tmp_path / "small.pt"
+    torch.save(UNet(**_SMALL_UNET).state_dict(), small)
+    wider = tmp_path / "wider.pt"
+    torch.save(UNet(**{**_SMALL_UNET, "channels": [6, 12]}).state_dict(), wider)
+    with pytest.raises(ValueError, match=r"wider\.pt: member 1 does not have"):
+        module.assemble_members([small, wider], tmp_path / "out.pt")
+    pair = tmp_path / "pair.pt"
+    torch.save(module.UNetEnsemble(num_members=2, **_SMALL_UNET).state_dict(), pair)
+    with pytest.raises(ValueError, match=r"pair\.pt: the checkpoint is an ensemble of 2"):
+        module.assemble_members([pair], tmp_path / "out.pt")
+    with pytest.raises(ValueError, match="at least one"):
+        module.assemble_members([], tmp_path / "out.pt")
+    assert not (tmp_path / "out.pt").exists()
 
 
 @pytest.mark.parametrize(

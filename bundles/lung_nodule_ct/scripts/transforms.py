@@ -131,11 +131,10 @@ class KeepLargestComponentd(MapTransform):
 class FlipTTAInferer(Inferer):
     """Mirroring test-time augmentation around another inferer (nnU-Net style).
 
-    Runs ``inferer`` on the input and on its flips along every subset of ``spatial_axes``
-    and returns the mean of the softmax probabilities (not logits), so that the output
-    is still a probability map for ``AsDiscrete(argmax=True)`` after ``Activations``
-    is skipped (set ``softmax`` False downstream) -- or, with ``return_logits`` True, the
-    log of that mean (``softmax`` of it gives back the mean).
+    Runs ``inferer`` on the input and on its flips along every subset of ``spatial_axes``,
+    averages the softmax probabilities (not the logits) and returns the log of that mean:
+    ``softmax`` of it gives back the mean, so the configs' ``Activationsd(softmax=True)``
+    stays valid. Disabled, it is exactly ``inferer``.
     """
 
     def __init__(
