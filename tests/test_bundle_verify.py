@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -403,5 +404,9 @@ def _real_bundles() -> list[Path]:
 @pytest.mark.slow
 @pytest.mark.parametrize("bundle", _real_bundles(), ids=lambda p: p.name)
 def test_real_bundle_verifies(bundle: Path) -> None:
+    path_before = list(sys.path)
     report = verify_bundle(bundle, schema_path=SCHEMA)
     assert report.passed, json.dumps(report.to_dict(), indent=1)
+    # the in-process checks import the bundle's own `scripts` (the nodule ensemble) and leave
+    # neither it nor the bundle root behind, so the next bundle gets its own
+    assert "scripts" not in sys.modules and sys.path == path_before

@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from monai_tumor.bundle.imports import bundle_scripts
 from monai_tumor.config import data_root
 from monai_tumor.errors import BundleError
 
@@ -628,7 +629,7 @@ def _check_net_in_out(ctx: _Context) -> tuple[CheckStatus, str]:
             f"{len(channel_def)} entries; make them agree",
         )
     try:
-        with _quiet("monai.bundle.scripts"):
+        with _quiet("monai.bundle.scripts"), bundle_scripts(ctx.bundle_dir):
             verify_net_in_out(
                 net_id="network_def",
                 meta_file=str(ctx.bundle_dir / "configs" / "metadata.json"),
@@ -662,7 +663,8 @@ def _check_torchscript(ctx: _Context) -> tuple[CheckStatus, str]:
         ts_net = torch.jit.load(str(ts_path), map_location=ctx.device, _extra_files=extra)
     except Exception as exc:  # torch raises RuntimeError/ValueError on a bad archive
         return CheckStatus.FAIL, f"torch.jit.load(models/model.ts) failed: {exc}"
-    net = _parser(ctx.bundle_dir, device=ctx.device).get_parsed_content("network_def")
+    with bundle_scripts(ctx.bundle_dir):
+        net = _parser(ctx.bundle_dir, device=ctx.device).get_parsed_content("network_def")
     try:
         net.load_state_dict(_load_state_dict(pt_path))
     except RuntimeError as exc:

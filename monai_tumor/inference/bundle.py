@@ -29,7 +29,8 @@ Two kinds of bundle (``metadata.json`` key ``monai_tumor``, see ``docs/bundle_fo
 Bundle ``scripts/`` packages: both bundles ship a top-level package named ``scripts`` that
 their configs import by that name. While a bundle's components are instantiated, its
 ``bundle_root`` is first on ``sys.path`` and any previously imported ``scripts`` modules are
-evicted from ``sys.modules`` (under a lock); afterwards both are restored to how they were.
+evicted from ``sys.modules`` (under a lock); afterwards both are restored to how they were
+(:func:`monai_tumor.bundle.imports.bundle_scripts`, shared with training and ``bundle verify``).
 The instantiated objects keep references to their own module code, so several bundles live
 side by side in one process.
 """
@@ -40,8 +41,6 @@ import copy
 import hashlib
 import json
 import math
-import sys
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -54,6 +53,7 @@ import torch
 from monai.data import MetaTensor
 from pydicom.sr.coding import Code
 
+from monai_tumor.bundle.imports import bundle_scripts
 from monai_tumor.errors import BundleError, ConfigError, MonaiTumorError, UnsupportedInputError
 from monai_tumor.export.seg import SegmentSpec
 from monai_tumor.geometry import patient_to_voxel, ras_to_lps
@@ -76,9 +76,6 @@ AFFINE_TOLERANCE_MM = 1e-3
 
 _LOAD_TARGETS = ("LoadImaged", "LoadImage")
 _SAVE_TARGETS = ("SaveImaged", "SaveImage")
-_SCRIPTS_PACKAGE = "scripts"
-# Guards sys.path / sys.modules while a bundle's `scripts` package is imported.
-_IMPORT_LOCK = threading.Lock()
 
 
 class BundleKind:
@@ -423,28 +420,6 @@ def _display_window(raw: Any, path: Path) -> tuple[float, float] | None:
 # --------------------------------------------------------------------------- loading
 
 
-@contextmanager
-def _bundle_scripts(root: Path) -> Iterator[None]:
-    """Make ``import scripts`` find ``root/scripts`` for the duration of the block."""
-
-    def evict() -> dict[str, Any]:
-        names = [
-            n for n in sys.modules if n == _SCRIPTS_PACKAGE or n.startswith(_SCRIPTS_PACKAGE + ".")
-        ]
-        return {n: sys.modules.pop(n) for n in names}
-
-    with _IMPORT_LOCK:
-        saved_modules = evict()
-        saved_path = list(sys.path)
-        sys.path.insert(0, str(root))
-        try:
-            yield
-        finally:
-            evict()
-            sys.path[:] = saved_path
-            sys.modules.update(saved_modules)
-
-
 def _target_name(item: Any) -> str:
     target = item.get("_target_", "") if isinstance(item, Mapping) else ""
     return str(target).rsplit(".", 1)[-1] if isinstance(target, str) else ""
@@ -540,7 +515,7 @@ def load_bundle(
     parser["device"] = dev
     parser["ckpt_path"] = str(info.weights)
     try:
-        with _bundle_scripts(info.root):
+        with bundle_scripts(info.root):
             network = parser.get_parsed_content("network_def")
             preprocessing = parser.get_parsed_content("preprocessing")
             inferer = parser.get_parsed_content("inferer")

@@ -8,12 +8,11 @@ the annotation service can retrain or re-export a bundle with a few overrides.
 from __future__ import annotations
 
 import logging
-import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from monai_tumor.bundle.imports import bundle_scripts
 from monai_tumor.errors import BundleError
 
 __all__ = ["export_torchscript", "train_bundle"]
@@ -29,28 +28,6 @@ def _configs(bundle_dir: Path) -> Path:
             "(configs/train.json, configs/inference.json, configs/metadata.json)"
         )
     return configs
-
-
-@contextmanager
-def _isolated_bundle_imports() -> Iterator[None]:
-    """Forget the bundle-local ``scripts`` package before and after a run.
-
-    Every Model Zoo bundle ships its helpers as a top-level package named ``scripts`` and
-    puts its own root on ``sys.path``; two bundles used in one process would otherwise see
-    whichever ``scripts`` was imported first.
-    """
-
-    def _purge() -> None:
-        for name in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
-            del sys.modules[name]
-
-    saved_path = list(sys.path)
-    _purge()
-    try:
-        yield
-    finally:
-        _purge()
-        sys.path[:] = saved_path
 
 
 def train_bundle(
@@ -100,7 +77,7 @@ def train_bundle(
     }
     override.update(dict(overrides or {}))
     logging_file = configs / "logging.conf"
-    with _isolated_bundle_imports():
+    with bundle_scripts(bundle):
         workflow = ConfigWorkflow(
             config_file=str(configs / "train.json"),
             meta_file=str(configs / "metadata.json"),
@@ -171,7 +148,7 @@ def export_torchscript(
             f"{ckpt}: checkpoint not found; train the bundle first (train_bundle) or pass ckpt_file"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _isolated_bundle_imports():
+    with bundle_scripts(bundle):
         try:
             ckpt_export(
                 net_id="network_def",
