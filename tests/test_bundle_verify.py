@@ -404,9 +404,12 @@ def _real_bundles() -> list[Path]:
 @pytest.mark.slow
 @pytest.mark.parametrize("bundle", _real_bundles(), ids=lambda p: p.name)
 def test_real_bundle_verifies(bundle: Path) -> None:
-    path_before = list(sys.path)
+    def scripts_modules() -> dict[str, object]:
+        return {n: m for n, m in sys.modules.items() if n.split(".")[0] == "scripts"}
+
+    path_before, modules_before = list(sys.path), scripts_modules()
     report = verify_bundle(bundle, schema_path=SCHEMA)
     assert report.passed, json.dumps(report.to_dict(), indent=1)
     # the in-process checks import the bundle's own `scripts` (the nodule ensemble) and leave
     # neither it nor the bundle root behind, so the next bundle gets its own
-    assert "scripts" not in sys.modules and sys.path == path_before
+    assert scripts_modules() == modules_before and sys.path == path_before
