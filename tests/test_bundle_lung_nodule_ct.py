@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,6 +18,8 @@ import torch
 from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
 from monai.inferers import SimpleInferer
 from monai.networks.nets import UNet
+
+from monai_tumor.bundle.imports import bundle_scripts
 
 BUNDLE = Path(__file__).resolve().parent.parent / "bundles" / "lung_nodule_ct"
 SPLIT = BUNDLE.parent.parent / "data" / "datasets" / "lidc_nodules_split.json"
@@ -185,27 +186,13 @@ def test_metadata_and_network_shapes(tmp_path: Path) -> None:
     assert 0.0 < meta["eval_metrics"]["mean_dice"] <= 1.0
 
 
-@pytest.fixture
-def bundle_scripts_importable() -> Iterator[None]:
-    """Forget any other bundle's ``scripts`` package; restore sys.path and modules afterwards."""
-    saved_path = list(sys.path)
-    saved = {n: sys.modules.pop(n) for n in list(sys.modules) if n.split(".")[0] == "scripts"}
-    try:
-        yield
-    finally:
-        for name in [n for n in sys.modules if n.split(".")[0] == "scripts"]:
-            del sys.modules[name]
-        sys.modules.update(saved)
-        sys.path[:] = saved_path
-
-
-@pytest.mark.usefixtures("bundle_scripts_importable")
 def test_torchscript_matches_state_dict() -> None:
     """model.ts (made by ckpt_export) == network_def + model.pt, both members included."""
     parser = ConfigParser()
     parser.read_config(str(BUNDLE / "configs" / "inference.json"))
     parser["bundle_root"] = str(BUNDLE)
-    net = parser.get_parsed_content("network_def")
+    with bundle_scripts(BUNDLE):  # no other bundle's `scripts` package in the way
+        net = parser.get_parsed_content("network_def")
     assert len(net.members) == parser["network_def"]["num_members"] == 2
     net.load_state_dict(torch.load(BUNDLE / "models" / "model.pt", map_location="cpu"))
     net.eval()
