@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from monai_tumor.bundle.imports import SCRIPTS_PACKAGE
 from monai_tumor.config import DATA_ENV_VAR, PATIENT_KEY_ENV_VAR, data_root
 
 #: The patient key of the test session (tests never touch the user's key file).
@@ -20,6 +22,31 @@ def patient_key_env() -> Iterator[bytes]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(PATIENT_KEY_ENV_VAR, TEST_PATIENT_KEY)
         yield TEST_PATIENT_KEY.encode("utf-8")
+
+
+def _bundle_imports() -> tuple[list[str], set[str]]:
+    prefix = SCRIPTS_PACKAGE + "."
+    scripts = {n for n in sys.modules if n == SCRIPTS_PACKAGE or n.startswith(prefix)}
+    return list(sys.path), scripts
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_bundle_imports(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test that leaves a bundle's ``scripts`` modules or root behind in the process.
+
+    pytest-xdist shares a worker between test files in an order that changes from run to run,
+    so a leak would otherwise surface (or not) in whichever later test happens to look.
+    """
+    path, scripts = _bundle_imports()
+    yield
+    path_after, scripts_after = _bundle_imports()
+    added = [p for p in path_after if p not in path]
+    if added or scripts_after - scripts:
+        pytest.fail(
+            f"{request.node.nodeid} left bundle imports behind: sys.path + {added}, "
+            f"modules + {sorted(scripts_after - scripts)} (use monai_tumor.bundle.imports."
+            "bundle_scripts)"
+        )
 
 
 @pytest.fixture(scope="session")

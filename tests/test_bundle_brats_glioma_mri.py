@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 import torch
 
+from monai_tumor.bundle.imports import bundle_scripts
+
 REPO = Path(__file__).resolve().parent.parent
 BUNDLE = REPO / "bundles" / "brats_glioma_mri"
 CONFIGS = BUNDLE / "configs"
@@ -316,21 +318,9 @@ def test_preprocessing_ideas_are_switchable_monai_transforms(
     parser.read_config(root / "configs" / f"{config}.json")
     parser["bundle_root"] = str(root)
     parser["denoise"], parser["enhance"] = denoise, enhance
-    # Both bundles ship a top-level `scripts` package: import this bundle's, fresh.
-    stale = {
-        name: sys.modules.pop(name)
-        for name in list(sys.modules)
-        if name == "scripts" or name.startswith("scripts.")
-    }
-    sys.path.insert(0, str(root))
-    try:
-        key = "deterministic_transforms" if config == "train" else "preprocessing#transforms"
+    key = "deterministic_transforms" if config == "train" else "preprocessing#transforms"
+    with bundle_scripts(root):  # both bundles ship a top-level `scripts` package
         chain = parser.get_parsed_content(key, instantiate=True)
-    finally:
-        sys.path.remove(str(root))
-        for name in [n for n in sys.modules if n == "scripts" or n.startswith("scripts.")]:
-            del sys.modules[name]
-        sys.modules.update(stale)
     names = [type(t).__name__ for t in chain]
     at = names.index(anchor)
     assert tuple(names[at + 1 : at + 3]) == expected

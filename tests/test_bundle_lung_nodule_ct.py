@@ -173,12 +173,15 @@ def test_metadata_and_network_shapes(tmp_path: Path) -> None:
     if not schema.is_file():
         pytest.skip(f"local schema {schema} not found (set MONAI_TUMOR_SCHEMA to its folder)")
     verify_metadata(meta_file=str(BUNDLE / "configs" / "metadata.json"), filepath=str(schema))
-    verify_net_in_out(
-        net_id="network_def",
-        meta_file=str(BUNDLE / "configs" / "metadata.json"),
-        config_file=str(BUNDLE / "configs" / "inference.json"),
-        bundle_root=str(BUNDLE),
-    )
+    # `_requires_: @bundle_path_entry` puts the bundle on sys.path and imports its `scripts`;
+    # bundle_scripts gives that back afterwards (the conftest guard checks it).
+    with bundle_scripts(BUNDLE):
+        verify_net_in_out(
+            net_id="network_def",
+            meta_file=str(BUNDLE / "configs" / "metadata.json"),
+            config_file=str(BUNDLE / "configs" / "inference.json"),
+            bundle_root=str(BUNDLE),
+        )
     meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text(encoding="utf-8"))
     fmt = meta["network_data_format"]
     assert fmt["inputs"]["image"]["channel_def"]
