@@ -61,16 +61,10 @@ class UNetEnsemble(nn.Module):
         """
         if len(self.members) == 1:
             return self.members[0](x)
-        total = torch.zeros(0)
-        first = True
-        for member in self.members:
-            prob = torch.softmax(member(x), dim=1)
-            if first:
-                total = prob
-                first = False
-            else:
-                total = total + prob
-        mean = total / float(len(self.members))
+        probs: list[torch.Tensor] = []
+        for member in self.members:  # TorchScript unrolls loops over a ModuleList
+            probs.append(torch.softmax(member(x), dim=1))
+        mean = torch.stack(probs).mean(dim=0)
         # probability floor so log(mean p) stays finite (a literal: TorchScript cannot close
         # over module globals); FlipTTAInferer uses the same floor
         return torch.log(mean.clamp_min(1e-8))
