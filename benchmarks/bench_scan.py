@@ -35,7 +35,6 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -181,7 +180,9 @@ def run_cli(export: Path, index: Path) -> dict[str, Any]:
 def run_child(method: str, export: Path, index: Path) -> dict[str, Any]:
     if method == "cli":
         return run_cli(export, index)
-    out = subprocess.run(
+    # The child's own ru_maxrss would include this process's high-water mark (Linux keeps it
+    # across fork and exec); run_timed measures the child alone with /usr/bin/time.
+    _, rss, stdout = run_timed(
         [
             sys.executable,
             __file__,
@@ -191,12 +192,11 @@ def run_child(method: str, export: Path, index: Path) -> dict[str, Any]:
             str(export),
             "--index",
             str(index),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
+        ]
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+    result["peak_rss_mib"] = rss
+    return result
 
 
 def main() -> int:

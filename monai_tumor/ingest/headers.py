@@ -17,7 +17,8 @@ Why a hand-written element walker
 per-element cost (``Dataset`` and ``RawDataElement`` objects, tag comparisons)
 dominates a header scan. For the common case (little-endian Part 10 files,
 explicit or implicit VR) this module reads the first 8 KiB of the file and
-walks the top-level elements with :func:`struct.unpack_from`, keeping the raw
+walks the top-level elements with :mod:`monai_tumor.ingest.elements` (the walker it
+shares with the native-pixel reader), keeping the raw
 bytes of the ~40 wanted tags only and stepping over everything else, including
 undefined-length sequences. Anything unusual (big endian, deflate, files without
 a preamble, enhanced multi-frame functional groups, RTSTRUCT/SEG references,
@@ -48,6 +49,14 @@ from pydicom.uid import UID
 
 from monai_tumor import config
 from monai_tumor.errors import IngestError, UnsupportedInputError
+from monai_tumor.ingest.elements import (
+    IMPLICIT_VR_LE,
+    UNDEFINED_LENGTH,
+    FallbackError,
+    NeedMoreError,
+    file_meta_elements,
+    walk_elements,
+)
 from monai_tumor.ingest.enums import ImageKind, SkipReason
 from monai_tumor.ingest.sidecar import redact_free_text
 
@@ -143,23 +152,19 @@ _SEQUENCE_KEYWORDS: dict[int, str] = {
     0x52009230: "PerFrameFunctionalGroupsSequence",
 }
 _FUNCTIONAL_GROUPS = (0x52009229, 0x52009230)
+_SOP_CLASS_UID = 0x00080016
+_SOP_OR_GROUPS = frozenset({_SOP_CLASS_UID, *_FUNCTIONAL_GROUPS})
 _VR: dict[int, str] = {tag: str(dictionary_VR(tag)) for tag in HEADER_KEYWORDS}
 _MULTI_VALUED = frozenset(
     {"ImageType", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"}
 )
 _TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"})
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _FIRST_CHUNK = 8192
 _SECOND_CHUNK = 1 << 20
-_UNDEFINED = 0xFFFFFFFF
-_IMPLICIT_LE = "1.2.840.10008.1.2"
 _FAST_SYNTAX_EXCLUDED = frozenset(
     {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}  # big endian, deflated
 )
-_unpack_tag_len = struct.Struct("<HHL").unpack_from
-_unpack_explicit = struct.Struct("<HH2sH").unpack_from
-_unpack_u32 = struct.Struct("<L").unpack_from
 
 Position = tuple[float, float, float]
 
@@ -461,58 +466,6 @@ FileRecord = Union[InstanceHeader, NonImageObject, SkippedFile]  # noqa: UP007 (
 # --------------------------------------------------------------------------- fast path
 
 
-class _NeedMoreError(Exception):
-    """The buffer ended inside an element."""
-
-
-class _FallbackError(Exception):
-    """Something the fast walker does not handle: use pydicom."""
-
-
-def _skip_items(buf: bytes, pos: int, implicit: bool) -> int:
-    """Step over the items of an undefined-length sequence; return the end offset."""
-    n = len(buf)
-    while True:
-        if pos + 8 > n:
-            raise _NeedMoreError
-        group, elem, length = _unpack_tag_len(buf, pos)
-        pos += 8
-        if group != 0xFFFE:
-            raise _FallbackError
-        if elem == 0xE0DD:  # sequence delimiter
-            return pos
-        if elem != 0xE000:
-            raise _FallbackError
-        pos = _skip_dataset(buf, pos, implicit) if length == _UNDEFINED else pos + length
-
-
-def _skip_dataset(buf: bytes, pos: int, implicit: bool) -> int:
-    """Step over an undefined-length item's dataset; return the offset after it."""
-    n = len(buf)
-    while True:
-        if pos + 8 > n:
-            raise _NeedMoreError
-        group, elem, vr, length = _unpack_explicit(buf, pos)
-        if group == 0xFFFE and elem == 0xE00D:
-            return pos + 8
-        if implicit:
-            length = _unpack_u32(buf, pos + 4)[0]
-            pos += 8
-            sub_implicit = True
-        elif vr in _LONG_VRS:
-            if pos + 12 > n:
-                raise _NeedMoreError
-            length = _unpack_u32(buf, pos + 8)[0]
-            pos += 12
-            sub_implicit = vr == b"UN"
-        elif b"AA" <= vr <= b"ZZ":
-            pos += 8
-            sub_implicit = False
-        else:
-            raise _FallbackError
-        pos = _skip_items(buf, pos, sub_implicit) if length == _UNDEFINED else pos + length
-
-
 def _walk(buf: bytes, pos: int, implicit: bool) -> tuple[dict[int, tuple[str, bytes]], int]:
     """Collect the wanted top-level elements until Pixel Data or the end of ``buf``.
 
@@ -522,54 +475,44 @@ def _walk(buf: bytes, pos: int, implicit: bool) -> tuple[dict[int, tuple[str, by
         ``(raw, stop_tag)``: raw values by tag, and the tag reading stopped at
         (``0`` at a clean end of the buffer).
     """
-    raw: dict[int, tuple[str, bytes]] = {}
-    wanted = HEADER_KEYWORDS
     n = len(buf)
-    while pos < n:
-        if pos + 8 > n:
-            raise _NeedMoreError
-        group, elem, vr_bytes, length = _unpack_explicit(buf, pos)
-        tag = group << 16 | elem
-        if tag >= 0x7FE00008:
-            return raw, tag
-        if tag in _FUNCTIONAL_GROUPS:
-            raise _FallbackError  # enhanced multi-frame: pydicom reads the sequences
-        if implicit:
-            length = _unpack_u32(buf, pos + 4)[0]
-            pos += 8
-            vr = _VR.get(tag, "")
-            sub_implicit = True
-        elif vr_bytes in _LONG_VRS:
-            if pos + 12 > n:
-                raise _NeedMoreError
-            length = _unpack_u32(buf, pos + 8)[0]
-            pos += 12
-            vr = vr_bytes.decode()
-            sub_implicit = vr == "UN"
-        elif b"AA" <= vr_bytes <= b"ZZ":
-            pos += 8
-            vr = vr_bytes.decode()
-            sub_implicit = False
-        else:
-            raise _FallbackError  # e.g. implicit VR in an explicit-VR file
-        if length == _UNDEFINED:
-            if tag == 0xFFFEE00D:
-                raise _FallbackError
-            pos = _skip_items(buf, pos, sub_implicit)
-            continue
-        end = pos + length
-        if tag in wanted:
-            if end > n:
-                raise _NeedMoreError
-            raw[tag] = (vr, buf[pos:end])
-            if tag == 0x00080016:
-                sop = buf[pos:end].rstrip(b"\x00 ").decode("ascii", "replace")
-                if sop in NON_IMAGE_SOP_CLASSES:
-                    raise _FallbackError  # referenced-series sequences need pydicom
-        pos = end
-    if pos > n:
-        raise _NeedMoreError
-    return raw, 0
+    # First up to SOPClassUID: RTSTRUCT/SEG go to pydicom (their referenced-series sequences)
+    # before their possibly huge sequences are walked.
+    found, _ = walk_elements(
+        buf, pos, implicit, keep=HEADER_KEYWORDS, stop_at=_SOP_OR_GROUPS, stop_from=0x7FE00008
+    )
+    if found and found[-1][0] == _SOP_CLASS_UID:
+        _, vr_bytes, length, value_pos = found[-1]
+        if length == UNDEFINED_LENGTH:
+            raise FallbackError
+        if value_pos + length > n:
+            raise NeedMoreError
+        sop = buf[value_pos : value_pos + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        if sop in NON_IMAGE_SOP_CLASSES:
+            raise FallbackError
+        more, _ = walk_elements(
+            buf,
+            value_pos + length,
+            implicit,
+            keep=HEADER_KEYWORDS,
+            stop_at=_FUNCTIONAL_GROUPS,
+            stop_from=0x7FE00008,
+        )
+        found += more
+    stop = 0
+    if found and (found[-1][0] >= 0x7FE00008 or found[-1][0] in _FUNCTIONAL_GROUPS):
+        stop = found.pop()[0]  # pixel data (or a stray item tag, group FFFE): stop here
+        if stop in _FUNCTIONAL_GROUPS:
+            raise FallbackError  # enhanced multi-frame: pydicom reads the sequences
+    raw: dict[int, tuple[str, bytes]] = {}
+    for tag, vr_bytes, length, value_pos in found:
+        if length == UNDEFINED_LENGTH:
+            continue  # a sequence where a value was expected: stepped over, left absent
+        end = value_pos + length
+        if end > n:
+            raise NeedMoreError
+        raw[tag] = (_VR[tag] if vr_bytes is None else vr_bytes.decode(), buf[value_pos:end])
+    return raw, stop
 
 
 def _decode_text(value: bytes, vr: str, encodings: list[str] | None) -> str:
@@ -596,7 +539,11 @@ def _decode_raw(raw: Mapping[int, tuple[str, bytes]]) -> dict[str, Any]:
             fmt = "<H" if vr == "US" else "<h"
             out[keyword] = struct.unpack_from(fmt, value)[0] if len(value) >= 2 else None
             continue
-        out[keyword] = _text_value(keyword, _decode_text(value, vr, encodings))
+        if encodings is None:  # the common case, inlined (this runs ~25 times per file)
+            text = value.decode("latin-1").strip(" \x00")
+        else:
+            text = _decode_text(value, vr, encodings)
+        out[keyword] = _text_value(keyword, text)
     return out
 
 
@@ -718,7 +665,7 @@ def _pydicom_parse(
 
     Raises
     ------
-    _NeedMoreError
+    NeedMoreError
         The file ends inside an element (truncated).
     """
     state = {"last_end": 0, "stop": 0}
@@ -730,7 +677,7 @@ def _pydicom_parse(
             if tag >= 0x7FE00008 or 0x30060010 < tag <= 0x3006FFFF:
                 state["stop"] = int(tag)
                 return True
-            if length != _UNDEFINED:
+            if length != UNDEFINED_LENGTH:
                 state["last_end"] = fp.tell() + length
             return False
 
@@ -749,14 +696,14 @@ def _pydicom_parse(
     ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else None
     # Offsets are into the file only when the dataset is not deflated.
     if state["last_end"] > size and ts != "1.2.840.10008.1.2.1.99":
-        raise _NeedMoreError
+        raise NeedMoreError
     if positions is not None:
         values["_frame_positions"] = positions
     media = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else None
     if meta is not None and meta.get("MediaStorageSOPInstanceUID"):
         values["_MediaStorageSOPInstanceUID"] = str(meta.MediaStorageSOPInstanceUID)
     if not ts:
-        ts = _IMPLICIT_LE if force else None
+        ts = IMPLICIT_VR_LE if force else None
     return values, state["stop"], ts, media, ds
 
 
@@ -764,30 +711,14 @@ def _pydicom_parse(
 
 
 def _file_meta(buf: bytes) -> tuple[dict[int, str], int]:
-    """Parse the (explicit VR little endian) group 0002 after ``DICM``."""
-    pos = 132
-    meta: dict[int, str] = {}
-    n = len(buf)
-    while True:
-        if pos + 8 > n:
-            raise _NeedMoreError
-        group, elem, vr, length = _unpack_explicit(buf, pos)
-        if group != 0x0002:
-            return meta, pos
-        if vr in _LONG_VRS:
-            if pos + 12 > n:
-                raise _NeedMoreError
-            length = _unpack_u32(buf, pos + 8)[0]
-            pos += 12
-        elif b"AA" <= vr <= b"ZZ":
-            pos += 8
-        else:
-            raise _FallbackError
-        if pos + length > n:
-            raise _NeedMoreError
-        if elem in (0x0002, 0x0003, 0x0010):
-            meta[elem] = buf[pos : pos + length].rstrip(b"\x00 ").decode("ascii", "replace")
-        pos += length
+    """Return the wanted group 0002 values (by element number) and the offset after the group."""
+    entries, pos = file_meta_elements(buf)
+    meta = {
+        tag & 0xFFFF: buf[at : at + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        for tag, _, at, length in entries
+        if tag in (0x00020002, 0x00020003, 0x00020010)
+    }
+    return meta, pos
 
 
 def _fast_parse(fh: Any, size: int) -> tuple[dict[str, Any], int, str, str | None]:
@@ -798,19 +729,19 @@ def _fast_parse(fh: Any, size: int) -> tuple[dict[str, Any], int, str, str | Non
             meta, start = _file_meta(buf)
             ts = meta.get(0x0010, "")
             if not ts or ts in _FAST_SYNTAX_EXCLUDED:
-                raise _FallbackError
-            raw, stop = _walk(buf, start, ts == _IMPLICIT_LE)
+                raise FallbackError
+            raw, stop = _walk(buf, start, ts == IMPLICIT_VR_LE)
             if stop == 0 and len(buf) < size:
-                raise _NeedMoreError  # clean end of the buffer, but not of the file
+                raise NeedMoreError  # clean end of the buffer, but not of the file
             values = _decode_raw(raw)
             if meta.get(0x0003):
                 values["_MediaStorageSOPInstanceUID"] = meta[0x0003]
             return values, stop, ts, meta.get(0x0002)
-        except _NeedMoreError:
+        except NeedMoreError:
             if len(buf) >= size:
                 raise
             if len(buf) >= _SECOND_CHUNK:
-                raise _FallbackError from None
+                raise FallbackError from None
             buf += fh.read(_SECOND_CHUNK)
 
 
@@ -878,7 +809,7 @@ def _classify(
         sop_instance_uid=values["SOPInstanceUID"],
         study_instance_uid=values["StudyInstanceUID"],
         series_instance_uid=values["SeriesInstanceUID"],
-        transfer_syntax_uid=ts or _IMPLICIT_LE,
+        transfer_syntax_uid=ts or IMPLICIT_VR_LE,
         patient_hash=pid_hash,
         modality=values.get("Modality") or "",
         image_type=tuple(values.get("ImageType") or ()),
@@ -1002,9 +933,9 @@ def inspect_file(
             if use_fast_path:
                 try:
                     values, stop, ts, media = _fast_parse(fh, size)
-                except _FallbackError:
+                except FallbackError:
                     pass
-                except _NeedMoreError:
+                except NeedMoreError:
                     return SkippedFile(
                         path, SkipReason.TRUNCATED, f"file ends inside its header ({size} bytes)"
                     )
@@ -1020,7 +951,7 @@ def inspect_file(
 def _parse_with_pydicom(path: Path, size: int, key: bytes, *, force: bool) -> FileRecord:
     try:
         values, stop, ts, media, ds = _pydicom_parse(path, size, force=force)
-    except _NeedMoreError:
+    except NeedMoreError:
         if force:  # no preamble and no complete element: not DICOM at all
             return SkippedFile(path, SkipReason.NOT_DICOM, "no DICM prefix, not a dataset")
         return SkippedFile(

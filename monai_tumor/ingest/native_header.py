@@ -5,7 +5,8 @@ the time it takes to read a 134-slice CT (it builds and checks every element,
 including nested sequences we never look at). For the overwhelmingly common
 file (Part 10, Explicit or Implicit VR Little Endian, single frame, no
 functional groups) this module walks the top-level elements with
-``struct.unpack_from``, skips undefined-length sequences without parsing them
+:mod:`monai_tumor.ingest.elements` (the walker it shares with the header scan), skips
+undefined-length sequences without parsing them
 (defined-length ones are kept raw), and returns a
 regular :class:`pydicom.dataset.Dataset` built from pydicom's own
 :class:`~pydicom.dataelem.RawDataElement` records, so every value is still
@@ -25,6 +26,16 @@ from typing import cast
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import BaseTag
+
+from monai_tumor.ingest.elements import (
+    EXPLICIT_VR_LE,
+    IMPLICIT_VR_LE,
+    UNDEFINED_LENGTH,
+    FallbackError,
+    NeedMoreError,
+    file_meta_elements,
+    walk_elements,
+)
 
 __all__ = [
     "BITS_ALLOCATED",
@@ -58,133 +69,51 @@ BITS_ALLOCATED = 0x00280100
 BITS_STORED = 0x00280101
 PIXEL_REPRESENTATION = 0x00280103
 
-_EXPLICIT_LE = "1.2.840.10008.1.2.1"
-_IMPLICIT_LE = "1.2.840.10008.1.2"
-_UNDEFINED = 0xFFFFFFFF
-_LONG_VRS = {
-    b"OB",
-    b"OD",
-    b"OF",
-    b"OL",
-    b"OV",
-    b"OW",
-    b"SQ",
-    b"SV",
-    b"UC",
-    b"UN",
-    b"UR",
-    b"UT",
-    b"UV",
-}
 _PIXEL_DATA = 0x7FE00010
-_ITEM = 0xFFFEE000
-_ITEM_END = 0xFFFEE00D
-_SEQUENCE_END = 0xFFFEE0DD
 # Enhanced (functional group) objects need pydicom's full sequence parsing.
 _FALLBACK_TAGS = {0x52009229, 0x52009230}
-_UNPACK_HH = struct.Struct("<HH").unpack_from
-_UNPACK_HHI = struct.Struct("<HHI").unpack_from
-_UNPACK_H = struct.Struct("<H").unpack_from
-_UNPACK_I = struct.Struct("<I").unpack_from
 
 
-class _FallbackError(Exception):
-    """The file needs the full pydicom parser."""
-
-
-def _header(buf: bytes, pos: int, implicit: bool) -> tuple[int, bytes | None, int, int]:
-    """Tag, VR (None if implicit), length and value offset of the element at ``pos``."""
-    group, elem = _UNPACK_HH(buf, pos)
-    tag = (group << 16) | elem
-    if implicit or group == 0xFFFE:
-        return tag, None, _UNPACK_I(buf, pos + 4)[0], pos + 8
-    vr = buf[pos + 4 : pos + 6]
-    if vr in _LONG_VRS:
-        return tag, vr, _UNPACK_I(buf, pos + 8)[0], pos + 12
-    return tag, vr, _UNPACK_H(buf, pos + 6)[0], pos + 8
-
-
-def _skip_sequence(buf: bytes, pos: int, implicit: bool) -> int:
-    """Offset just past an undefined-length sequence whose items start at ``pos``."""
-    while True:
-        group, elem, length = _UNPACK_HHI(buf, pos)
-        tag = (group << 16) | elem
-        pos += 8
-        if tag == _SEQUENCE_END:
-            return pos
-        if tag != _ITEM:
-            raise _FallbackError
-        if length != _UNDEFINED:
-            pos += length
-            continue
-        while True:  # undefined-length item: walk its elements to the item delimiter
-            group, elem = _UNPACK_HH(buf, pos)
-            if (group << 16) | elem == _ITEM_END:
-                pos += 8
-                break
-            pos = _skip_element(buf, pos, implicit)
-
-
-def _skip_element(buf: bytes, pos: int, implicit: bool) -> int:
-    _, vr, length, value_pos = _header(buf, pos, implicit)
-    if length != _UNDEFINED:
-        return value_pos + length
-    if implicit or vr == b"SQ":
-        return _skip_sequence(buf, value_pos, implicit)
-    raise _FallbackError  # e.g. UN with undefined length (an implicit-VR sequence)
+def _raw(
+    tag: int, vr: bytes | None, value: bytes, value_pos: int, implicit: bool
+) -> RawDataElement:
+    btag = BaseTag(tag)
+    vr_text = vr.decode("ascii") if vr is not None else None
+    return RawDataElement(btag, vr_text, len(value), value, value_pos, implicit, True)
 
 
 def _scan(buf: bytes, *, head_only: bool = False) -> tuple[Dataset, int, int]:
     """Walk the elements; ``head_only``: stop at PixelData without taking its value."""
     pixel_offset, pixel_length = -1, 0
-    if len(buf) < 132 or buf[128:132] != b"DICM":
-        raise _FallbackError
-    pos = 132
     meta = FileMetaDataset()
-    while True:  # group 0002 is always Explicit VR Little Endian
-        group, _ = _UNPACK_HH(buf, pos)
-        if group != 0x0002:
-            break
-        tag, vr, length, value_pos = _header(buf, pos, False)
-        if length == _UNDEFINED:
-            raise _FallbackError
-        meta[BaseTag(tag)] = RawDataElement(
-            BaseTag(tag),
-            vr.decode("ascii") if vr else None,
-            length,
-            buf[value_pos : value_pos + length],
-            value_pos,
-            False,
-            True,
-        )
-        pos = value_pos + length
+    entries, pos = file_meta_elements(buf)
+    for meta_tag, meta_vr, at, size in entries:
+        meta[BaseTag(meta_tag)] = _raw(meta_tag, meta_vr, buf[at : at + size], at, False)
     tsyntax = meta.get("TransferSyntaxUID")
     if tsyntax is None:
-        raise _FallbackError
+        raise FallbackError
     tsyntax = str(tsyntax).rstrip("\x00 ")
-    if tsyntax not in (_EXPLICIT_LE, _IMPLICIT_LE):
-        raise _FallbackError
-    implicit = tsyntax == _IMPLICIT_LE
+    if tsyntax not in (EXPLICIT_VR_LE, IMPLICIT_VR_LE):
+        raise FallbackError
+    implicit = tsyntax == IMPLICIT_VR_LE
     elements: dict[BaseTag, DataElement | RawDataElement] = {}
     end = len(buf)
-    while pos < end:
-        tag, vr, length, value_pos = _header(buf, pos, implicit)
-        if tag in _FALLBACK_TAGS:
-            raise _FallbackError
-        if length == _UNDEFINED:
+    found, _ = walk_elements(buf, pos, implicit, stop_at=_FALLBACK_TAGS, stop_from=_PIXEL_DATA)
+    for tag, vr, length, value_pos in found:
+        if tag in _FALLBACK_TAGS or tag >> 16 == 0xFFFE:
+            raise FallbackError  # functional groups, or a stray item/delimiter
+        if length == UNDEFINED_LENGTH:
             if tag == _PIXEL_DATA:
-                raise _FallbackError  # encapsulated pixel data: not a native syntax after all
-            # Undefined-length sequences are skipped: a legacy single-frame image
+                raise FallbackError  # encapsulated pixel data: not a native syntax after all
+            # Undefined-length sequences were stepped over: a legacy single-frame image
             # needs none of them (functional groups fall back above).
-            pos = _skip_element(buf, pos, implicit)
             continue
         next_pos = value_pos + length
         if tag == _PIXEL_DATA and head_only:
             pixel_offset, pixel_length = value_pos, length
             break
         if next_pos > end:
-            raise _FallbackError  # truncated: let pydicom produce its own diagnosis
-        btag = BaseTag(tag)
+            raise FallbackError  # truncated: let pydicom produce its own diagnosis
         # PixelData stays a zero-copy view of the file bytes (pydicom and numpy
         # both accept a memoryview); small values are copied.
         value = (
@@ -192,21 +121,11 @@ def _scan(buf: bytes, *, head_only: bool = False) -> tuple[Dataset, int, int]:
             if tag == _PIXEL_DATA
             else buf[value_pos:next_pos]
         )
-        elements[btag] = RawDataElement(
-            btag,
-            vr.decode("ascii") if vr is not None else None,
-            length,
-            value,
-            value_pos,
-            implicit,
-            True,
-        )
-        pos = next_pos
+        elements[BaseTag(tag)] = _raw(tag, vr, value, value_pos, implicit)
         if tag == _PIXEL_DATA:
             pixel_offset, pixel_length = value_pos, length
-            break
     if head_only and pixel_offset < 0:
-        raise _FallbackError  # the header is longer than the head, or there are no pixels
+        raise FallbackError  # the header is longer than the head, or there are no pixels
     ds = Dataset(elements)
     ds.file_meta = meta
     ds.set_original_encoding(implicit, True)
@@ -231,7 +150,7 @@ def scan_native(data: bytes) -> Dataset | None:
     """
     try:
         return _scan(data)[0]
-    except (_FallbackError, struct.error, UnicodeDecodeError, ValueError):
+    except (FallbackError, NeedMoreError, struct.error, UnicodeDecodeError, ValueError):
         return None
 
 
@@ -253,7 +172,7 @@ def scan_native_header(head: bytes) -> tuple[Dataset, int, int] | None:
     """
     try:
         return _scan(head, head_only=True)
-    except (_FallbackError, struct.error, UnicodeDecodeError, ValueError):
+    except (FallbackError, NeedMoreError, struct.error, UnicodeDecodeError, ValueError):
         return None
 
 
