@@ -8,6 +8,7 @@ import platform
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,19 +30,24 @@ def run_info() -> dict[str, Any]:
     }
 
 
-def run_timed(cmd: list[str]) -> tuple[float, float, str]:
+def run_timed(cmd: list[str], env: Mapping[str, str] | None = None) -> tuple[float, float, str]:
     """Run a command to completion; return (wall seconds, its max RSS in MiB, its stdout).
 
     The RSS comes from ``/usr/bin/time -f %M`` (NaN without it). ``wait4``'s
-    ru_maxrss is not used: on Linux a forked child inherits the parent's
-    high-water mark, which would report Python's RSS, not the command's.
-    Raises ``subprocess.CalledProcessError`` if the command fails.
+    ru_maxrss is not used: on Linux a child keeps its parent's high-water mark across
+    fork and exec, which would report this process's RSS, not the command's.
+    ``env`` replaces the environment (default: inherited).
+    Raises ``RuntimeError`` with the end of its stderr if the command fails.
     """
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "time.txt"
         timer = ["/usr/bin/time", "-f", "%M", "-o", str(report)] if _TIME.exists() else []
         start = time.perf_counter()
-        done = subprocess.run([*timer, *cmd], check=True, capture_output=True, text=True)
+        done = subprocess.run(
+            [*timer, *cmd], capture_output=True, text=True, env=None if env is None else dict(env)
+        )
         elapsed = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"{cmd[:4]} failed ({done.returncode}):\n{done.stderr[-2000:]}")
         rss = float(report.read_text().split()[-1]) / 1024 if timer else float("nan")
     return elapsed, rss, done.stdout

@@ -27,17 +27,15 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import run_info  # noqa: E402
+from _common import run_info, run_timed  # noqa: E402
 
 from monai_tumor.config import data_root  # noqa: E402
 
@@ -69,29 +67,6 @@ print(json.dumps({"load_s": load_s, "times": times, "cpu": cpu, "rss_mib": rss})
 """
 
 
-_MEASURE = (
-    "import resource, subprocess, sys\n"
-    "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
-    "sys.stdout.write(done.stdout)\n"
-    "sys.stderr.write(done.stderr)\n"
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
-    "sys.exit(done.returncode)\n"
-)
-
-
-def _child(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Run ``cmd`` under a fresh wrapper; return (wall s, its max RSS MiB, its stdout)."""
-    start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", _MEASURE, *cmd], env=env, capture_output=True, text=True
-    )
-    wall = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(f"{cmd[:4]} failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    *lines, rss_kib = done.stdout.rstrip("\n").split("\n")
-    return wall, int(rss_kib) / 1024, "\n".join(lines)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -105,7 +80,9 @@ def main() -> int:
     python = sys.executable
     results: list[dict[str, Any]] = []
 
-    wall, rss, out = _child([python, "-c", _WARM, str(args.case), str(BUNDLE), str(args.runs)], env)
+    wall, rss, out = run_timed(
+        [python, "-c", _WARM, str(args.case), str(BUNDLE), str(args.runs)], env
+    )
     warm = json.loads(out.strip().splitlines()[-1])
     results.append(
         {
@@ -130,7 +107,7 @@ def main() -> int:
             flair = next(args.case.glob("Flair*.nii*"))
             t1c = next(args.case.glob("T1c*.nii*"))
             cmd = [*cli, str(flair), str(t1c), "--bundle", str(BUNDLE), "--out", str(ours_out)]
-            wall, rss, _ = _child([*cmd, "--device", "cpu"], env)
+            wall, rss, _ = run_timed([*cmd, "--device", "cpu"], env)
             ours_times.append(wall)
             ours_rss = max(ours_rss, rss)
             stock_out = tmp / f"stock{run}"
@@ -140,7 +117,7 @@ def main() -> int:
                 "--bundle_root", str(BUNDLE),
                 "--dataset_dir", str(dataset), "--output_dir", str(stock_out),
             ]  # fmt: skip
-            wall, rss, _ = _child(cmd, env)
+            wall, rss, _ = run_timed(cmd, env)
             stock_times.append(wall)
             stock_rss = max(stock_rss, rss)
         ours_mask = next(ours_out.rglob("mask.nii.gz"))

@@ -8,7 +8,7 @@ user; see :func:`patient_key`).
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import hashlib
 import hmac
 import os
@@ -126,19 +126,47 @@ def patient_key() -> bytes:
 
 
 def _create_key_file(path: Path) -> None:
-    """Write a new random key to ``path`` atomically, unless another process just did."""
+    """Write a new random key to ``path`` atomically, unless another process just did.
+
+    The key is written to a temporary file and hard-linked into place, so no process ever
+    reads a half-written key and a concurrent creator's key is never replaced. On a file
+    system without hard links (some network shares), the file is created exclusively
+    (``O_EXCL``) and written in place instead: still never replaced, but a crash while
+    writing leaves a short key, which :func:`patient_key` then reports.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32) + "\n"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(secrets.token_hex(32) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        with contextlib.suppress(FileExistsError):  # another process created it meanwhile
+        _write_synced(fd, key)
+        try:
             os.link(tmp, path)
+        except FileExistsError:
+            return  # another process created it meanwhile
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+        else:
+            return
     finally:
         tmp.unlink(missing_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    _write_synced(fd, key)
+
+
+#: errno values of ``link`` where the file system has no hard links.
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+
+
+def _write_synced(fd: int, text: str) -> None:
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def patient_key_id(key: bytes) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -94,6 +95,51 @@ def test_patient_key_file_readable_by_others_is_refused(
     with pytest.raises(ConfigError, match=f"mode {mode:o}.*chmod 600") as info:
         patient_key()
     assert info.value.path == no_key_env
+
+
+@pytest.mark.parametrize("error", [errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS])
+def test_patient_key_file_without_hard_links(
+    no_key_env: Path, monkeypatch: pytest.MonkeyPatch, error: int
+) -> None:
+    """A file system without hard links gets the key file created exclusively instead."""
+
+    def no_link(src: object, dst: object) -> None:
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(os, "link", no_link)
+    key = patient_key()
+    assert len(key) == 64 and stat.S_IMODE(no_key_env.stat().st_mode) == 0o600
+    assert patient_key() == key
+    assert not list(no_key_env.parent.glob(".*tmp"))
+
+
+def test_patient_key_file_made_meanwhile_is_kept(
+    no_key_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process's key, created between our check and our link, is the one used."""
+    real_link = os.link
+
+    def racing_link(src: str, dst: str) -> None:
+        Path(dst).write_text("b" * 64 + "\n")
+        Path(dst).chmod(0o600)
+        real_link(src, dst)  # raises FileExistsError, as it would in the race
+
+    monkeypatch.setattr(os, "link", racing_link)
+    assert patient_key() == b"b" * 64
+    assert not list(no_key_env.parent.glob(".*tmp"))
+
+
+@pytest.mark.parametrize("error", [errno.EACCES, errno.EROFS])
+def test_patient_key_link_failing_otherwise_is_an_error(
+    no_key_env: Path, monkeypatch: pytest.MonkeyPatch, error: int
+) -> None:
+    def bad_link(src: object, dst: object) -> None:
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(os, "link", bad_link)
+    with pytest.raises(ConfigError, match="cannot read or create the patient key file"):
+        patient_key()
+    assert not no_key_env.exists()
 
 
 def test_patient_key_file_that_cannot_be_made(no_key_env: Path) -> None:
