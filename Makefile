@@ -14,6 +14,8 @@ lint: setup
 
 typecheck: setup
 	$(BIN)/mypy
+	$(BIN)/mypy benchmarks
+	for bundle in bundles/*/; do $(BIN)/mypy $$bundle/scripts || exit 1; done
 
 pytest: setup
 	$(BIN)/pytest -n 2 --dist loadfile

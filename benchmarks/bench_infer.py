@@ -122,8 +122,10 @@ def main() -> int:
             stock_rss = max(stock_rss, rss)
         ours_mask = next(ours_out.rglob("mask.nii.gz"))
         stock_mask = next(stock_out.rglob("*.nii.gz"))
-        a = np.asarray(nib.load(ours_mask).dataobj)
-        b = np.asarray(nib.load(stock_mask).dataobj)
+        a, b = (
+            np.asarray(nib.Nifti1Image.from_filename(mask).dataobj)
+            for mask in (ours_mask, stock_mask)
+        )
         agreement = float((a.squeeze() == b.squeeze()).mean()) if a.size == b.size else 0.0
 
     results.append(

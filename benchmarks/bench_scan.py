@@ -226,7 +226,7 @@ def main() -> int:
         for path in _files(export):  # warm the page cache for every method alike
             with open(path, "rb") as fh:
                 fh.read(16384)
-        rows = []
+        rows: list[dict[str, Any]] = []
         for label, method in METHODS.items():
             runs = []
             for r in range(args.runs):
