@@ -218,6 +218,7 @@ def _bundle_module(name: str) -> ModuleType:
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -430,3 +431,55 @@ def test_voi_cut_segment_paste_round_trip(data_dir: Path, tmp_path: Path) -> Non
     pasted = paste_voi_mask(pred_voi, pred_voi, source)
     assert tuple(pasted.shape[1:]) == ref.shape
     assert _dice(pasted[0].numpy(), ref) > 0.7
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def _write_eval(folder: Path, values: dict[str, float]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["filename,class0,mean"] + [f"{name},{v},{v}" for name, v in values.items()]
+    (folder / "mean_dice_raw.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+NODULES = {
+    "/d/image/LIDC-IDRI-0001_R_1.nii.gz": 0.90,
+    "/d/image/LIDC-IDRI-0001_R_2.nii.gz": 0.70,
+    "/d/image/LIDC-IDRI-0002_R_1.nii.gz": 0.85,
+    "/d/image/LIDC-IDRI-0003_R_1.nii.gz": 0.80,
+    "/d/image/LIDC-IDRI-0003_R_2.nii.gz": 0.95,
+}
+
+
+def test_bootstrap_resamples_patients(tmp_path: Path) -> None:
+    boot = _bundle_module("bootstrap")
+    values = boot.per_nodule_dice(_write_eval(tmp_path / "run", NODULES))
+    assert values == NODULES
+    result = boot.bootstrap_mean(values, resamples=2000, seed=0)
+    assert result.mean == pytest.approx(np.mean(list(NODULES.values())))
+    assert (result.nodules, result.patients) == (5, 3)
+    assert result.low < result.mean < result.high
+    # every resample is a mean of whole patients: bounded by the patients' extremes
+    patient_means = [0.80, 0.85, 0.875]
+    assert min(patient_means) <= result.low and result.high <= max(patient_means)
+    assert boot.bootstrap_mean(values, resamples=2000, seed=0) == result  # seeded
+    same = boot.bootstrap_mean(dict.fromkeys(NODULES, 0.8), resamples=100)
+    assert same.low == pytest.approx(0.8) and same.high == pytest.approx(0.8)
+
+
+def test_bootstrap_cli_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    boot = _bundle_module("bootstrap")
+    run = _write_eval(tmp_path / "run", NODULES)
+    assert boot.main([str(run), str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "mean Dice per nodule 0.8400" in out
+    assert "paired difference +0.0000, 95 % CI +0.0000 to +0.0000" in out
+    other = _write_eval(tmp_path / "other", dict(list(NODULES.items())[:3]))
+    assert boot.main([str(run), str(other)]) == 2
+    assert "holds other nodules" in capsys.readouterr().err
+    assert boot.main([]) == 2
+    with pytest.raises(ValueError, match="no LIDC-IDRI patient ID"):
+        boot.bootstrap_mean({"case.nii.gz": 0.5})
+    with pytest.raises(ValueError, match="no values"):
+        boot.bootstrap_mean({})
