@@ -97,19 +97,36 @@ def test_patient_key_file_readable_by_others_is_refused(
     assert info.value.path == no_key_env
 
 
-@pytest.mark.parametrize("error", [errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS])
-def test_patient_key_file_without_hard_links(
-    no_key_env: Path, monkeypatch: pytest.MonkeyPatch, error: int
+@pytest.mark.parametrize(
+    ("error", "falls_back"),
+    [
+        (errno.EPERM, True),
+        (errno.EOPNOTSUPP, True),
+        (errno.ENOSYS, True),
+        (errno.EACCES, False),
+        (errno.EROFS, False),
+    ],
+)
+def test_patient_key_file_when_hard_links_fail(
+    no_key_env: Path, monkeypatch: pytest.MonkeyPatch, error: int, falls_back: bool
 ) -> None:
-    """A file system without hard links gets the key file created exclusively instead."""
+    """No hard links on the file system: the key file is created exclusively instead.
 
-    def no_link(src: object, dst: object) -> None:
+    Any other failure of ``link`` is a ConfigError, and no key file is left behind.
+    """
+
+    def failing_link(src: object, dst: object) -> None:
         raise OSError(error, os.strerror(error))
 
-    monkeypatch.setattr(os, "link", no_link)
-    key = patient_key()
-    assert len(key) == 64 and stat.S_IMODE(no_key_env.stat().st_mode) == 0o600
-    assert patient_key() == key
+    monkeypatch.setattr(os, "link", failing_link)
+    if falls_back:
+        key = patient_key()
+        assert len(key) == 64 and stat.S_IMODE(no_key_env.stat().st_mode) == 0o600
+        assert patient_key() == key
+    else:
+        with pytest.raises(ConfigError, match="cannot read or create the patient key file"):
+            patient_key()
+        assert not no_key_env.exists()
     assert not list(no_key_env.parent.glob(".*tmp"))
 
 
@@ -127,19 +144,6 @@ def test_patient_key_file_made_meanwhile_is_kept(
     monkeypatch.setattr(os, "link", racing_link)
     assert patient_key() == b"b" * 64
     assert not list(no_key_env.parent.glob(".*tmp"))
-
-
-@pytest.mark.parametrize("error", [errno.EACCES, errno.EROFS])
-def test_patient_key_link_failing_otherwise_is_an_error(
-    no_key_env: Path, monkeypatch: pytest.MonkeyPatch, error: int
-) -> None:
-    def bad_link(src: object, dst: object) -> None:
-        raise OSError(error, os.strerror(error))
-
-    monkeypatch.setattr(os, "link", bad_link)
-    with pytest.raises(ConfigError, match="cannot read or create the patient key file"):
-        patient_key()
-    assert not no_key_env.exists()
 
 
 def test_patient_key_file_that_cannot_be_made(no_key_env: Path) -> None:
