@@ -9,7 +9,6 @@ user would run it. The expected held-out Dice comes from ``configs/metadata.json
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -22,6 +21,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from bundle_modules import load_bundle_script
 
 from monai_tumor.bundle.imports import bundle_scripts
 
@@ -37,14 +37,7 @@ def _metadata() -> dict[str, Any]:
 
 
 def _bundle_module(name: str) -> ModuleType:
-    """Import one of the bundle's ``scripts/*.py`` under a private name (no ``scripts`` clash)."""
-    spec = importlib.util.spec_from_file_location(
-        f"_brats_glioma_mri_{name}", BUNDLE / "scripts" / f"{name}.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bundle_script(BUNDLE, name)
 
 
 # Made unimportable in the workflow subprocess: the project itself, and the packages of the
@@ -264,12 +257,7 @@ def test_inference_on_held_out_case(data_dir: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("seed", range(4))
 def test_largest_component_scipy_and_torch_paths_agree(bundle: str, seed: int) -> None:
     """The fast scipy path (project venv) equals the torch fallback (bare bundle runtime)."""
-    spec = importlib.util.spec_from_file_location(
-        f"_{bundle}_transforms_lcc", REPO / "bundles" / bundle / "scripts" / "transforms.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_bundle_script(REPO / "bundles" / bundle, "transforms")
     rng = np.random.default_rng(seed)
     for _ in range(25):
         shape = tuple(int(s) for s in rng.integers(1, 14, 3))

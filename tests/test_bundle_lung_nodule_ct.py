@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from bundle_modules import load_bundle_script
 from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
 from monai.inferers import SimpleInferer
 from monai.networks.nets import UNet
@@ -212,15 +212,7 @@ def test_weights_are_small() -> None:
 
 
 def _bundle_module(name: str) -> ModuleType:
-    """Load the bundle's scripts/<name>.py under a private name (no `scripts` clash)."""
-    spec = importlib.util.spec_from_file_location(
-        f"_lung_nodule_ct_{name}", BUNDLE / "scripts" / f"{name}.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_bundle_script(BUNDLE, name)
 
 
 def _bundle_transforms() -> ModuleType:
