@@ -25,11 +25,11 @@ if [ -f "$DATA/README.md" ]; then
   link_series "$DATA/sts/STS_001/CT/dicom/mask" "$EXPORT/STS1/rtstruct"
   echo "[demo] writing BraTS case pat0003 as a DICOM MR study (FLAIR, T1c + distractors)"
   if [ ! -f "$OUT/.brats_written" ]; then
-    PYTHONPATH=tests "$BIN/python" - "$DATA" "$EXPORT/BRATS" <<'EOF'
+    PYTHONPATH=. "$BIN/python" - "$DATA" "$EXPORT/BRATS" <<'EOF'
 import sys
 from pathlib import Path
 
-from brats_dicom import brats_case_dir, write_brats_study
+from tests.support.brats_dicom import brats_case_dir, write_brats_study
 
 write_brats_study(brats_case_dir(Path(sys.argv[1]), "brats_2013_pat0003_1"), sys.argv[2])
 EOF
@@ -39,13 +39,13 @@ EOF
   BUNDLES=(lung_nodule_ct brats_glioma_mri)
 else
   echo "[demo] no real data at $DATA (set MONAI_TUMOR_DATA); generating a synthetic CT export"
-  PYTHONPATH=tests "$BIN/python" - "$EXPORT/SYNTH" "$OUT/seeds.csv" <<'EOF'
+  PYTHONPATH=. "$BIN/python" - "$EXPORT/SYNTH" "$OUT/seeds.csv" <<'EOF'
 import sys
 from pathlib import Path
 
 import numpy as np
 import pydicom
-from dicom_factory import lps_affine, write_series
+from tests.support.dicom_factory import lps_affine, write_series
 
 folder, seeds = Path(sys.argv[1]), Path(sys.argv[2])
 shape, spacing, step = (96, 96, 40), 0.7, 1.25

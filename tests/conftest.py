@@ -1,4 +1,14 @@
-"""Shared fixtures: where the real data lives, skip/fail rules for it, a patient key."""
+"""Shared fixtures: where the real data lives, skip/fail rules for it, a patient key.
+
+The tests are laid out as
+
+- ``tests/unit/``: fast tests of one module each (synthetic data, or a few real files);
+  ``pytest tests/unit`` is the inner loop;
+- ``tests/e2e/``: tests that run whole bundles, batches or the CLI end to end (training
+  smoke runs, kill-and-resume, standalone bundles, DICOM in to DICOM SEG out);
+- ``tests/support/``: builders of synthetic and real-data test exports, imported by
+  tests as ``tests.support.<module>``; the modules holding fixtures are registered below.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +21,8 @@ import pytest
 
 from monai_tumor.bundle.imports import SCRIPTS_PACKAGE
 from monai_tumor.config import DATA_ENV_VAR, PATIENT_KEY_ENV_VAR, data_root
+
+pytest_plugins = ["tests.support.batch_export"]
 
 #: The patient key of the test session (tests never touch the user's key file).
 TEST_PATIENT_KEY = "monai-tumor-test-patient-key-0123456789"

@@ -33,7 +33,8 @@ from rich.table import Table
 
 from monai_tumor.cli._common import handle_errors, stdout_console
 from monai_tumor.ingest.codecs import transfer_syntax_name
-from monai_tumor.ingest.scan import ScanResult, SeriesInfo, scan_export
+from monai_tumor.ingest.scan import ScanResult, scan_export
+from monai_tumor.ingest.series import SeriesInfo
 
 __all__ = ["register", "render_table", "scan"]
 

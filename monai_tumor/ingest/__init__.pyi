@@ -17,9 +17,6 @@ from .groundtruth import (
     seg_to_mask,
 )
 from .headers import (
-    InstanceHeader,
-    NonImageObject,
-    SkippedFile,
     inspect_file,
     patient_hash,
     read_header,
@@ -40,16 +37,16 @@ from .reader import (
     read_series,
     read_stacks,
 )
+from .records import (
+    InstanceHeader,
+    NonImageObject,
+    SkippedFile,
+)
 from .scan import (
-    PatientInfo,
     ScanResult,
     ScanStats,
-    SeriesInfo,
-    StackInfo,
-    StudyInfo,
     default_index_path,
     scan_export,
-    summarize_series,
 )
 from .selection import (
     SelectionResult,
@@ -58,6 +55,13 @@ from .selection import (
     load_inputs,
     load_rules,
     select_series,
+)
+from .series import (
+    PatientInfo,
+    SeriesInfo,
+    StackInfo,
+    StudyInfo,
+    summarize_series,
 )
 from .sidecar import (
     acquisition_fields,

@@ -12,7 +12,7 @@ edges too, a different fill rule at the boundary) for a few lines of work.
 Filling each contour with ``skimage.draw.polygon`` (pixel centres inside) on
 its slice's (column, row) indices and XOR-ing contours of the same slice
 reproduces the reference masks shipped with the ``sts`` data exactly (Dice 1.0,
-see ``tests/test_groundtruth.py``).
+see ``tests/unit/test_groundtruth.py``).
 """
 
 from __future__ import annotations

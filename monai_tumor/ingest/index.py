@@ -11,7 +11,7 @@ transaction, so killing a scan loses at most the batch being written. The
 schema is versioned (:data:`SCHEMA_VERSION`); an index written by another
 version is a cache and is rebuilt from scratch.
 
-Privacy: rows hold the header fields of :class:`~monai_tumor.ingest.headers.InstanceHeader`
+Privacy: rows hold the header fields of :class:`~monai_tumor.ingest.records.InstanceHeader`
 (PatientID only as its keyed hash; never PatientName or PatientBirthDate). The
 ``meta`` table records the fingerprint of the key that made the hashes
 (:func:`monai_tumor.config.patient_key_id`); opened for writing with another
@@ -28,14 +28,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from monai_tumor.errors import ConfigError
 from monai_tumor.ingest.enums import FileKind, SkipReason
-from monai_tumor.ingest.headers import FileRecord, InstanceHeader, NonImageObject, SkippedFile
-
-if TYPE_CHECKING:
-    from monai_tumor.ingest.scan import SeriesInfo
+from monai_tumor.ingest.records import FileRecord, InstanceHeader, NonImageObject, SkippedFile
+from monai_tumor.ingest.series import SeriesInfo, summarize_series
 
 __all__ = ["SCHEMA_VERSION", "IndexRow", "SeriesIndex", "record_to_row", "split_duplicates"]
 
@@ -557,9 +555,6 @@ class SeriesIndex:
         also calls it from worker processes on parts of the list (the index is
         only read) and stores the results with :meth:`store_summaries`.
         """
-        # Imported here: scan.py builds on this module (it owns SeriesInfo).
-        from monai_tumor.ingest.scan import summarize_series
-
         by_series = self._headers_by_series(root, uids)
         return [summarize_series(split_duplicates(by_series[uid])[0]) for uid in uids]
 
@@ -593,9 +588,6 @@ class SeriesIndex:
         list of SeriesInfo
             Sorted by patient hash, study, series number and UID.
         """
-        # Imported here: scan.py builds on this module (it owns SeriesInfo).
-        from monai_tumor.ingest.scan import SeriesInfo
-
         cached = self._cached_payloads(root)
         uids = self._series_uids(root)
         fresh = self.summarize([uid for uid in uids if uid not in cached], root=root)

@@ -59,7 +59,7 @@ a series chosen for an earlier selection is not offered to later ones), and
 free-text ``"description"`` / ``"version"``.
 
 Condition keys are DICOM keywords (checked against pydicom's dictionary) or the
-derived keys of :meth:`monai_tumor.ingest.scan.SeriesInfo.selection_attributes`
+derived keys of :meth:`monai_tumor.ingest.series.SeriesInfo.selection_attributes`
 (:data:`DERIVED_KEYS`: ``Orientation``, ``NumberOfSlices``, ``SliceSpacing``,
 ``Uniform``, ``Decodable``, ``MultiFrame``, ...); a misspelt key is an error.
 """
@@ -691,7 +691,7 @@ def select_series(
     ----------
     study
         The study's series: attribute mappings as returned by
-        :meth:`monai_tumor.ingest.scan.SeriesInfo.selection_attributes`, or
+        :meth:`monai_tumor.ingest.series.SeriesInfo.selection_attributes`, or
         objects having that method. ``SeriesInstanceUID`` identifies each
         series (its position in ``study`` is used if absent).
     rules

@@ -46,16 +46,10 @@ from pydicom.errors import InvalidDicomError
 
 from monai_tumor.errors import EXIT_CODES, ConfigError, MonaiTumorError
 from monai_tumor.inference.bundle import BundleInfo, read_bundle_info
-from monai_tumor.ingest.headers import NonImageObject
 from monai_tumor.ingest.index import SeriesIndex
 from monai_tumor.ingest.reader import ReadOptions, read_series
-from monai_tumor.ingest.scan import (
-    ScanResult,
-    SeriesInfo,
-    StudyInfo,
-    default_index_path,
-    scan_export,
-)
+from monai_tumor.ingest.records import NonImageObject
+from monai_tumor.ingest.scan import ScanResult, default_index_path, scan_export
 from monai_tumor.ingest.selection import (
     SelectionResult,
     SelectionRules,
@@ -63,6 +57,7 @@ from monai_tumor.ingest.selection import (
     load_rules,
     select_series,
 )
+from monai_tumor.ingest.series import SeriesInfo, StudyInfo
 from monai_tumor.ingest.sidecar import (
     acquisition_fields,
     identifier_strings,

@@ -1,0 +1,322 @@
+"""The brats_glioma_mri bundle: training smoke run, held-out inference, metadata, TorchScript.
+
+Workflows run in a subprocess through ``python -m monai.bundle`` with ``monai_tumor`` blocked
+(``sys.modules["monai_tumor"] = None``), so the bundle is exercised exactly as a Model Zoo
+user would run it. The expected held-out Dice comes from ``configs/metadata.json``
+(``eval_metrics``), the same numbers the model card reports.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from monai_tumor.bundle.imports import bundle_scripts
+from tests.support.bundle_modules import load_bundle_script
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLE = REPO / "bundles" / "brats_glioma_mri"
+CONFIGS = BUNDLE / "configs"
+SCHEMA_NAME = "meta_schema_20240725.json"
+HELD_OUT_CASE = "brats_2013_pat0003_1"  # validation case of fold 0, whose weights ship
+
+
+def _metadata() -> dict[str, Any]:
+    return json.loads((CONFIGS / "metadata.json").read_text())
+
+
+def _bundle_module(name: str) -> ModuleType:
+    return load_bundle_script(BUNDLE, name)
+
+
+# Made unimportable in the workflow subprocess: the project itself, and the packages of the
+# project's venv that a bare "torch + monai + nibabel" install would not have.
+BLOCKED = ("monai_tumor", "scipy", "skimage", "SimpleITK", "itk", "pydicom", "cucim", "cupy")
+
+
+def _run_bundle(
+    args: list[str], *, cwd: Path, timeout: int = 900
+) -> subprocess.CompletedProcess[str]:
+    """``python -m monai.bundle ARGS`` with ``monai_tumor`` (and non-bundle deps) unimportable."""
+    code = (
+        f"import sys; sys.modules.update(dict.fromkeys({BLOCKED!r})); import runpy; "
+        f"sys.argv = ['monai.bundle', *{args!r}]; "
+        "runpy.run_module('monai.bundle', run_name='__main__', alter_sys=True)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    denom = a.sum() + b.sum()
+    return 1.0 if denom == 0 else float(2.0 * np.logical_and(a, b).sum() / denom)
+
+
+# --- label conversion (BraTS 2013 labels include 3, non-enhancing tumour) ---------------------
+
+
+def test_label_conversion_puts_label_3_into_tc_and_wt() -> None:
+    transforms = _bundle_module("transforms")
+    label = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0]).reshape(1, 5, 1, 1)
+    channels = transforms.brats_labels_to_tc_wt_et(label)[:, :, 0, 0]
+    expected_tc_wt_et = [[0, 1, 0, 1, 1], [0, 1, 1, 1, 1], [0, 0, 0, 0, 1]]
+    assert channels.tolist() == expected_tc_wt_et
+    # MONAI's BraTS 2018+ converter drops label 3 from TC and WT: why the bundle has its own.
+    from monai.transforms import ConvertToMultiChannelBasedOnBratsClasses
+
+    monai_out = ConvertToMultiChannelBasedOnBratsClasses()(label)
+    assert isinstance(monai_out, torch.Tensor)  # a tensor in, a tensor out
+    monai_channels = monai_out[:, :, 0, 0].int()
+    assert monai_channels[0, 3] == 0 and monai_channels[1, 3] == 0
+
+
+def test_channels_to_label_map_is_nested_and_round_trips() -> None:
+    transforms = _bundle_module("transforms")
+    label = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0]).reshape(1, 5, 1, 1)
+    back = transforms.tc_wt_et_to_brats_labels(transforms.brats_labels_to_tc_wt_et(label))
+    assert back.flatten().tolist() == [0, 1, 2, 1, 4]  # 3 (non-enhancing) is reported as core 1
+    # ET outside TC/WT is still painted 4, so the recovered regions stay nested.
+    only_et = torch.zeros(3, 1, 1, 1)
+    only_et[2] = 1
+    assert transforms.tc_wt_et_to_brats_labels(only_et).item() == 4
+
+
+# --- metadata, network shape, TorchScript -----------------------------------------------------
+
+
+def test_metadata_valid_against_local_schema(data_dir: Path) -> None:
+    from monai.bundle import verify_metadata
+
+    schema = data_dir.parent / "schemas" / SCHEMA_NAME
+    assert schema.is_file(), f"local schema missing: {schema}"
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(schema))
+    fmt = _metadata()["network_data_format"]
+    assert fmt["inputs"]["image"]["channel_def"] == {"0": "FLAIR", "1": "T1c"}
+    assert fmt["outputs"]["pred"]["channel_def"] == {"0": "TC", "1": "WT", "2": "ET"}
+
+
+def test_verify_net_in_out() -> None:
+    from monai.bundle import verify_net_in_out
+
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(CONFIGS / "metadata.json"),
+        config_file=str(CONFIGS / "inference.json"),
+        bundle_root=str(BUNDLE),
+        n=2,
+        device="cpu",
+    )
+
+
+def test_torchscript_matches_state_dict() -> None:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(BUNDLE / "models" / "model.pt", map_location="cpu"))
+    net.eval()
+    scripted = torch.jit.load(str(BUNDLE / "models" / "model.ts"), map_location="cpu")
+    scripted.eval()
+    x = torch.randn(1, 2, 32, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), net(x), atol=1e-4, rtol=1e-4)
+    for path in (BUNDLE / "models" / "model.pt", BUNDLE / "models" / "model.ts"):
+        assert path.stat().st_size < 25 * 1024 * 1024
+
+
+# --- training smoke run through the bundle's own train.json ------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_train_smoke(data_dir: Path, tmp_path: Path) -> None:
+    proc = _run_bundle(
+        [
+            "run",
+            "--config_file",
+            str(CONFIGS / "train.json"),
+            "--bundle_root",
+            str(BUNDLE),
+            "--data_root",
+            str(data_dir),
+            "--ckpt_dir",
+            str(tmp_path / "models"),
+            "--output_dir",
+            str(tmp_path / "eval"),
+            "--max_epochs",
+            "2",
+            "--val_interval",
+            "1",
+            "--save_interval",
+            "1",
+            "--num_samples",
+            "1",
+            "--batch_size",
+            "1",
+            "--pixdim",
+            "[4.0, 4.0, 4.0]",
+            "--patch_size",
+            "[32, 32, 32]",
+            "--validate#inferer#overlap",
+            "0.0",
+        ],
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    models = tmp_path / "models"
+    assert (models / "model.pt").is_file()  # best by validation mean Dice
+    assert (models / "checkpoint_last.pt").is_file()  # full state for resuming
+    state = torch.load(models / "checkpoint_last.pt", map_location="cpu")
+    assert {"model", "optimizer", "lr_scheduler", "trainer"} <= set(state)
+    assert state["trainer"]["max_epochs"] == 2
+    assert state["trainer"]["iteration"] == 4  # 2 epochs x 2 training cases, batch size 1
+    with open(tmp_path / "eval" / "metrics.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(0.0 <= float(r["val_mean_dice"]) <= 1.0 for r in rows)
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
+    assert (tmp_path / "eval" / "training_curve.png").stat().st_size > 0
+
+
+# --- inference on a held-out case, as Model Zoo users run it ------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_inference_on_held_out_case(data_dir: Path, tmp_path: Path) -> None:
+    case_dir = data_dir / "brats" / "validation" / HELD_OUT_CASE
+    dataset_dir = tmp_path / "in"
+    dataset_dir.mkdir()
+    (dataset_dir / HELD_OUT_CASE).symlink_to(case_dir, target_is_directory=True)
+    out = tmp_path / "out"
+    proc = _run_bundle(
+        [
+            "run",
+            "--config_file",
+            str(CONFIGS / "inference.json"),
+            "--meta_file",
+            str(CONFIGS / "metadata.json"),
+            "--logging_file",
+            str(CONFIGS / "logging.conf"),
+            "--bundle_root",
+            str(BUNDLE),
+            "--dataset_dir",
+            str(dataset_dir),
+            "--output_dir",
+            str(out),
+        ],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    written = sorted(p.name for p in out.iterdir())
+    assert written == [f"{HELD_OUT_CASE}.nii.gz"]
+
+    pred_img = nib.Nifti1Image.from_filename(str(out / written[0]))
+    flair = nib.Nifti1Image.from_filename(str(case_dir / "Flair_subtrMeanDivStd.nii.gz"))
+    assert pred_img.shape == flair.shape
+    np.testing.assert_allclose(pred_img.affine, flair.affine, atol=1e-4)
+    pred = np.asarray(pred_img.dataobj)
+    assert set(np.unique(pred).tolist()) <= {0, 1, 2, 4}
+
+    ref = np.rint(
+        np.asarray(nib.Nifti1Image.from_filename(str(case_dir / "OTMultiClass.nii.gz")).dataobj)
+    ).astype(int)
+    expected = _metadata()["eval_metrics"]["fold0_held_out_per_case"][HELD_OUT_CASE]
+    wt = _dice(pred > 0, ref > 0)
+    assert abs(wt - expected["WT"]) <= 0.02, (wt, expected)
+    # Regions recovered from the label map exactly as the model card defines them.
+    tc = _dice(np.isin(pred, (1, 4)), np.isin(ref, (1, 3, 4)))
+    et = _dice(pred == 4, ref == 4)
+    assert abs(tc - expected["TC"]) <= 0.02, (tc, expected)
+    assert abs(et - expected["ET"]) <= 0.02, (et, expected)
+
+
+@pytest.mark.parametrize("bundle", ["brats_glioma_mri", "lung_nodule_ct"])
+@pytest.mark.parametrize("seed", range(4))
+def test_largest_component_scipy_and_torch_paths_agree(bundle: str, seed: int) -> None:
+    """The fast scipy path (project venv) equals the torch fallback (bare bundle runtime)."""
+    module = load_bundle_script(REPO / "bundles" / bundle, "transforms")
+    rng = np.random.default_rng(seed)
+    for _ in range(25):
+        shape = tuple(int(s) for s in rng.integers(1, 14, 3))
+        mask = torch.from_numpy(rng.random(shape) < rng.uniform(0.05, 0.5))
+        fast = module.largest_component(mask)
+        nz = torch.nonzero(mask)
+        slow = torch.zeros_like(mask)
+        if nz.shape[0]:
+            lo, hi = nz.min(0).values, nz.max(0).values + 1
+            box = (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
+            slow[box] = module._largest_torch(mask[box], 8)
+        assert torch.equal(fast, slow)
+        if nz.shape[0]:
+            assert fast.any() and not (fast & ~mask).any()
+
+
+@pytest.mark.parametrize(
+    ("bundle", "anchor"),
+    [("brats_glioma_mri", "NormalizeIntensityd"), ("lung_nodule_ct", "ScaleIntensityRanged")],
+)
+@pytest.mark.parametrize("config", ["train", "inference"])
+@pytest.mark.parametrize(
+    ("denoise", "enhance", "expected"),
+    [
+        (False, False, ("Identityd", "Identityd")),
+        ("false", "False", ("Identityd", "Identityd")),
+        ("true", False, ("MedianSmoothd", "Identityd")),
+        (False, True, ("Identityd", "HistogramNormalized")),
+    ],
+)
+def test_preprocessing_ideas_are_switchable_monai_transforms(
+    bundle: str,
+    anchor: str,
+    config: str,
+    denoise: object,
+    enhance: object,
+    expected: tuple[str, str],
+) -> None:
+    """Denoising and enhancement enter both chains as MONAI transforms, off by default."""
+    root = REPO / "bundles" / bundle
+    raw = json.loads((root / "configs" / f"{config}.json").read_text(encoding="utf-8"))
+    assert raw["denoise"] is False and raw["enhance"] is False  # released weights: both off
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(root / "configs" / f"{config}.json")
+    parser["bundle_root"] = str(root)
+    parser["denoise"], parser["enhance"] = denoise, enhance
+    key = "deterministic_transforms" if config == "train" else "preprocessing#transforms"
+    with bundle_scripts(root):  # both bundles ship a top-level `scripts` package
+        chain = parser.get_parsed_content(key, instantiate=True)
+    names = [type(t).__name__ for t in chain]
+    at = names.index(anchor)
+    assert tuple(names[at + 1 : at + 3]) == expected
+    channels = 2 if bundle == "brats_glioma_mri" else 1
+    image = torch.linspace(-3.0, 5.0, channels * 8 * 8 * 4).reshape(channels, 8, 8, 4)
+    out = {"image": image}
+    for transform in chain[at + 1 : at + 3]:
+        out = transform(out)
+    assert out["image"].shape == image.shape
+    if expected == ("Identityd", "Identityd"):
+        assert torch.equal(torch.as_tensor(out["image"]), image)

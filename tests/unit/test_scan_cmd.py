@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from monai_tumor.cli.main import app
+from monai_tumor.errors import EXIT_CODES, ConfigError, IngestError
+from monai_tumor.ingest import scan as scan_module
+from tests.support.messy_export import MessyExport, build_messy_export
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def messy(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> MessyExport:
+    return build_messy_export(data_dir, tmp_path_factory.mktemp("messy") / "export")
+
+
+def _output(result: object) -> str:
+    text = getattr(result, "output", "")
+    with contextlib.suppress(ValueError):  # older click: stderr not captured separately
+        text += getattr(result, "stderr", "") or ""
+    return text
+
+
+@pytest.mark.realdata
+def test_table_lists_series_and_skipped_without_identifiers(
+    messy: MessyExport, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    index = tmp_path / "index.sqlite"
+    result = runner.invoke(
+        app, ["scan", str(messy.root), "--index", str(index)], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, _output(result)
+    text = _output(result)
+    assert "134" in text and "LOCALIZER" in text and "coronal" in text
+    for reason in ("dicomdir", "truncated", "empty", "no_pixel_data", "duplicate_instance"):
+        assert reason in text
+    assert "RTSTRUCT" in text
+    for value in messy.identifiers:
+        assert value not in text
+        assert value not in caplog.text
+
+
+@pytest.mark.realdata
+def test_json_output_parses(messy: MessyExport, tmp_path: Path) -> None:
+    index = tmp_path / "index.sqlite"
+    result = runner.invoke(
+        app, ["scan", str(messy.root), "--index", str(index), "--json", "--no-progress"]
+    )
+    assert result.exit_code == 0, _output(result)
+    data = json.loads(result.stdout)
+    assert data["schema"] == "monai-tumor/scan/1"
+    assert set(data) == {"schema", "export_dir", "index", "stats", "patients", "skipped"}
+    series = [s for p in data["patients"] for st in p["studies"] for s in st["series"]]
+    assert sorted(s["series_instance_uid"] for s in series) == sorted(messy.series)
+    lung = next(s for s in series if s["number_of_slices"] == 134)
+    assert lung["pixel_spacing"] == [0.9765625, 0.9765625]
+    assert lung["slice_spacing"] == pytest.approx(3.0)
+    assert lung["uniform"] is True and lung["orientation"] == "axial"
+    assert lung["attributes"]["NumberOfSlices"] == 134
+    reasons = {r["path"]: r["reason"] for r in data["skipped"]}
+    assert reasons == {
+        p.relative_to(messy.root).as_posix(): reason.value for p, reason in messy.junk.items()
+    }
+    for value in messy.identifiers:
+        assert value not in result.stdout
+
+
+def test_read_only_export_exit_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    export = tmp_path / "export"
+    export.mkdir()
+    monkeypatch.setattr(scan_module, "_is_writable", lambda folder: False)
+    result = runner.invoke(app, ["scan", str(export)])
+    assert result.exit_code == EXIT_CODES[ConfigError]
+    assert "--index" in _output(result)
+
+
+def test_missing_folder_exit_code(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["scan", str(tmp_path / "nope"), "--index", str(tmp_path / "i.sqlite")]
+    )
+    assert result.exit_code == EXIT_CODES[IngestError]
+    assert "not a folder" in _output(result)
