@@ -15,7 +15,8 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 	$(BIN)/mypy benchmarks
-	for bundle in bundles/*/; do $(BIN)/mypy $$bundle/scripts || exit 1; done
+	for scripts in bundles/*/scripts; do $(BIN)/mypy $$scripts || exit 1; done
+	$(BIN)/mypy bundles/_shared
 
 pytest: setup
 	$(BIN)/pytest -n 2 --dist loadfile

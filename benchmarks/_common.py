@@ -30,6 +30,15 @@ def run_info() -> dict[str, Any]:
     }
 
 
+def data_label(path: Path, root: Path) -> str:
+    """How a result file names an input: relative to the data root (``$MONAI_TUMOR_DATA``),
+    never as an absolute path of the machine that ran it."""
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
 def run_timed(cmd: list[str], env: Mapping[str, str] | None = None) -> tuple[float, float, str]:
     """Run a command to completion; return (wall seconds, its max RSS in MiB, its stdout).
 

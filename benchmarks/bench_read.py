@@ -38,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import run_info, run_timed  # noqa: E402
+from _common import data_label, run_info, run_timed  # noqa: E402
 
 from monai_tumor.config import data_root  # noqa: E402
 
@@ -177,7 +177,7 @@ def main() -> None:
 
     report = {
         "benchmark": "read a DICOM series, warm file cache",
-        "series": str(folder),
+        "series": data_label(folder, data_root()),
         "files": n_files,
         "runs": args.runs,
         **run_info(),

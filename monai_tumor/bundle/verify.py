@@ -11,7 +11,8 @@ The checks (see ``docs/bundle_format.md`` for the why of each):
     ``configs/{metadata,inference,train,evaluate,series_selection}.json``,
     ``configs/logging.conf``, ``models/model.{pt,ts}``, ``docs/README.md``, ``LICENSE``.
 ``metadata_schema``
-    ``configs/metadata.json`` validates against the local meta schema.
+    ``configs/metadata.json`` validates against MONAI's meta schema, shipped with this
+    package (:func:`default_schema`).
 ``input_layout``
     ``metadata.json`` declares how the bundle reads ``dataset_dir`` under the
     custom key ``"monai_tumor": {"input_layout": {...}}`` (see :class:`InputLayout`).
@@ -19,7 +20,11 @@ The checks (see ``docs/bundle_format.md`` for the why of each):
     No config file (``configs/*``) nor bundle script (``scripts/**.py``) mentions
     ``monai_tumor``: a bundle must run with only monai, torch and nibabel.
 ``monai_label_keys`` / ``monai_deploy_keys`` / ``model_zoo_keys``
-    The config ids MONAI Label, MONAI Deploy and the Model Zoo conventions rely on.
+    The config ids MONAI Label, MONAI Deploy and the Model Zoo conventions rely on;
+    ``model_zoo_keys`` takes the required ids of inference and training workflows from
+    MONAI's own workflow properties (:data:`monai.bundle.InferProperties`,
+    :data:`monai.bundle.TrainProperties`) and the entry points of
+    :class:`monai.bundle.ConfigWorkflow`.
 ``net_in_out``
     :func:`monai.bundle.verify_net_in_out` on ``network_def`` with the shapes and
     dtypes declared in ``network_data_format``; the output channel count also
@@ -29,7 +34,8 @@ The checks (see ``docs/bundle_format.md`` for the why of each):
     ``metadata.json``/``inference.json`` extra files MONAI Deploy reads, and gives
     the same output as ``network_def`` with ``models/model.pt`` (atol 1e-4).
 ``inference_smoke``
-    ``configs/inference.json`` runs in a subprocess (``monai.bundle.run`` with
+    ``configs/inference.json`` runs in a subprocess (``python -m
+    monai_tumor.bundle.smoke_run``: ``monai.bundle.run`` with
     ``bundle_root``/``dataset_dir``/``output_dir`` overrides, ``monai_tumor``
     and all packages outside :data:`BUNDLE_RUNTIME` blocked) on a small synthetic
     dataset with a flipped, anisotropic,
@@ -42,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import fnmatch
+import inspect
 import json
 import logging
 import math
@@ -49,17 +56,20 @@ import os
 import re
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from monai_tumor.bundle import smoke_run
 from monai_tumor.bundle.imports import bundle_scripts
-from monai_tumor.config import data_root
 from monai_tumor.errors import BundleError
 
 __all__ = [
@@ -71,14 +81,16 @@ __all__ = [
     "LAYOUT_KEY",
     "MODEL_ZOO_INFERENCE_KEYS",
     "REQUIRED_FILES",
+    "SCHEMA_NAME",
     "CheckResult",
     "CheckStatus",
     "InputLayout",
     "LayoutKind",
     "VerifyReport",
-    "default_schema_path",
+    "default_schema",
     "read_input_layout",
     "verify_bundle",
+    "workflow_ids",
     "write_synthetic_dataset",
 ]
 
@@ -95,6 +107,13 @@ REQUIRED_FILES: tuple[str, ...] = (
     "docs/README.md",
     "LICENSE",
 )
+
+#: The MONAI bundle metadata schema shipped as package data (``schemas/README.md``).
+SCHEMA_NAME = "meta_schema_20240725.json"
+
+# MONAI Label is not a dependency, so the ids its bundle tasks read are listed here by
+# hand (from monailabel's ``BundleConstants``); MONAI's own workflow properties are read
+# from ``monai.bundle`` instead (:func:`workflow_ids`).
 
 #: Ids of ``inference.json`` MONAI Label's ``BundleInferTask`` reads.
 LABEL_INFERENCE_KEYS: tuple[str, ...] = (
@@ -119,17 +138,9 @@ LABEL_TRAIN_KEYS: tuple[tuple[str, bool], ...] = (
 #: Ids of ``inference.json`` MONAI Deploy's bundle inference operator reads
 #: (it also needs ``models/model.ts``, checked by ``torchscript``).
 DEPLOY_INFERENCE_KEYS: tuple[str, ...] = ("preprocessing", "postprocessing", "inferer")
-#: Further ids the Model Zoo layout (and ``monai.bundle run``) expects in ``inference.json``.
-MODEL_ZOO_INFERENCE_KEYS: tuple[str, ...] = (
-    "dataset_dir",
-    "output_dir",
-    "network",
-    "dataset",
-    "evaluator",
-    "initialize",
-    "run",
-    "finalize",
-)
+#: Ids the Model Zoo layout expects in ``inference.json`` beyond MONAI's workflow
+#: properties (:func:`workflow_ids`): where outputs go and the network on its device.
+MODEL_ZOO_INFERENCE_KEYS: tuple[str, ...] = ("output_dir", "network")
 
 #: Custom metadata key holding the input layout (additional properties are allowed
 #: by the meta schema).
@@ -269,16 +280,58 @@ class _Context:
     """What the checks share."""
 
     bundle_dir: Path
-    schema_path: Path
+    schema: Traversable
     device: str
     smoke: bool
     timeout_s: float
     python: str = field(default_factory=lambda: sys.executable)
 
 
-def default_schema_path() -> Path:
-    """Return the local meta schema: ``<data_root>/../schemas/meta_schema_20240725.json``."""
-    return data_root().parent / "schemas" / "meta_schema_20240725.json"
+def default_schema() -> Traversable:
+    """Return MONAI's bundle meta schema shipped with this package (never downloaded).
+
+    Returns
+    -------
+    importlib.resources.abc.Traversable
+        ``monai_tumor/bundle/schemas/meta_schema_20240725.json`` inside the installed
+        package (a :class:`pathlib.Path` for an ordinary installation); read it with
+        ``.read_text()``.
+    """
+    return files("monai_tumor.bundle").joinpath("schemas", SCHEMA_NAME)
+
+
+def workflow_ids(workflow: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Config ids of a MONAI bundle workflow, from MONAI's own workflow properties.
+
+    Parameters
+    ----------
+    workflow
+        ``"infer"`` (:data:`monai.bundle.InferProperties`, checked in ``inference.json``)
+        or ``"train"`` (:data:`monai.bundle.TrainProperties`, in ``train.json``).
+
+    Returns
+    -------
+    tuple
+        ``(required, optional)`` config ids (``#``-separated). For ``"infer"`` the
+        required ids also hold the entry points :class:`monai.bundle.ConfigWorkflow`
+        runs by default (``initialize``, ``run``, ``finalize``).
+    """
+    from monai.bundle import ConfigWorkflow, InferProperties, TrainProperties
+    from monai.bundle.utils import ID_SEP_KEY
+    from monai.utils import BundleProperty, BundlePropertyConfig
+
+    if workflow not in ("infer", "train"):
+        raise ValueError(f"workflow is {workflow!r}; expected 'infer' or 'train'")
+    props = InferProperties if workflow == "infer" else TrainProperties
+    required: list[str] = []
+    optional: list[str] = []
+    for prop in props.values():
+        config_id = str(prop[BundlePropertyConfig.ID]).replace(ID_SEP_KEY, "#")
+        (required if prop[BundleProperty.REQUIRED] else optional).append(config_id)
+    if workflow == "infer":
+        defaults = inspect.signature(ConfigWorkflow.__init__).parameters
+        required += [str(defaults[p].default) for p in ("init_id", "run_id", "final_id")]
+    return tuple(required), tuple(optional)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -332,13 +385,35 @@ def _io_format(meta: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str,
         ) from exc
 
 
+# "32", "32*n", "32**p", "32**p*n": the forms the Model Zoo metadata uses for spatial_shape
+_SHAPE_TERM = re.compile(r"^\s*(\d+)\s*(\*\*\s*p)?\s*(\*\s*n)?\s*$")
+
+
 def _fake_spatial_shape(
     spatial_shape: Sequence[Any], *, any_size: int = 32, n: int = 1
 ) -> tuple[int, ...]:
-    """Return a concrete shape for a declared ``spatial_shape`` (``*`` -> ``any_size``)."""
-    from monai.bundle.scripts import _get_fake_spatial_shape
+    """Return a concrete shape for a declared ``spatial_shape`` (``*`` -> ``any_size``, p = 1).
 
-    return tuple(int(s) for s in _get_fake_spatial_shape(spatial_shape, p=1, n=n, any=any_size))
+    MONAI's helper for this (``monai.bundle.scripts._get_fake_spatial_shape``) is private,
+    so the few forms metadata uses are parsed here.
+    """
+    shape: list[int] = []
+    for item in spatial_shape:
+        if isinstance(item, int):
+            shape.append(item)
+            continue
+        text = str(item)
+        match = _SHAPE_TERM.match(text)
+        if text.strip() == "*":
+            shape.append(any_size)
+        elif match:
+            shape.append(int(match.group(1)) * (n if match.group(3) else 1))
+        else:
+            raise BundleError(
+                f"network_data_format spatial_shape entry {text!r} not understood; "
+                "expected an int, '*', 'A*n', 'A**p' or 'A**p*n'"
+            )
+    return tuple(shape)
 
 
 def _load_state_dict(path: Path) -> Mapping[str, Any]:
@@ -523,13 +598,16 @@ def _check_required_files(ctx: _Context) -> tuple[CheckStatus, str]:
 def _check_metadata_schema(ctx: _Context) -> tuple[CheckStatus, str]:
     import jsonschema
 
-    if not ctx.schema_path.is_file():
+    if not ctx.schema.is_file():
         return (
             CheckStatus.FAIL,
-            f"schema {ctx.schema_path} not found; pass --schema or set MONAI_TUMOR_DATA "
-            "so that ../schemas/meta_schema_20240725.json exists",
+            f"schema {ctx.schema} not found; pass --schema with a local copy of "
+            f"{SCHEMA_NAME}, or reinstall monai-tumor (it ships the schema)",
         )
-    schema = _load_json(ctx.schema_path)
+    try:
+        schema = json.loads(ctx.schema.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"schema {ctx.schema} is not valid JSON ({exc})") from exc
     meta = _metadata(ctx.bundle_dir)
     validator_cls = jsonschema.validators.validator_for(schema)
     errors = sorted(validator_cls(schema).iter_errors(meta), key=lambda e: list(e.path))
@@ -549,7 +627,7 @@ def _check_metadata_schema(ctx: _Context) -> tuple[CheckStatus, str]:
         problems.append("eval_metrics empty")
     if problems:
         return CheckStatus.FAIL, f"valid against the schema, but {'; '.join(problems)}"
-    return CheckStatus.PASS, f"valid against {ctx.schema_path.name}"
+    return CheckStatus.PASS, f"valid against {ctx.schema.name}"
 
 
 def _check_input_layout(ctx: _Context) -> tuple[CheckStatus, str]:
@@ -610,10 +688,21 @@ def _check_deploy_keys(ctx: _Context) -> tuple[CheckStatus, str]:
 
 def _check_model_zoo_keys(ctx: _Context) -> tuple[CheckStatus, str]:
     infer = _parser(ctx.bundle_dir, "inference.json", device=None)
-    missing = _missing_ids(infer, MODEL_ZOO_INFERENCE_KEYS)
+    train = _parser(ctx.bundle_dir, "train.json", device=None)
+    infer_required, _ = workflow_ids("infer")
+    train_required, _ = workflow_ids("train")
+    missing = [
+        f"inference.json:{i}"
+        for i in _missing_ids(infer, (*infer_required, *MODEL_ZOO_INFERENCE_KEYS))
+    ]
+    missing += [f"train.json:{i}" for i in _missing_ids(train, train_required)]
     if missing:
-        return CheckStatus.FAIL, f"inference.json lacks Model Zoo ids: {', '.join(missing)}"
-    return CheckStatus.PASS, "Model Zoo inference ids present"
+        return (
+            CheckStatus.FAIL,
+            f"lacks ids MONAI's bundle workflows require: {', '.join(missing)}; "
+            "add them as in Model Zoo bundles",
+        )
+    return CheckStatus.PASS, "ids of MONAI's inference and training workflow properties present"
 
 
 def _check_net_in_out(ctx: _Context) -> tuple[CheckStatus, str]:
@@ -720,51 +809,24 @@ def _quiet(name: str) -> Iterator[None]:
 #: report the package as missing, exactly as they would there).
 BUNDLE_RUNTIME: tuple[str, ...] = ("torch", "monai", "nibabel", "fire", "pytorch-ignite")
 
-# Runs in the subprocess: blocks monai_tumor and every top-level module whose
-# distributions are all outside the dependency closure of BUNDLE_RUNTIME.
-_RUNNER = r"""
-import importlib.abc, importlib.metadata as md, json, re, sys
 
-args, runtime = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+def _runner_env() -> dict[str, str]:
+    """Environment of the smoke run: one thread, and this very ``monai_tumor`` importable.
 
-def canon(name):
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-allowed, stack = {"pip", "setuptools", "wheel"}, [canon(n) for n in runtime]
-while stack:
-    name = stack.pop()
-    if name in allowed and name not in runtime:
-        continue
-    try:
-        dist = md.distribution(name)
-    except md.PackageNotFoundError:
-        continue
-    allowed.add(name)
-    for req in dist.requires or []:
-        if "extra ==" in req:
-            continue
-        dep = canon(re.split(r"[\s;<>=!~\[(]", req, maxsplit=1)[0])
-        if dep not in allowed:
-            stack.append(dep)
-blocked = {"monai_tumor"}
-for module, dists in md.packages_distributions().items():
-    if not any(canon(d) in allowed for d in dists):
-        blocked.add(module)
-blocked -= set(sys.stdlib_module_names)
-
-class _Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in blocked:
-            raise ImportError(
-                f"{name} is not available to bundles (only torch, monai, nibabel and their "
-                "dependencies; blocked by monai-tumor bundle verify)"
-            )
-        return None
-
-sys.meta_path.insert(0, _Block())
-from monai.bundle import run
-run(**args)
-"""
+    An installed package is found by the child as it is here. A source checkout (not
+    under site-packages) is put first on ``PYTHONPATH``, so the child runs this copy of
+    :mod:`monai_tumor.bundle.smoke_run` rather than another installation's.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    source_root = str(Path(smoke_run.__file__).resolve().parents[2])
+    site = {
+        str(Path(p).resolve())
+        for p in (sysconfig.get_path("purelib"), sysconfig.get_path("platlib"))
+    }
+    if source_root not in site:
+        entries = [source_root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(entries))
+    return env
 
 
 def _root_cause(log: str) -> str:
@@ -809,12 +871,17 @@ def _check_inference_smoke(ctx: _Context) -> tuple[CheckStatus, str]:
         logging_conf = ctx.bundle_dir / "configs" / "logging.conf"
         if logging_conf.is_file():
             args["logging_file"] = str(logging_conf)
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         try:
             proc = subprocess.run(
-                [ctx.python, "-c", _RUNNER, json.dumps(args), json.dumps(BUNDLE_RUNTIME)],
+                [
+                    ctx.python,
+                    "-m",
+                    smoke_run.__name__,
+                    json.dumps(args),
+                    json.dumps(BUNDLE_RUNTIME),
+                ],
                 cwd=tmp,
-                env=env,
+                env=_runner_env(),
                 capture_output=True,
                 text=True,
                 timeout=ctx.timeout_s,
@@ -883,7 +950,8 @@ def verify_bundle(
     bundle_dir
         The bundle root (holding ``configs/``, ``models/``, ...).
     schema_path
-        Local meta schema; default :func:`default_schema_path`. Never downloaded.
+        A local meta schema file; default :func:`default_schema` (shipped with the
+        package). Never downloaded.
     smoke
         Run ``inference.json`` on a synthetic dataset (the slowest check: seconds to
         a minute on CPU). When False, ``inference_smoke`` is reported as a warning.
@@ -909,7 +977,7 @@ def verify_bundle(
         )
     ctx = _Context(
         bundle_dir=root,
-        schema_path=Path(schema_path).expanduser() if schema_path else default_schema_path(),
+        schema=Path(schema_path).expanduser() if schema_path else default_schema(),
         device=device,
         smoke=smoke,
         timeout_s=timeout_s,

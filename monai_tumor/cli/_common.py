@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -18,7 +18,6 @@ __all__ = [
     "configure_logging",
     "exit_code_for",
     "handle_errors",
-    "run",
     "stderr_console",
     "stdout_console",
     "write_json_report",
@@ -37,9 +36,6 @@ def stdout_console() -> Console:
 def stderr_console() -> Console:
     """Make a console on stderr (errors, progress), per use like :func:`stdout_console`."""
     return Console(stderr=True)
-
-
-T = TypeVar("T")
 
 
 def exit_code_for(error: MonaiTumorError) -> int:
@@ -72,9 +68,3 @@ def configure_logging(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-
-
-def run(fn: Callable[[], T]) -> T:
-    """Call ``fn`` under :func:`handle_errors`."""
-    with handle_errors():
-        return fn()

@@ -22,8 +22,8 @@ def _verify(
         Path | None,
         typer.Option(
             "--schema",
-            help="Local meta schema JSON (default: <data>/../schemas/meta_schema_20240725.json). "
-            "Never downloaded.",
+            help="Local meta schema JSON (default: MONAI's meta_schema_20240725.json, shipped "
+            "with monai-tumor). Never downloaded.",
         ),
     ] = None,
     smoke: Annotated[

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 import torch
+from pydicom.uid import RTStructureSetStorage
 
 from monai_tumor.errors import ConfigError, IngestError, InvalidSeriesError
 from monai_tumor.geometry import spacing_from_affine
@@ -78,7 +79,6 @@ CSV_COLUMNS: tuple[str, ...] = (
 )
 
 _VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-_RTSTRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,7 @@ def _dicom_kind(path: Path) -> str:
             "map, an RTSTRUCT or a DICOM SEG",
             path=path,
         ) from exc
-    if str(ds.get("SOPClassUID", "")) == _RTSTRUCT or ds.get("Modality") == "RTSTRUCT":
+    if str(ds.get("SOPClassUID", "")) == RTStructureSetStorage or ds.get("Modality") == "RTSTRUCT":
         return "RTSTRUCT"
     if ds.get("Modality") == "SEG":
         return "SEG"

@@ -31,10 +31,12 @@ import numpy.typing as npt
 import pydicom
 import torch
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import RTStructureSetStorage
 from skimage.draw import polygon
 
 from monai_tumor.errors import IngestError, InvalidSeriesError, UnsupportedInputError
 from monai_tumor.geometry import patient_to_voxel, ras_to_lps, slice_normal
+from monai_tumor.ingest.records import SEG_SOP_CLASSES
 
 if TYPE_CHECKING:
     from monai.data import MetaTensor
@@ -46,12 +48,6 @@ __all__ = [
     "rtstruct_to_mask",
     "seg_to_mask",
 ]
-
-_RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
-_SEG_SOP_CLASSES = (
-    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation Storage
-    "1.2.840.10008.5.1.4.1.1.66.7",  # Label Map Segmentation Storage
-)
 
 
 class OffSlicePolicy(str, Enum):
@@ -152,7 +148,7 @@ def list_rois(rtstruct_path: str | os.PathLike[str]) -> list[RoiInfo]:
     UnsupportedInputError
         If it is not an RT Structure Set.
     """
-    ds = _read_dicom(Path(rtstruct_path), (_RTSTRUCT_SOP_CLASS,), "RT Structure Set")
+    ds = _read_dicom(Path(rtstruct_path), (RTStructureSetStorage,), "RT Structure Set")
     return [info for info, _ in _rois(ds)]
 
 
@@ -270,7 +266,7 @@ def rtstruct_to_mask(
     """
     policy = OffSlicePolicy(off_slice)
     path = Path(rtstruct_path)
-    ds = _read_dicom(path, (_RTSTRUCT_SOP_CLASS,), "RT Structure Set")
+    ds = _read_dicom(path, (RTStructureSetStorage,), "RT Structure Set")
     info, contour_item = _pick_roi(_rois(ds), roi, path)
     _check_frame_of_reference(reference, info.frame_of_reference_uid, path, "RTSTRUCT")
     shape = tuple(int(s) for s in reference.shape[1:])
@@ -463,7 +459,7 @@ def seg_to_mask(
     import highdicom as hd
 
     path = Path(seg_path)
-    dataset = _read_dicom(path, _SEG_SOP_CLASSES, "DICOM Segmentation")
+    dataset = _read_dicom(path, tuple(sorted(SEG_SOP_CLASSES)), "DICOM Segmentation")
     try:
         seg = hd.seg.Segmentation.from_dataset(dataset, copy=False)
     except Exception as exc:  # highdicom raises plain ValueError/AttributeError on bad files

@@ -46,6 +46,12 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_partial
 from pydicom.tag import BaseTag
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    MediaStorageDirectoryStorage,
+    RTStructureSetStorage,
+)
 
 from monai_tumor import config
 from monai_tumor.errors import IngestError, UnsupportedInputError
@@ -59,6 +65,7 @@ from monai_tumor.ingest.elements import (
 )
 from monai_tumor.ingest.enums import SkipReason
 from monai_tumor.ingest.records import (
+    NON_IMAGE_SOP_CLASSES,
     FileRecord,
     InstanceHeader,
     NonImageObject,
@@ -70,7 +77,6 @@ from monai_tumor.ingest.sidecar import redact_free_text
 
 __all__ = [
     "HEADER_KEYWORDS",
-    "NON_IMAGE_SOP_CLASSES",
     "inspect_file",
     "patient_hash",
     "read_header",
@@ -79,16 +85,6 @@ __all__ = [
 #: Number of hex digits kept from the SHA-256 of PatientID.
 PATIENT_HASH_LENGTH = 16
 
-#: SOP classes kept in the index as non-image objects (ground truth, seeds).
-NON_IMAGE_SOP_CLASSES: frozenset[str] = frozenset(
-    {
-        "1.2.840.10008.5.1.4.1.1.481.3",  # RT Structure Set
-        "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
-        "1.2.840.10008.5.1.4.1.1.66.7",  # Label Map Segmentation
-    }
-)
-_MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
-_RTSTRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
 #: UID prefixes of SOP classes that are not images this project reads.
 _UNSUPPORTED_PREFIXES: tuple[str, ...] = (
     "1.2.840.10008.5.1.4.1.1.88.",  # structured reports, key object selection
@@ -165,9 +161,7 @@ _TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _FIRST_CHUNK = 8192
 _SECOND_CHUNK = 1 << 20
-_FAST_SYNTAX_EXCLUDED = frozenset(
-    {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}  # big endian, deflated
-)
+_FAST_SYNTAX_EXCLUDED = frozenset({ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian})
 
 
 def patient_hash(patient_id: str | None, key: bytes) -> str:
@@ -425,7 +419,7 @@ def _pydicom_parse(
     meta = getattr(ds, "file_meta", None)
     ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else None
     # Offsets are into the file only when the dataset is not deflated.
-    if state["last_end"] > size and ts != "1.2.840.10008.1.2.1.99":
+    if state["last_end"] > size and ts != DeflatedExplicitVRLittleEndian:
         raise NeedMoreError
     if positions is not None:
         values["_frame_positions"] = positions
@@ -499,7 +493,7 @@ def _classify(
     key: bytes,
 ) -> FileRecord:
     sop = values.get("SOPClassUID") or media or ""
-    if sop == _MEDIA_STORAGE_DIRECTORY or media == _MEDIA_STORAGE_DIRECTORY:
+    if MediaStorageDirectoryStorage in (sop, media):
         return SkippedFile(path, SkipReason.DICOMDIR, "media storage directory", sop)
     if sop.startswith(_UNSUPPORTED_PREFIXES) and sop not in NON_IMAGE_SOP_CLASSES:
         return SkippedFile(path, SkipReason.UNSUPPORTED_SOP_CLASS, sop_class_name(sop), sop)
@@ -516,7 +510,8 @@ def _classify(
             sop_instance_uid=values["SOPInstanceUID"],
             study_instance_uid=values["StudyInstanceUID"],
             series_instance_uid=values["SeriesInstanceUID"],
-            modality=values.get("Modality") or ("RTSTRUCT" if sop == _RTSTRUCT else "SEG"),
+            modality=values.get("Modality")
+            or ("RTSTRUCT" if sop == RTStructureSetStorage else "SEG"),
             patient_hash=pid_hash,
             referenced_series_uids=_referenced_series(ds) if ds is not None else (),
             series_description=values.get("SeriesDescription"),

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from monai.data import ImageReader, MetaTensor
-from monai.data.image_reader import _stack_images
 
 from monai_tumor.errors import MonaiTumorError
 from monai_tumor.ingest.reader import ReadOptions, is_volume_file, read_series
@@ -176,4 +175,5 @@ class DicomSeriesReader(ImageReader):
                 )
         if len(arrays) == 1:
             return arrays[0], meta
-        return _stack_images(arrays, meta), meta
+        # channel-first arrays (original_channel_dim 0): channels concatenate on axis 0
+        return np.concatenate(arrays, axis=0), meta

@@ -41,6 +41,12 @@ import torch
 from monai.data import MetaTensor
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    MediaStorageDirectoryStorage,
+    SegmentationStorage,
+)
 
 from monai_tumor import geometry
 from monai_tumor.errors import IngestError, InvalidSeriesError, UnsupportedInputError
@@ -59,6 +65,7 @@ from monai_tumor.ingest.pixels import (
     read_native_frames,
     stored_dtype,
 )
+from monai_tumor.ingest.records import LABEL_MAP_SEGMENTATION_STORAGE
 
 __all__ = [
     "VOLUME_SUFFIXES",
@@ -75,9 +82,11 @@ __all__ = [
 #: File suffixes read as ready-made volumes (not DICOM).
 VOLUME_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
-_MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 #: Objects with pixel data that are not images of the patient (segmentations).
-_NOT_VOLUMES = {"1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage (DICOM SEG)"}
+_NOT_VOLUMES: dict[str, str] = {
+    SegmentationStorage: "Segmentation Storage (DICOM SEG)",
+    LABEL_MAP_SEGMENTATION_STORAGE: "Label Map Segmentation Storage (DICOM SEG)",
+}
 
 
 class NonUniformPolicy(str, Enum):
@@ -316,7 +325,7 @@ def _parse(path: Path, *, lenient: bool, mosaic: bool = True) -> _Instance | Non
     meta = getattr(ds, "file_meta", None)
     if (
         meta is not None
-        and str(meta.get("MediaStorageSOPClassUID", "")) == _MEDIA_STORAGE_DIRECTORY
+        and str(meta.get("MediaStorageSOPClassUID", "")) == MediaStorageDirectoryStorage
     ):
         return None
     if (pixel_ref is None and "PixelData" not in ds) or "Rows" not in ds:
@@ -338,7 +347,7 @@ def _parse(path: Path, *, lenient: bool, mosaic: bool = True) -> _Instance | Non
         )
     tsyntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     if not tsyntax:
-        tsyntax = "1.2.840.10008.1.2" if ds.is_implicit_VR else "1.2.840.10008.1.2.1"
+        tsyntax = ImplicitVRLittleEndian if ds.is_implicit_VR else ExplicitVRLittleEndian
     try:
         frames = frames_of(ds, path)
         tiles = 0

@@ -14,11 +14,14 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Union
 
-from pydicom.uid import UID
+from pydicom.uid import UID, RTStructureSetStorage, SegmentationStorage
 
 from monai_tumor.ingest.enums import ImageKind, SkipReason
 
 __all__ = [
+    "LABEL_MAP_SEGMENTATION_STORAGE",
+    "NON_IMAGE_SOP_CLASSES",
+    "SEG_SOP_CLASSES",
     "FileRecord",
     "InstanceHeader",
     "NonImageObject",
@@ -26,6 +29,13 @@ __all__ = [
     "SkippedFile",
     "sop_class_name",
 ]
+
+#: Label Map Segmentation Storage (DICOM 2024c); pydicom 3.0 has no constant for it yet.
+LABEL_MAP_SEGMENTATION_STORAGE = UID("1.2.840.10008.5.1.4.1.1.66.7")
+#: The DICOM SEG SOP classes (binary/fractional and label map).
+SEG_SOP_CLASSES: frozenset[UID] = frozenset({SegmentationStorage, LABEL_MAP_SEGMENTATION_STORAGE})
+#: SOP classes kept in the index as non-image objects (ground truth, seeds).
+NON_IMAGE_SOP_CLASSES: frozenset[UID] = frozenset({RTStructureSetStorage, *SEG_SOP_CLASSES})
 
 #: An ImagePositionPatient (LPS mm).
 Position = tuple[float, float, float]

@@ -28,6 +28,7 @@ from monai_tumor.errors import ConfigError, IngestError
 from monai_tumor.geometry import patient_to_voxel, ras_to_lps
 from monai_tumor.inference.bundle import BundleInfo, load_bundle, read_bundle_info
 from monai_tumor.ingest.reader import ReadOptions, is_volume_file, read_series
+from monai_tumor.ingest.records import SEG_SOP_CLASSES
 from monai_tumor.ingest.selection import load_inputs
 from monai_tumor.ingest.sidecar import acquisition_fields
 from monai_tumor.pipeline.outputs import (
@@ -57,7 +58,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-_SEG_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"}
 _NO_SEG_NIFTI = "not written: NIfTI input has no DICOM source instances to reference"
 
 
@@ -151,7 +151,7 @@ def read_source_headers(files: Sequence[Path], series_uid: str) -> list[pydicom.
             continue
         if str(ds.get("SeriesInstanceUID", "")) != series_uid:
             continue
-        if str(ds.get("SOPClassUID", "")) in _SEG_SOP_CLASSES or "Rows" not in ds:
+        if str(ds.get("SOPClassUID", "")) in SEG_SOP_CLASSES or "Rows" not in ds:
             continue
         out.append(ds)
     return out

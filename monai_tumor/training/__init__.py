@@ -4,6 +4,10 @@ Bundles are trained through their own ``configs/train.json`` (MONAI ``ConfigWork
 this package only drives that and the TorchScript export.
 """
 
-from monai_tumor.training.bundle_training import export_torchscript, train_bundle
+from monai_tumor.training.bundle_training import (
+    export_torchscript,
+    strip_torchscript_debug_info,
+    train_bundle,
+)
 
-__all__ = ["export_torchscript", "train_bundle"]
+__all__ = ["export_torchscript", "strip_torchscript_debug_info", "train_bundle"]

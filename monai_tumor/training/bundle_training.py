@@ -8,14 +8,19 @@ the annotation service can retrain or re-export a bundle with a few overrides.
 from __future__ import annotations
 
 import logging
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from monai_tumor.bundle.imports import bundle_scripts
 from monai_tumor.errors import BundleError
+from monai_tumor.export.atomic import atomic_path
 
-__all__ = ["export_torchscript", "train_bundle"]
+__all__ = ["export_torchscript", "strip_torchscript_debug_info", "train_bundle"]
+
+#: Suffix of the per-module source-range records inside a TorchScript archive.
+_DEBUG_SUFFIX = ".debug_pkl"
 
 logger = logging.getLogger(__name__)
 
@@ -165,4 +170,47 @@ def export_torchscript(
             ) from exc
     if not target.is_file():
         raise BundleError(f"{target}: ckpt_export finished without writing the file")
+    strip_torchscript_debug_info(target)
     return target
+
+
+def strip_torchscript_debug_info(path: str | Path) -> int:
+    """Remove the source-range records (``*.debug_pkl``) from a TorchScript archive.
+
+    ``torch.jit.save`` stores, for every scripted module, the absolute path of the Python
+    file it was scripted from (e.g. ``<venv>/lib/python3.11/site-packages/monai/...``), so
+    an archive made on one machine names that machine's folders. PyTorch has no switch to
+    leave them out; they serve only to point error messages of the TorchScript
+    interpreter at source lines, and :func:`torch.jit.load` works without them (code,
+    constants, weights and the ``extra/`` files are kept byte for byte). The file is
+    rewritten atomically.
+
+    Parameters
+    ----------
+    path
+        A TorchScript file (``torch.jit.save`` output).
+
+    Returns
+    -------
+    int
+        How many records were removed (0 leaves the file untouched).
+
+    Raises
+    ------
+    BundleError
+        If ``path`` is not a zip archive.
+    """
+    source = Path(path)
+    if not zipfile.is_zipfile(source):
+        raise BundleError("not a TorchScript archive (not a zip file)", path=source)
+    with zipfile.ZipFile(source) as archive:
+        members = archive.infolist()
+        dropped = [m for m in members if m.filename.endswith(_DEBUG_SUFFIX)]
+        if not dropped:
+            return 0
+        with atomic_path(source) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as out:
+            for member in members:
+                if not member.filename.endswith(_DEBUG_SUFFIX):
+                    out.writestr(member, archive.read(member.filename))
+    logger.info("%s: removed %d TorchScript debug records", source, len(dropped))
+    return len(dropped)

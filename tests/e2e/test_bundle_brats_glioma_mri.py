@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib.resources import as_file
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -23,12 +24,12 @@ import pytest
 import torch
 
 from monai_tumor.bundle.imports import bundle_scripts
+from monai_tumor.bundle.verify import default_schema
 from tests.support.bundle_modules import load_bundle_script
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "brats_glioma_mri"
 CONFIGS = BUNDLE / "configs"
-SCHEMA_NAME = "meta_schema_20240725.json"
 HELD_OUT_CASE = "brats_2013_pat0003_1"  # validation case of fold 0, whose weights ship
 
 
@@ -104,12 +105,11 @@ def test_channels_to_label_map_is_nested_and_round_trips() -> None:
 # --- metadata, network shape, TorchScript -----------------------------------------------------
 
 
-def test_metadata_valid_against_local_schema(data_dir: Path) -> None:
+def test_metadata_valid_against_the_shipped_schema() -> None:
     from monai.bundle import verify_metadata
 
-    schema = data_dir.parent / "schemas" / SCHEMA_NAME
-    assert schema.is_file(), f"local schema missing: {schema}"
-    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(schema))
+    with as_file(default_schema()) as schema:
+        verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(schema))
     fmt = _metadata()["network_data_format"]
     assert fmt["inputs"]["image"]["channel_def"] == {"0": "FLAIR", "1": "T1c"}
     assert fmt["outputs"]["pred"]["channel_def"] == {"0": "TC", "1": "WT", "2": "ET"}

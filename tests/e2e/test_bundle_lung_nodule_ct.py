@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib.resources import as_file
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,11 +20,11 @@ from monai.inferers import SimpleInferer
 from monai.networks.nets import UNet
 
 from monai_tumor.bundle.imports import bundle_scripts
+from monai_tumor.bundle.verify import default_schema
 from tests.support.bundle_modules import load_bundle_script
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "lung_nodule_ct"
 SPLIT = BUNDLE.parent.parent / "data" / "datasets" / "lidc_nodules_split.json"
-SCHEMA_NAME = "meta_schema_20240725.json"
 
 # Runs `python -m monai.bundle ...` with monai_tumor made unimportable: the bundle must be
 # self-contained (monai, torch, nibabel only).
@@ -169,10 +170,8 @@ def test_standalone_inference_on_held_out_vois(data_dir: Path, tmp_path: Path) -
 
 
 def test_metadata_and_network_shapes(tmp_path: Path) -> None:
-    schema = Path(os.environ.get("MONAI_TUMOR_SCHEMA", "/work/shared/schemas")) / SCHEMA_NAME
-    if not schema.is_file():
-        pytest.skip(f"local schema {schema} not found (set MONAI_TUMOR_SCHEMA to its folder)")
-    verify_metadata(meta_file=str(BUNDLE / "configs" / "metadata.json"), filepath=str(schema))
+    with as_file(default_schema()) as schema:
+        verify_metadata(meta_file=str(BUNDLE / "configs" / "metadata.json"), filepath=str(schema))
     # `_requires_: @bundle_path_entry` puts the bundle on sys.path and imports its `scripts`;
     # bundle_scripts gives that back afterwards (the conftest guard checks it).
     with bundle_scripts(BUNDLE):

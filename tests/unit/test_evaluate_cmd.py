@@ -82,7 +82,7 @@ def test_evaluate_bad_labels_exits_config_error(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bundle_verify_cli_json_and_exit_code(tmp_path: Path) -> None:
-    from test_bundle_verify import make_tiny_bundle
+    from tests.support.tiny_bundle import make_tiny_bundle
 
     bundle = make_tiny_bundle(tmp_path / "b")
     ok = runner.invoke(app, ["bundle", "verify", str(bundle), "--no-smoke", "--json"])

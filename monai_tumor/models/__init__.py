@@ -1,3 +1,0 @@
-"""Stage: models (see docs/architecture.md)."""
-
-__all__: list[str] = []
