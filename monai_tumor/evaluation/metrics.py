@@ -560,6 +560,16 @@ def evaluate(
     -------
     list[CaseMetric]
         All rows, cases in order, classes within a case in label order.
+
+    Examples
+    --------
+    A tumour mask against itself:
+
+    >>> from monai_tumor.config import data_root
+    >>> from monai_tumor.evaluation import evaluate
+    >>> mask = data_root() / "sts" / "STS_001" / "CT" / "nifti" / "mask" / "mask.nii.gz"
+    >>> [(m.label, m.dice, m.hd95_mm) for m in evaluate(mask, mask)]
+    [('1', 1.0, 0.0)]
     """
     opts = options or EvaluationOptions()
     if isinstance(pred_paths, (str, Path)) and isinstance(ref_paths, (str, Path)):

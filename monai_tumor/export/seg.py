@@ -379,6 +379,32 @@ def write_dicom_seg(
     UnsupportedInputError
         If the source is several multi-frame instances (highdicom derives a SEG
         from one multi-frame image or a series of single-frame images).
+
+    Examples
+    --------
+    Threshold three CT slices and store the mask as a DICOM SEG on their grid:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import pydicom
+    >>> import torch
+    >>> from monai_tumor.config import data_root
+    >>> from monai_tumor.export.seg import AlgorithmInfo, SegmentSpec, write_dicom_seg
+    >>> from monai_tumor.ingest import read_series
+    >>> folder = data_root() / "dcmqi_seg" / "ct-3slice"
+    >>> ct = read_series(folder)
+    >>> bone = (ct > 200).to(torch.uint8)
+    >>> sources = [pydicom.dcmread(f) for f in sorted(folder.glob("*.dcm"))]
+    >>> path = write_dicom_seg(
+    ...     bone,
+    ...     sources,
+    ...     Path(tempfile.mkdtemp()) / "seg.dcm",
+    ...     segments=[SegmentSpec(number=1, label="bone")],
+    ...     algorithm=AlgorithmInfo(name="threshold", version="1"),
+    ... )
+    >>> seg = pydicom.dcmread(path)
+    >>> seg.Modality, len(seg.SegmentSequence), int(seg.NumberOfFrames)
+    ('SEG', 1, 3)
     """
     cfg = config or SegExportConfig()
     dest = Path(out_path)

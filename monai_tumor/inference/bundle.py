@@ -495,6 +495,23 @@ def load_bundle(
         If files are missing, the config does not instantiate or the weights do not fit.
     ConfigError
         If the device is not available.
+
+    Examples
+    --------
+    Segment a lung-nodule volume of interest, seeded at the reference nodule:
+
+    >>> from monai_tumor.config import data_root
+    >>> from monai_tumor.inference import load_bundle, seeds_from_mask
+    >>> from monai_tumor.ingest import read_series
+    >>> lidc = data_root() / "lidc_nodules"
+    >>> voi = read_series(lidc / "image" / "LIDC-IDRI-0001_R_1.nii.gz")
+    >>> ref = read_series(lidc / "nodule_mask" / "LIDC-IDRI-0001_R_1.nii.gz")[0] > 0
+    >>> model = load_bundle("bundles/lung_nodule_ct", device="cpu")
+    >>> mask = model.segment(voi, seeds=seeds_from_mask(ref, voi))
+    >>> mask.shape == voi.shape, mask.unique().tolist()
+    (True, [0, 1])
+    >>> float(2 * (mask[0].bool() & ref).sum() / (mask.bool().sum() + ref.sum())) > 0.8
+    True
     """
     from monai.bundle import ConfigParser
 

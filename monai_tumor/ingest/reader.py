@@ -905,6 +905,16 @@ def read_series(
         ``stack``), duplicate positions with different pixels, missing slices
         or uneven spacing (unless resampling), gantry tilt (unless allowed), or
         a frame without geometry.
+
+    Examples
+    --------
+    A chest CT series from the shared real data (``$MONAI_TUMOR_DATA``):
+
+    >>> from monai_tumor.config import data_root
+    >>> from monai_tumor.ingest import read_series
+    >>> ct = read_series(data_root() / "lung1" / "LUNG1-001" / "image")
+    >>> tuple(ct.shape), ct.meta["Modality"], len(ct.meta["sop_instance_uids"])
+    ((1, 512, 512, 134), 'CT', 134)
     """
     opts = options or ReadOptions()
     if isinstance(source, (str, os.PathLike)) and is_volume_file(source):

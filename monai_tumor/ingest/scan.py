@@ -347,6 +347,22 @@ def scan_export(
     Patient hashes are keyed (:func:`~monai_tumor.ingest.headers.patient_hash`).
     The index records which key made its hashes; scanning with another key
     rebuilds it, so hashes of two keys are never mixed.
+
+    Examples
+    --------
+    Scan one patient's export (CT, MR, PET and their RTSTRUCTs), keeping the index
+    outside the export:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from monai_tumor.config import data_root
+    >>> from monai_tumor.ingest import scan_export
+    >>> index = Path(tempfile.mkdtemp()) / "index.sqlite"
+    >>> result = scan_export(data_root() / "sts" / "STS_001", index_path=index, progress=False)
+    >>> sorted(s.modality for s in result.series)
+    ['CT', 'MR', 'PT']
+    >>> sorted(o.modality for o in result.non_image_objects)
+    ['RTSTRUCT', 'RTSTRUCT', 'RTSTRUCT']
     """
     start = time.perf_counter()
     root = Path(export_dir).expanduser().resolve()

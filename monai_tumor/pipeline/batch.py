@@ -642,6 +642,26 @@ def run_batch(
         The export folder does not exist.
     BundleError
         The bundle cannot be read or loaded.
+
+    Examples
+    --------
+    Segment the nodule of a chest CT, seeded from the RTSTRUCT stored beside it:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from monai_tumor.config import data_root
+    >>> from monai_tumor.pipeline import BatchOptions, SeriesStatus, run_batch
+    >>> out = Path(tempfile.mkdtemp())
+    >>> options = BatchOptions(
+    ...     seeds_from_export=True, index_path=out / "index.sqlite", device="cpu", progress=False
+    ... )
+    >>> result = run_batch(
+    ...     data_root() / "lung1", out, bundle="bundles/lung_nodule_ct", options=options
+    ... )
+    >>> result.count(SeriesStatus.DONE), result.count(SeriesStatus.FAILED)
+    (1, 0)
+    >>> (out / "index.html").is_file()
+    True
     """
     opts = options or BatchOptions()
     start = time.perf_counter()
