@@ -1,24 +1,29 @@
-"""Batch-process a DICOM export: scan, select, read, segment, write, report.
+"""Batch-process a DICOM export: scan, plan, run, report.
 
-:func:`run_batch` is the library behind ``monai-tumor batch``:
+:func:`run_batch` is the library behind ``monai-tumor batch``. It is the client
+of four parts, each in its own module:
 
 1. **scan** the export (:func:`monai_tumor.ingest.scan.scan_export`), reusing
    its SQLite index so a rerun reads only new or changed headers;
-2. **plan**: per study, choose the series for each bundle input with the
-   bundle's selection rules (``configs/series_selection.json``, or ``rules``)
-   through :func:`monai_tumor.ingest.selection.select_series`. Every image
-   series of the export gets a record: the chosen reference series is *to do*,
-   the others are ``skipped`` with the selection's reason. For a VOI bundle a
-   series without seed points is ``skipped`` too;
-3. **resume**: a series whose output folder is complete for its cache key
-   (SeriesInstanceUIDs + bundle version + weights hash + seed source, see
+2. **plan** (:func:`monai_tumor.pipeline.plan.plan_batch`): per study, choose
+   the series for each bundle input with the bundle's selection rules
+   (``configs/series_selection.json``, or ``rules``). Every image series of the
+   export gets a record: the chosen reference series is a *work item*, the
+   others are ``skipped`` with the selection's reason. For a VOI bundle a series
+   without seed points is ``skipped`` too. The plan holds no index: it is
+   picklable, and a work item carries everything needed to run it;
+3. **resume** (:meth:`~monai_tumor.pipeline.plan.BatchPlan.resume`): an item
+   whose output folder is complete for its cache key (SeriesInstanceUIDs +
+   bundle version + weights hash + seed source, see
    :func:`monai_tumor.pipeline.outputs.completed_manifest`) is not redone;
-4. **run**: series are read in a background thread one ahead of the model
-   (reading the next series overlaps inference on the current one), segmented
-   on the main thread, and written by a pool of writer threads;
-5. **report**: ``summary.csv``, ``summary.json`` and ``index.html`` are
-   rewritten (atomically) after every series, so a killed run leaves a valid
-   report of what is finished.
+4. **run** (:mod:`monai_tumor.pipeline.runner`): items are read in a background
+   thread one ahead of the model (reading the next series overlaps inference
+   on the current one), segmented on the calling thread, and written by a pool
+   of writer threads; each gives back a small record;
+5. **report** (:class:`monai_tumor.pipeline.report.BatchReport`):
+   ``summary.csv``, ``summary.json`` and ``index.html`` are rewritten
+   (atomically) after every series, so a killed run leaves a valid report of
+   what is finished.
 
 One failing series never stops the run: its record says ``failed`` with the
 error text (export paths shown relative to the export; no patient names or
@@ -30,59 +35,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from enum import Enum
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-import pydicom
-from monai.data import MetaTensor
-from pydicom.errors import InvalidDicomError
-
-from monai_tumor.errors import EXIT_CODES, ConfigError, MonaiTumorError
+from monai_tumor.errors import ConfigError
 from monai_tumor.inference.bundle import BundleInfo, read_bundle_info
 from monai_tumor.ingest.index import SeriesIndex
-from monai_tumor.ingest.reader import ReadOptions, read_series
-from monai_tumor.ingest.records import NonImageObject
 from monai_tumor.ingest.scan import ScanResult, default_index_path, scan_export
-from monai_tumor.ingest.selection import (
-    SelectionResult,
-    SelectionRules,
-    load_inputs,
-    load_rules,
-    select_series,
-)
-from monai_tumor.ingest.series import SeriesInfo, StudyInfo
-from monai_tumor.ingest.sidecar import (
-    acquisition_fields,
-    identifier_strings,
-    redact_identifiers,
-)
-from monai_tumor.pipeline.infer import (
-    Segmenter,
-    filter_seeds,
-    load_segmenter,
-    read_source_headers,
-    reference_input,
-    source_provenance,
-)
-from monai_tumor.pipeline.outputs import (
-    OverlayStyle,
-    cache_key_for,
-    completed_manifest,
-    series_key,
-    study_key,
-    write_series_outputs,
-)
-from monai_tumor.pipeline.report import write_report
-
-if TYPE_CHECKING:
-    from monai_tumor.inference.seeds import Seed
+from monai_tumor.ingest.selection import load_rules
+from monai_tumor.pipeline.infer import Segmenter, load_segmenter
+from monai_tumor.pipeline.outputs import OverlayStyle
+from monai_tumor.pipeline.plan import RunContext, plan_batch
+from monai_tumor.pipeline.records import SeriesRecord, SeriesStatus
+from monai_tumor.pipeline.report import BatchReport
+from monai_tumor.pipeline.runner import run_items_locally
 
 __all__ = [
     "BatchOptions",
@@ -93,95 +62,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-
-class SeriesStatus(str, Enum):
-    """Outcome of one series in a batch run."""
-
-    DONE = "done"
-    SKIPPED = "skipped"
-    FAILED = "failed"
-    #: Planned but not finished (only seen in a report of an interrupted run).
-    PENDING = "pending"
-
-
-@dataclass(frozen=True)
-class SeriesRecord:
-    """One image series of the export and what the run did with it.
-
-    Attributes
-    ----------
-    study_key, series_key
-        Hashed folder names (:func:`~monai_tumor.pipeline.outputs.study_key`).
-    study_instance_uid, series_instance_uid
-        The UIDs.
-    modality, series_number, series_description
-        As stored; the description is scrubbed of the patient's name and ID.
-    number_of_slices
-        Frames over all stacks.
-    status
-        done / skipped / failed / pending.
-    reason
-        Selection reason (skipped), error text (failed), SEG status (done).
-    folder
-        Output folder relative to the run's output folder (done series).
-    reused
-        The outputs were complete from an earlier run.
-    inputs
-        Model input name -> SeriesInstanceUID (done/failed series).
-    lesion_count, total_volume_ml, largest_diameter_mm
-        From ``lesions.json`` (done series).
-    seconds
-        Time spent on the series (read + inference + writing).
-    error_type
-        Exception class of a failure.
-    exit_code
-        CLI exit code of that exception class (:data:`monai_tumor.errors.EXIT_CODES`;
-        1 for errors outside the package's hierarchy).
-    """
-
-    study_key: str
-    series_key: str
-    study_instance_uid: str
-    series_instance_uid: str
-    modality: str
-    series_number: int | None
-    series_description: str
-    number_of_slices: int
-    status: SeriesStatus
-    reason: str
-    folder: str | None = None
-    reused: bool = False
-    inputs: Mapping[str, str] = field(default_factory=dict)
-    lesion_count: int | None = None
-    total_volume_ml: float | None = None
-    largest_diameter_mm: float | None = None
-    seconds: float | None = None
-    error_type: str | None = None
-    exit_code: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (the rows of ``summary.json``)."""
-        return {
-            "study_key": self.study_key,
-            "series_key": self.series_key,
-            "study_instance_uid": self.study_instance_uid,
-            "series_instance_uid": self.series_instance_uid,
-            "modality": self.modality,
-            "series_number": self.series_number,
-            "series_description": self.series_description,
-            "number_of_slices": self.number_of_slices,
-            "status": self.status.value,
-            "reason": self.reason,
-            "folder": self.folder,
-            "reused": self.reused,
-            "inputs": dict(self.inputs),
-            "lesion_count": self.lesion_count,
-            "total_volume_ml": self.total_volume_ml,
-            "largest_diameter_mm": self.largest_diameter_mm,
-            "seconds": None if self.seconds is None else round(self.seconds, 3),
-            "error_type": self.error_type,
-        }
 
 
 @dataclass(frozen=True)
@@ -274,290 +154,6 @@ class BatchResult:
     def index_html(self) -> Path:
         """The browsable report."""
         return self.out_dir / "index.html"
-
-
-# --------------------------------------------------------------------------- planning
-
-
-@dataclass(frozen=True)
-class _Job:
-    """A series to segment: its inputs, files, seeds source and cache key."""
-
-    record: SeriesRecord
-    inputs: Mapping[str, str]  # input name -> series UID, in channel order
-    reference: str
-    files: Mapping[str, tuple[Path, ...]]
-    seed_objects: tuple[NonImageObject, ...]
-    cache_key: str
-    redact: _Redactor
-
-
-def _exit_code(exc: BaseException) -> int:
-    """Exit code of the most specific known error class (1 for anything else)."""
-    for cls in type(exc).__mro__:
-        if cls in EXIT_CODES:
-            return EXIT_CODES[cls]
-    return 1
-
-
-def _short_error(exc: BaseException, export_dir: Path) -> str:
-    text = f"{exc}" or type(exc).__name__
-    return text.replace(str(export_dir) + os.sep, "EXPORT/").replace(str(export_dir), "EXPORT")
-
-
-class _Redactor:
-    """Replace the patient's name and ID inside free text (reasons, error messages).
-
-    Selection reasons quote attribute values (SeriesDescription, ProtocolName)
-    and errors quote paths, which exports sometimes fill with the patient's
-    name or ID. The rule is :mod:`monai_tumor.ingest.sidecar`'s.
-    """
-
-    def __init__(self, ds: pydicom.Dataset | None) -> None:
-        self._identifiers = identifier_strings(ds)
-
-    def __call__(self, text: str) -> str:
-        return redact_identifiers(text, self._identifiers)
-
-
-def _first_header(files: Sequence[Path]) -> pydicom.Dataset | None:
-    for path in files[:3]:
-        try:
-            return pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, ValueError, EOFError):
-            continue
-    return None
-
-
-def _base_record(info: SeriesInfo, header: pydicom.Dataset | None) -> SeriesRecord:
-    description = str(acquisition_fields(header).get("SeriesDescription", "")) if header else ""
-    return SeriesRecord(
-        study_key=study_key(info.study_instance_uid),
-        series_key=series_key(info.series_instance_uid),
-        study_instance_uid=info.study_instance_uid,
-        series_instance_uid=info.series_instance_uid,
-        modality=info.modality,
-        series_number=info.series_number,
-        series_description=description,
-        number_of_slices=info.number_of_slices,
-        status=SeriesStatus.PENDING,
-        reason="",
-    )
-
-
-def _skip_reason(uid: str, selection: SelectionResult) -> str:
-    """Why a series of a study was not chosen (every input's rejection)."""
-    if not selection.ok:
-        missing = ", ".join(repr(n) for n in selection.missing)
-        head = f"the study lacks required input {missing}"
-    else:
-        head = "not selected"
-    parts = []
-    for sel in selection.inputs.values():
-        for rejection in sel.rejected:
-            if rejection.series_uid == uid:
-                parts.append(f"{sel.name}: {rejection.reason}")
-    return head + (" (" + "; ".join(parts) + ")" if parts else "")
-
-
-def _frame_of_reference_of(obj: NonImageObject) -> str:
-    """FrameOfReferenceUID an RTSTRUCT or SEG refers to (header read)."""
-    try:
-        ds = pydicom.dcmread(obj.path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError):
-        return ""
-    if "FrameOfReferenceUID" in ds:
-        return str(ds.FrameOfReferenceUID)
-    refs = ds.get("ReferencedFrameOfReferenceSequence")
-    if refs:
-        return str(refs[0].get("FrameOfReferenceUID", ""))
-    return ""
-
-
-def _seed_objects(info: SeriesInfo, study: StudyInfo) -> tuple[NonImageObject, ...]:
-    """RTSTRUCT/SEG objects of the study that refer to this series (UID, else frame)."""
-    direct = tuple(
-        o for o in study.non_image_objects if info.series_instance_uid in o.referenced_series_uids
-    )
-    if direct:
-        return direct
-    frame = str(info.attributes.get("FrameOfReferenceUID") or "")
-    if not frame:
-        return ()
-    return tuple(o for o in study.non_image_objects if _frame_of_reference_of(o) == frame)
-
-
-def _plan(
-    scan: ScanResult,
-    index: SeriesIndex,
-    rules: SelectionRules,
-    bundle: BundleInfo,
-    options: BatchOptions,
-    csv_digest: str,
-) -> tuple[list[SeriesRecord], list[_Job]]:
-    records: list[SeriesRecord] = []
-    jobs: list[_Job] = []
-    names = tuple(bundle.input_names)
-    ref_name = reference_input(bundle)
-    if set(names) - set(rules.names):
-        raise ConfigError(
-            f"the selection rules name inputs {list(rules.names)} but the bundle "
-            f"{bundle.name!r} needs {list(names)}; use rules written for this bundle"
-        )
-    for patient in scan.patients:
-        for study in patient.studies:
-            files = {
-                s.series_instance_uid: tuple(index.files_for_series(s.series_instance_uid))
-                for s in study.series
-            }
-            headers = {uid: _first_header(f) for uid, f in files.items()}
-            redact = {uid: _Redactor(h) for uid, h in headers.items()}
-            base = {
-                s.series_instance_uid: _base_record(s, headers[s.series_instance_uid])
-                for s in study.series
-            }
-            if not study.series:
-                continue
-            selection = select_series(study.series, rules)
-            chosen = selection.selected
-            ref_uid = chosen.get(ref_name) if selection.ok else None
-            for info in study.series:
-                uid = info.series_instance_uid
-                record = base[uid]
-                if uid != ref_uid:
-                    if uid in chosen.values() and selection.ok:
-                        which = [n for n, u in chosen.items() if u == uid]
-                        record = replace(
-                            record,
-                            status=SeriesStatus.SKIPPED,
-                            reason=f"input {', '.join(which)} of the series "
-                            f"{series_key(ref_uid or '')} (outputs are written there)",
-                        )
-                    else:
-                        record = replace(
-                            record,
-                            status=SeriesStatus.SKIPPED,
-                            reason=redact[uid](_skip_reason(uid, selection)),
-                        )
-                    records.append(record)
-                    continue
-                inputs = {n: chosen[n] for n in names}
-                seed_objects: tuple[NonImageObject, ...] = ()
-                seed_source = ""
-                if bundle.kind == "voi":
-                    if options.seeds_from_export:
-                        seed_objects = _seed_objects(info, study)
-                        seed_source += "objects:" + ",".join(
-                            o.sop_instance_uid for o in seed_objects
-                        )
-                    if options.seeds_csv is not None:
-                        seed_source += f"|csv:{csv_digest}"
-                    if not seed_objects and options.seeds_csv is None:
-                        why = (
-                            "no RTSTRUCT or SEG in the export refers to this series"
-                            if options.seeds_from_export
-                            else "no seeds given (--seeds CSV or --seeds-from-rtstruct)"
-                        )
-                        records.append(
-                            replace(
-                                record,
-                                status=SeriesStatus.SKIPPED,
-                                reason=f"the {bundle.name!r} bundle segments around seed "
-                                f"points: {why}",
-                            )
-                        )
-                        continue
-                key = cache_key_for(list(inputs.values()), bundle, seeds=[seed_source])
-                record = replace(
-                    record,
-                    inputs=inputs,
-                    folder=f"{record.study_key}/{record.series_key}",
-                )
-                records.append(record)
-                jobs.append(
-                    _Job(
-                        record=record,
-                        inputs=inputs,
-                        reference=ref_name,
-                        files={n: files[u] for n, u in inputs.items()},
-                        seed_objects=seed_objects,
-                        cache_key=key,
-                        redact=redact[uid],
-                    )
-                )
-    return records, jobs
-
-
-# --------------------------------------------------------------------------- running
-
-
-@dataclass
-class _Loaded:
-    job: _Job
-    image: MetaTensor | None = None
-    reference: MetaTensor | None = None
-    images: dict[str, MetaTensor] = field(default_factory=dict)
-    datasets: list[pydicom.Dataset] = field(default_factory=list)
-    seeds: list[Seed] = field(default_factory=list)
-    seed_problems: list[str] = field(default_factory=list)
-    error: BaseException | None = None
-    seconds: float = 0.0
-
-
-def _load_seeds(
-    job: _Job, reference: MetaTensor, options: BatchOptions
-) -> tuple[list[Seed], list[str]]:
-    """Seeds inside the reference volume, and why seed sources gave none."""
-    from monai_tumor.inference.seeds import seeds_from_csv, seeds_from_rtstruct, seeds_from_seg
-
-    seeds: list[Seed] = []
-    problems: list[str] = []
-    if options.seeds_csv is not None:
-        seeds += list(
-            seeds_from_csv(
-                options.seeds_csv,
-                series_uid=job.record.series_instance_uid,
-                study_uid=job.record.study_instance_uid,
-            )
-        )
-    for obj in job.seed_objects:
-        try:
-            if obj.modality == "SEG":
-                seeds += list(seeds_from_seg(obj.path, reference))
-            else:
-                seeds += list(seeds_from_rtstruct(obj.path, reference, roi=options.seed_roi))
-        except MonaiTumorError as exc:
-            problems.append(f"{obj.modality} {obj.sop_instance_uid}: {exc.reason}")
-    return filter_seeds(seeds, reference), problems
-
-
-def _load(job: _Job, options: BatchOptions, bundle: BundleInfo) -> _Loaded:
-    """Read every input of a job (runs in the prefetch thread)."""
-    start = time.perf_counter()
-    loaded = _Loaded(job)
-    try:
-        read_opts = ReadOptions()
-        names = tuple(job.inputs)
-        for name in names:
-            loaded.images[name] = read_series(
-                list(job.files[name]), options=read_opts, series_uid=job.inputs[name]
-            )
-        ref = loaded.images[job.reference]
-        loaded.reference = ref
-        loaded.image = (
-            ref
-            if len(names) == 1
-            else load_inputs(loaded.images, reference=job.reference, order=names)
-        )
-        loaded.datasets = read_source_headers(
-            list(job.files[job.reference]), job.inputs[job.reference]
-        )
-        if bundle.kind == "voi":
-            loaded.seeds, loaded.seed_problems = _load_seeds(job, ref, options)
-    except Exception as exc:  # one bad series never stops the run
-        loaded.error = exc
-    loaded.seconds = time.perf_counter() - start
-    return loaded
 
 
 @contextmanager
@@ -675,89 +271,78 @@ def run_batch(
     out.mkdir(parents=True, exist_ok=True)
     info = _bundle_info(bundle)
     rules = load_rules(opts.rules if opts.rules is not None else info.selection_rules)
-    csv_digest = ""
-    if opts.seeds_csv is not None:
-        try:
-            csv_digest = hashlib.sha256(Path(opts.seeds_csv).read_bytes()).hexdigest()[:16]
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read the seed CSV ({exc.strerror})", path=opts.seeds_csv
-            ) from exc
+    csv_digest = _seeds_csv_digest(opts.seeds_csv)
 
     index_path = _resolve_index(export, out, opts.index_path)
     scan = scan_export(export, index_path=index_path, workers=opts.workers, progress=opts.progress)
     scan_seconds = time.perf_counter() - start
+    context = RunContext(
+        export_dir=export,
+        out_dir=out,
+        bundle=info,
+        seeds_csv=opts.seeds_csv,
+        seed_roi=opts.seed_roi,
+        overlay=opts.overlay,
+    )
     with SeriesIndex(index_path) as index:
-        records, jobs = _plan(scan, index, rules, info, opts, csv_digest)
-    position = {r.series_instance_uid: i for i, r in enumerate(records)}
-    lock = threading.Lock()
-    report_cache: dict[str, Any] = {}
-    run_info = {
-        "export_dir": str(export),
-        "bundle": info.provenance(),
-        "rules": str(opts.rules) if opts.rules is not None else str(info.selection_rules),
-        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "skipped_files": len(scan.skipped),
-        "skipped_file_reasons": _reason_counts(scan),
-    }
-
-    def publish(record: SeriesRecord) -> None:
-        with lock:
-            records[position[record.series_instance_uid]] = record
-            write_report(out, [r.to_dict() for r in records], run_info=run_info, cache=report_cache)
-
+        plan = plan_batch(
+            scan,
+            index,
+            rules=rules,
+            context=context,
+            seeds_from_export=opts.seeds_from_export,
+            seeds_csv_digest=csv_digest,
+        )
+    report = BatchReport(
+        out,
+        plan.records,
+        run_info={
+            "export_dir": str(export),
+            "bundle": info.provenance(),
+            "rules": str(opts.rules) if opts.rules is not None else str(info.selection_rules),
+            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "skipped_files": len(scan.skipped),
+            "skipped_file_reasons": _reason_counts(scan),
+        },
+    )
     # Resume: finished series are kept as they are.
-    todo: list[_Job] = []
-    for job in jobs:
-        manifest = (
-            None
-            if opts.force
-            else completed_manifest(out / job.record.folder, job.cache_key)
-            if job.record.folder
-            else None
-        )
-        if manifest is None:
-            todo.append(job)
-            continue
-        records[position[job.record.series_instance_uid]] = replace(
-            job.record,
-            status=SeriesStatus.DONE,
-            reason=f"reused: complete outputs with the same cache key (SEG {manifest.get('seg')})",
-            reused=True,
-            lesion_count=manifest.get("lesion_count"),
-            total_volume_ml=manifest.get("total_volume_ml"),
-            largest_diameter_mm=manifest.get("largest_diameter_3d_mm"),
-            seconds=0.0,
-        )
-    with lock:
-        write_report(out, [r.to_dict() for r in records], run_info=run_info, cache=report_cache)
+    todo, reused = plan.resume(force=opts.force)
+    report.set(reused)
+    report.write()
     _log.info(
         "%d series: %d to segment, %d already done, %d skipped",
-        len(records),
+        len(plan.records),
         len(todo),
-        len(jobs) - len(todo),
-        len(records) - len(jobs),
+        len(reused),
+        len(plan.records) - len(plan.items),
     )
     if todo:
         model = segmenter or load_segmenter(info, device=opts.device)
-        _run_jobs(todo, model, info, opts, out, export, publish)
-    with lock:
-        paths = write_report(
-            out,
-            [r.to_dict() for r in records],
-            cache=report_cache,
-            run_info={
-                **run_info,
-                "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            },
-        )
+        with _progress_bar(opts.progress, len(todo)) as advance:
+
+            def on_result(record: SeriesRecord) -> None:
+                report.update(record)
+                advance(f"{record.series_key} {record.status.value}")
+
+            run_items_locally(todo, context, model, writers=opts.workers, on_result=on_result)
+    paths = report.finish()
     return BatchResult(
         out_dir=out,
-        records=tuple(records),
+        records=report.records,
         report_paths=tuple(paths),
         seconds=time.perf_counter() - start,
         scan_seconds=scan_seconds,
     )
+
+
+def _seeds_csv_digest(seeds_csv: Path | None) -> str:
+    """Hash of the seed CSV (part of the cache key); ``""`` without one."""
+    if seeds_csv is None:
+        return ""
+    try:
+        return hashlib.sha256(Path(seeds_csv).read_bytes()).hexdigest()[:16]
+    except OSError as exc:
+        raise ConfigError(f"cannot read the seed CSV ({exc.strerror})", path=seeds_csv) from exc
 
 
 def _reason_counts(scan: ScanResult) -> dict[str, int]:
@@ -765,133 +350,6 @@ def _reason_counts(scan: ScanResult) -> dict[str, int]:
     for record in scan.skipped:
         counts[record.reason.value] = counts.get(record.reason.value, 0) + 1
     return counts
-
-
-def _run_jobs(
-    todo: Sequence[_Job],
-    model: Segmenter,
-    info: BundleInfo,
-    opts: BatchOptions,
-    out: Path,
-    export: Path,
-    publish: Callable[[SeriesRecord], None],
-) -> None:
-    workers = max(1, opts.workers)
-    pending_writes: list[Future[None]] = []
-    slots = threading.BoundedSemaphore(workers)
-
-    def failed(job: _Job, exc: BaseException, seconds: float) -> SeriesRecord:
-        _log.warning("series %s failed: %s", job.record.series_key, type(exc).__name__)
-        return replace(
-            job.record,
-            status=SeriesStatus.FAILED,
-            reason=job.redact(_short_error(exc, export)),
-            error_type=type(exc).__name__,
-            exit_code=_exit_code(exc),
-            seconds=seconds,
-        )
-
-    with (
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-read") as reader,
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batch-write") as writer,
-        _progress_bar(opts.progress, len(todo)) as advance,
-    ):
-
-        def finish(record: SeriesRecord) -> None:
-            publish(record)
-            advance(f"{record.series_key} {record.status.value}")
-
-        next_read: Future[_Loaded] | None = reader.submit(_load, todo[0], opts, info)
-        for i in range(len(todo)):
-            assert next_read is not None
-            loaded = next_read.result()
-            # Prefetch: the next series is read while this one is segmented.
-            next_read = reader.submit(_load, todo[i + 1], opts, info) if i + 1 < len(todo) else None
-            job = loaded.job
-            if loaded.error is not None:
-                finish(failed(job, loaded.error, loaded.seconds))
-                continue
-            assert loaded.image is not None and loaded.reference is not None
-            if info.kind == "voi" and not loaded.seeds:
-                finish(
-                    replace(
-                        job.record,
-                        status=SeriesStatus.SKIPPED,
-                        reason=f"the {info.name!r} bundle segments around seed points and none "
-                        "of the given seeds lies inside this series"
-                        + (
-                            " (" + "; ".join(loaded.seed_problems) + ")"
-                            if loaded.seed_problems
-                            else ""
-                        ),
-                    )
-                )
-                continue
-            t0 = time.perf_counter()
-            try:
-                mask = model.segment(loaded.image, seeds=tuple(loaded.seeds))
-            except Exception as exc:  # one bad series never stops the run
-                finish(failed(job, exc, loaded.seconds + time.perf_counter() - t0))
-                continue
-            infer_seconds = time.perf_counter() - t0
-            # Bound memory: at most `workers` series held for writing at once.
-            slots.acquire()
-            future = writer.submit(
-                _write, loaded, mask, infer_seconds, info, opts, out, finish, failed
-            )
-            future.add_done_callback(lambda _f: slots.release())
-            pending_writes.append(future)
-        for future in pending_writes:
-            future.result()
-
-
-def _write(
-    loaded: _Loaded,
-    mask: MetaTensor,
-    infer_seconds: float,
-    info: BundleInfo,
-    opts: BatchOptions,
-    out: Path,
-    finish: Callable[[SeriesRecord], None],
-    failed: Callable[[_Job, BaseException, float], SeriesRecord],
-) -> None:
-    job = loaded.job
-    t0 = time.perf_counter()
-    assert loaded.reference is not None and job.record.folder is not None
-    folder = out / job.record.folder
-    try:
-        outputs = write_series_outputs(
-            folder,
-            image=loaded.reference,
-            mask=mask,
-            bundle=info,
-            cache_key=job.cache_key,
-            provenance=source_provenance(info, loaded.images, loaded.seeds),
-            source_datasets=loaded.datasets,
-            overlay=opts.overlay,
-            extra={
-                "series": acquisition_fields(loaded.datasets[0]) if loaded.datasets else {},
-                "inputs": dict(job.inputs),
-                "seconds_read": round(loaded.seconds, 3),
-                "seconds_inference": round(infer_seconds, 3),
-            },
-        )
-    except Exception as exc:  # one bad series never stops the run
-        finish(failed(job, exc, loaded.seconds + infer_seconds + time.perf_counter() - t0))
-        return
-    total = loaded.seconds + infer_seconds + time.perf_counter() - t0
-    finish(
-        replace(
-            job.record,
-            status=SeriesStatus.DONE,
-            reason=f"SEG {outputs.seg_status}",
-            lesion_count=outputs.lesion_count,
-            total_volume_ml=outputs.total_volume_ml,
-            largest_diameter_mm=outputs.largest_diameter_mm,
-            seconds=total,
-        )
-    )
-    _log.info("series %s done in %.1f s", job.record.series_key, total)
 
 
 def _bundle_info(bundle: str | os.PathLike[str] | BundleInfo) -> BundleInfo:

@@ -19,15 +19,19 @@ import html
 import io
 import json
 import os
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from monai_tumor.export.atomic import atomic_write_json, atomic_write_text
+from monai_tumor.pipeline.records import SeriesRecord
 
 __all__ = [
     "CSV_COLUMNS",
     "SUMMARY_SCHEMA",
+    "BatchReport",
     "read_summary",
     "write_report",
 ]
@@ -52,6 +56,8 @@ CSV_COLUMNS: tuple[str, ...] = (
     "folder",
     "study_instance_uid",
     "series_instance_uid",
+    "worker",
+    "attempts",
 )
 _STATUS_ORDER = ("done", "failed", "skipped", "pending")
 _STYLE = """
@@ -265,3 +271,79 @@ def read_summary(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Read ``summary.json`` of a run folder."""
     data: dict[str, Any] = json.loads((Path(out_dir) / "summary.json").read_text(encoding="utf-8"))
     return data
+
+
+class BatchReport:
+    """The run-level report of a batch, kept by the client and rewritten as results come in.
+
+    Holds one :class:`~monai_tumor.pipeline.records.SeriesRecord` per series in
+    plan order; :meth:`update` replaces a series' record with its result and
+    rewrites the three files (:func:`write_report`), so they always describe
+    what is finished. Safe to call from several threads.
+
+    Parameters
+    ----------
+    out_dir
+        The run's output folder.
+    records
+        The planned records (every image series of the export).
+    run_info
+        Run-level facts for ``summary.json`` (export, bundle provenance, times;
+        no patient data). ``started_utc`` is added if missing.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike[str],
+        records: Iterable[SeriesRecord],
+        *,
+        run_info: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self._records = list(records)
+        self._position = {r.series_instance_uid: i for i, r in enumerate(self._records)}
+        self._run_info = dict(run_info or {})
+        self._run_info.setdefault("started_utc", _utc_now())
+        self._lesion_cache: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def records(self) -> tuple[SeriesRecord, ...]:
+        """The current record of every series, in plan order."""
+        with self._lock:
+            return tuple(self._records)
+
+    def set(self, records: Iterable[SeriesRecord]) -> None:
+        """Replace records (by SeriesInstanceUID) without writing the files."""
+        with self._lock:
+            for record in records:
+                self._records[self._position[record.series_instance_uid]] = record
+
+    def update(self, record: SeriesRecord) -> None:
+        """Replace one series' record (by SeriesInstanceUID) and rewrite the files."""
+        with self._lock:
+            self._records[self._position[record.series_instance_uid]] = record
+            self._write()
+
+    def write(self) -> list[Path]:
+        """Rewrite ``summary.csv``, ``summary.json`` and ``index.html``; return their paths."""
+        with self._lock:
+            return self._write()
+
+    def finish(self) -> list[Path]:
+        """Stamp ``finished_utc`` into the run facts and write the files a last time."""
+        with self._lock:
+            self._run_info["finished_utc"] = _utc_now()
+            return self._write()
+
+    def _write(self) -> list[Path]:
+        return write_report(
+            self.out_dir,
+            [r.to_dict() for r in self._records],
+            run_info=self._run_info,
+            cache=self._lesion_cache,
+        )
+
+
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -24,6 +24,7 @@ from monai_tumor.inference.bundle import BundleInfo
 from monai_tumor.inference.seeds import Seed
 from monai_tumor.ingest.reader import read_series
 from monai_tumor.pipeline import batch as batch_module
+from monai_tumor.pipeline import runner as runner_module
 from monai_tumor.pipeline.batch import BatchOptions, SeriesStatus, run_batch
 from monai_tumor.pipeline.outputs import MANIFEST_NAME
 from tests.support.batch_export import BatchExport
@@ -159,7 +160,7 @@ def test_read_failure_is_a_failed_series_with_package_exit_code(
             raise InvalidSeriesError("2 slices missing", path=Path(synthetic_export["root"]) / "x")
         return real_read(files, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(batch_module, "read_series", read)
+    monkeypatch.setattr(runner_module, "read_series", read)
     result = run_batch(
         synthetic_export["root"],
         tmp_path / "out",
@@ -197,7 +198,7 @@ def test_next_series_is_read_while_the_current_one_is_segmented(
                 assert second_read_started.wait(timeout=60)
             return super().segment(image, seeds=seeds)
 
-    monkeypatch.setattr(batch_module, "read_series", read)
+    monkeypatch.setattr(runner_module, "read_series", read)
     result = run_batch(
         synthetic_export["root"],
         tmp_path / "out",
