@@ -45,6 +45,7 @@ __all__ = [
     "slice_normal",
     "sort_along_normal",
     "spacing_from_affine",
+    "subsampled_affine",
     "voxel_to_patient",
 ]
 
@@ -386,6 +387,36 @@ def spacing_from_affine(affine: npt.ArrayLike) -> FloatArray:
         Shape ``(3,)``, mm.
     """
     return np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+
+
+def subsampled_affine(affine: npt.ArrayLike, steps: Sequence[int]) -> FloatArray:
+    """Affine of the grid ``volume[::s0, ::s1, ::s2]`` taken from a grid with ``affine``.
+
+    Voxel ``(i, j, k)`` of the subsampled grid is voxel ``(s0 i, s1 j, s2 k)`` of the
+    original one, so both grids share voxel 0's centre and the same world convention
+    (LPS or RAS, as ``affine``); only the voxel size grows.
+
+    Parameters
+    ----------
+    affine
+        ``(4, 4)`` voxel-to-world affine of the original grid.
+    steps
+        Positive integer step along each voxel axis ``(s0, s1, s2)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(4, 4)`` voxel-to-world affine of the subsampled grid.
+
+    Raises
+    ------
+    ValueError
+        A step is not a positive integer, or there are not three of them.
+    """
+    step = [int(s) for s in steps]
+    if len(step) != 3 or any(s < 1 or s != t for s, t in zip(step, steps, strict=True)):
+        raise ValueError(f"expected three positive integer steps, got {tuple(steps)}")
+    return np.asarray(affine, dtype=np.float64) @ np.diag([*map(float, step), 1.0])
 
 
 def voxel_to_patient(affine: npt.ArrayLike, indices: npt.ArrayLike) -> FloatArray:

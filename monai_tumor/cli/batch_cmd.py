@@ -57,12 +57,20 @@ def batch(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")
     ] = True,
+    viewer: Annotated[
+        bool,
+        typer.Option(
+            "--viewer/--no-viewer",
+            help="Write each series' 3D viewer page and display copy (viewer.html, display.js).",
+        ),
+    ] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each series.")] = False,
 ) -> None:
     """Segment every selected series of an export; write SEG, NIfTI, lesions, overlays, report."""
     # Imported here: the pipeline pulls in torch and MONAI (seconds), which
     # `--help` and the other commands must not pay for.
     from monai_tumor.pipeline.batch import BatchOptions, SeriesStatus, run_batch
+    from monai_tumor.report.viewer import ViewerOptions
 
     configure_logging(verbose)
     options = BatchOptions(
@@ -75,6 +83,7 @@ def batch(
         index_path=index,
         force=force,
         progress=progress,
+        viewer=ViewerOptions() if viewer else None,
     )
     with handle_errors():
         result = run_batch(export_dir, out, bundle=bundle, options=options)

@@ -45,12 +45,20 @@ def infer(
     force: Annotated[
         bool, typer.Option("--force", help="Redo even if complete outputs exist.")
     ] = False,
+    viewer: Annotated[
+        bool,
+        typer.Option(
+            "--viewer/--no-viewer",
+            help="Write each series' 3D viewer page and display copy (viewer.html, display.js).",
+        ),
+    ] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
 ) -> None:
     """Segment one series (or NIfTI file) and write mask, SEG, lesions, overlay."""
     # Imported here: the pipeline pulls in torch and MONAI (seconds), which
     # `--help` and the other commands must not pay for.
     from monai_tumor.pipeline.infer import InferOptions, infer_one
+    from monai_tumor.report.viewer import ViewerOptions
 
     configure_logging(verbose)
     options = InferOptions(
@@ -60,6 +68,7 @@ def infer(
         seed_roi=seed_roi or None,
         workers=workers,
         force=force,
+        viewer=ViewerOptions() if viewer else None,
     )
     with handle_errors():
         result = infer_one(inputs, bundle=bundle, out_dir=out, options=options)

@@ -10,7 +10,15 @@ from __future__ import annotations
 import typer
 
 from monai_tumor import __version__
-from monai_tumor.cli import batch_cmd, bundle_cmd, convert_cmd, evaluate_cmd, infer_cmd, scan_cmd
+from monai_tumor.cli import (
+    batch_cmd,
+    bundle_cmd,
+    convert_cmd,
+    evaluate_cmd,
+    infer_cmd,
+    report_cmd,
+    scan_cmd,
+)
 
 app = typer.Typer(
     name="monai-tumor",
@@ -43,6 +51,7 @@ bundle_cmd.register(app)
 evaluate_cmd.register(app)
 batch_cmd.register(app)
 infer_cmd.register(app)
+report_cmd.register(app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

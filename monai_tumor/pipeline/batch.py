@@ -52,6 +52,7 @@ from monai_tumor.pipeline.plan import RunContext, plan_batch
 from monai_tumor.pipeline.records import SeriesRecord, SeriesStatus
 from monai_tumor.pipeline.report import BatchReport
 from monai_tumor.pipeline.runner import run_items_locally
+from monai_tumor.report.viewer import ViewerOptions
 
 __all__ = [
     "BatchOptions",
@@ -96,6 +97,9 @@ class BatchOptions:
         Progress bar (with ETA) on stderr.
     overlay
         Quick-look options.
+    viewer
+        Options of the 3D viewer page of each series; ``None`` writes none
+        (``--no-viewer``).
     """
 
     rules: Path | None = None
@@ -108,6 +112,7 @@ class BatchOptions:
     force: bool = False
     progress: bool = True
     overlay: OverlayStyle = field(default_factory=OverlayStyle)
+    viewer: ViewerOptions | None = field(default_factory=ViewerOptions)
 
 
 @dataclass(frozen=True)
@@ -283,6 +288,7 @@ def run_batch(
         seeds_csv=opts.seeds_csv,
         seed_roi=opts.seed_roi,
         overlay=opts.overlay,
+        viewer=opts.viewer,
     )
     with SeriesIndex(index_path) as index:
         plan = plan_batch(

@@ -39,6 +39,7 @@ from monai_tumor.pipeline.outputs import (
     software_versions,
     write_series_outputs,
 )
+from monai_tumor.report.viewer import ViewerOptions
 
 if TYPE_CHECKING:
     from monai_tumor.inference.seeds import Seed
@@ -91,6 +92,8 @@ class InferOptions:
         Redo the outputs even if a complete result with the same cache key exists.
     overlay
         Quick-look options.
+    viewer
+        Options of the 3D viewer page; ``None`` writes none (``--no-viewer``).
     """
 
     device: str = "auto"
@@ -100,6 +103,7 @@ class InferOptions:
     workers: int = 1
     force: bool = False
     overlay: OverlayStyle = field(default_factory=OverlayStyle)
+    viewer: ViewerOptions | None = field(default_factory=ViewerOptions)
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,7 @@ def segment_and_write(
     source_datasets: Sequence[pydicom.Dataset] | None,
     seeds: Sequence[Seed] = (),
     overlay: OverlayStyle | None = None,
+    viewer: ViewerOptions | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> SeriesOutputs:
     """Run the model on ``image`` and write every output of the series.
@@ -202,7 +207,7 @@ def segment_and_write(
         Reference series headers for the SEG; ``None`` for NIfTI input.
     seeds
         Seed points (LPS mm) for a VOI bundle.
-    overlay, extra
+    overlay, viewer, extra
         See :func:`~monai_tumor.pipeline.outputs.write_series_outputs`.
     """
     t0 = time.perf_counter()
@@ -219,6 +224,7 @@ def segment_and_write(
         source_datasets=source_datasets,
         no_seg_reason=_NO_SEG_NIFTI if source_datasets is None else "",
         overlay=overlay,
+        viewer=viewer,
         extra=fields,
     )
 
@@ -388,6 +394,7 @@ def infer_one(
         source_datasets=source_datasets,
         seeds=seeds,
         overlay=opts.overlay,
+        viewer=opts.viewer,
         extra=extra,
     )
     return InferResult(

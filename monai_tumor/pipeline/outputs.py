@@ -7,6 +7,8 @@ Layout (``OUT`` is the run's output folder)::
         seg.dcm          DICOM SEG referencing every source instance (DICOM input only)
         lesions.json     per connected lesion: volume, diameters, centroid (LPS), ...
         overlay.png      largest-lesion slices with contours
+        viewer.html      3D viewer page (NiiVue), unless the viewer is turned off
+        display.js       the viewer's display copy of the image and mask
         manifest.json    written last: cache key, provenance, sha256 of every file
 
 Folder names are hashes of the Study/SeriesInstanceUIDs (:func:`study_key`,
@@ -47,6 +49,7 @@ from monai_tumor.export.overlay import render_overlay
 from monai_tumor.export.seg import AlgorithmInfo, SegExportConfig, write_dicom_seg
 from monai_tumor.inference.bundle import BundleInfo
 from monai_tumor.postprocess.lesions import lesions_report, measure_lesions
+from monai_tumor.report.viewer import ViewerOptions, write_viewer
 
 __all__ = [
     "MANIFEST_NAME",
@@ -254,6 +257,8 @@ def write_series_outputs(
     source_datasets: Sequence[pydicom.Dataset] | None,
     no_seg_reason: str = "",
     overlay: OverlayStyle | None = None,
+    viewer: ViewerOptions | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> SeriesOutputs:
     """Write every output of one series atomically, then the manifest.
@@ -284,6 +289,12 @@ def write_series_outputs(
         Why there is no SEG when ``source_datasets`` is ``None``.
     overlay
         Quick-look options.
+    viewer
+        Options of the 3D viewer page (:func:`monai_tumor.report.viewer.write_viewer`);
+        ``None``: no viewer page and no display copy.
+    run_dir
+        The run's output folder, holding the viewer's shared ``viewer-assets/``;
+        default: ``folder`` itself (a single series written on its own).
     extra
         More JSON-ready fields for the manifest (seeds, selection...).
 
@@ -358,6 +369,33 @@ def write_series_outputs(
     files.append(OVERLAY_NAME)
     seconds["overlay"] = time.perf_counter() - t0
 
+    viewer_info: dict[str, Any] | None = None
+    if viewer is not None:
+        t0 = time.perf_counter()
+        number = image.meta.get("SeriesNumber")
+        shown = write_viewer(
+            out,
+            image=image,
+            mask=label_map,
+            lesions=report["lesions"],
+            segments=bundle.segments,
+            run_dir=run_dir if run_dir is not None else out,
+            title=" ".join(
+                part
+                for part in (
+                    f"{bundle.name} {bundle.version}",
+                    str(image.meta.get("Modality", "")),
+                    f"series #{number}" if number not in (None, "") else "",
+                    out.name,
+                )
+                if part
+            ),
+            options=viewer,
+        )
+        files.extend([shown.page.name, shown.display.name])
+        viewer_info = shown.to_dict()
+        seconds["viewer"] = time.perf_counter() - t0
+
     largest = max((les.diameter_3d_mm for les in lesions), default=0.0)
     labels = label_map.as_tensor()[0]
     voxel_ml = abs(float(torch.linalg.det(label_map.affine[:3, :3].double()))) / 1000.0
@@ -378,6 +416,7 @@ def write_series_outputs(
         "largest_diameter_3d_mm": float(largest),
         "segment_volumes_ml": segment_volumes,
         "provenance": report["provenance"],
+        "viewer": viewer_info,
         **dict(extra or {}),
         "files": {
             name: {"bytes": (out / name).stat().st_size, "sha256": _sha256_file(out / name)}

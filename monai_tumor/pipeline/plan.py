@@ -44,6 +44,7 @@ from monai_tumor.pipeline.outputs import (
     study_key,
 )
 from monai_tumor.pipeline.records import SeriesRecord, SeriesStatus
+from monai_tumor.report.viewer import ViewerOptions
 
 __all__ = ["BatchPlan", "RunContext", "WorkItem", "plan_batch"]
 
@@ -67,6 +68,8 @@ class RunContext:
         Regular expression of RTSTRUCT ROI names that give seeds (``None``: all).
     overlay
         Quick-look options.
+    viewer
+        Options of each series' 3D viewer page; ``None`` writes none.
     """
 
     export_dir: Path
@@ -75,6 +78,7 @@ class RunContext:
     seeds_csv: Path | None = None
     seed_roi: str | None = "(?i)gtv"
     overlay: OverlayStyle = field(default_factory=OverlayStyle)
+    viewer: ViewerOptions | None = field(default_factory=ViewerOptions)
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,8 @@ def _html(
     title = "monai-tumor batch report"
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<title>{esc(title)}</title><link rel='icon' href='data:,'>",
+        f"<style>{_STYLE}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
         "<p>Bundle: <code>"
         + esc(" ".join(f"{k}={v}" for k, v in dict(bundle).items()))
@@ -205,8 +206,14 @@ def _html(
                     f"src='{href}/overlay.png' alt='overlay'></a>"
                 )
                 links = " ".join(
-                    f"<a href='{href}/{name}'>{name}</a>"
-                    for name in ("mask.nii.gz", "seg.dcm", "lesions.json", "manifest.json")
+                    f"<a href='{href}/{name}'>{label}</a>"
+                    for name, label in (
+                        ("viewer.html", "3D viewer"),
+                        ("mask.nii.gz", "mask.nii.gz"),
+                        ("seg.dcm", "seg.dcm"),
+                        ("lesions.json", "lesions.json"),
+                        ("manifest.json", "manifest.json"),
+                    )
                     if (out_dir / str(folder) / name).exists()
                 )
                 measures = (

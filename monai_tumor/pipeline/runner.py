@@ -224,6 +224,8 @@ def write_item(
             provenance=source_provenance(context.bundle, loaded.images, loaded.seeds),
             source_datasets=loaded.datasets,
             overlay=context.overlay,
+            viewer=context.viewer,
+            run_dir=context.out_dir,
             extra={
                 "series": acquisition_fields(loaded.datasets[0]) if loaded.datasets else {},
                 "inputs": dict(item.inputs),

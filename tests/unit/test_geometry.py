@@ -154,3 +154,34 @@ def test_frame_to_voxel_transposes_rows_and_columns() -> None:
     assert geometry.frame_to_voxel(frame)[2, 1] == frame[1, 2]
     stack = np.stack([frame, frame + 10])
     assert geometry.frame_to_voxel(stack)[2, 1, 1] == 15
+
+
+@SETTINGS
+@given(
+    unit,
+    unit,
+    unit,
+    spacing,
+    spacing,
+    spacing,
+    st.tuples(coord, coord, coord),
+    st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4)),
+    st.tuples(st.integers(0, 20), st.integers(0, 20), st.integers(0, 20)),
+)
+def test_subsampled_affine_maps_to_the_original_voxel(a, b, c, sx, sy, sz, o, steps, idx) -> None:
+    aff = _random_affine(a, b, c, sx, sy, sz, o)
+    sub = geometry.subsampled_affine(aff, steps)
+    np.testing.assert_allclose(
+        geometry.voxel_to_patient(sub, idx),
+        geometry.voxel_to_patient(aff, np.multiply(idx, steps)),
+        atol=1e-9,
+    )
+    np.testing.assert_allclose(
+        geometry.spacing_from_affine(sub), np.multiply([sx, sy, sz], steps), rtol=1e-9
+    )
+
+
+@pytest.mark.parametrize("steps", [(0, 1, 1), (1, 2), (1.5, 1, 1)])
+def test_subsampled_affine_refuses_bad_steps(steps) -> None:
+    with pytest.raises(ValueError, match="positive integer"):
+        geometry.subsampled_affine(np.eye(4), steps)

@@ -1,0 +1,290 @@
+"""The report and viewer pages in a real headless Chromium (file:// and report serve).
+
+Each test reads what the browser shows: console errors, canvas pixels, the viewer's
+crosshair state, and on a real LUNG1 result the rendered overlay against mask.nii.gz.
+Set ``MONAI_TUMOR_SCREENSHOTS=DIR`` to keep the screenshots (the docs' pictures).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+from browser import ConsoleLog, open_chromium, png_pixels
+from pipeline_doubles import ThresholdSegmenter, fake_bundle_info
+from test_viewer import write_identified_series
+
+from monai_tumor.geometry import patient_to_voxel, subsampled_affine
+from monai_tumor.pipeline.batch import BatchOptions, run_batch
+from monai_tumor.pipeline.infer import InferOptions, infer_one
+from monai_tumor.pipeline.outputs import MANIFEST_NAME
+from monai_tumor.report.viewer import DISPLAY_NAME, VIEWER_NAME, read_display
+
+NODULE = Path(__file__).resolve().parent.parent / "bundles" / "lung_nodule_ct"
+RULES = {"selections": [{"name": "ct", "conditions": {"Modality": "(?i)^CT$"}}]}
+READY_MS = 180_000
+SERVE = [sys.executable, "-m", "monai_tumor.cli.main", "report", "serve"]
+
+
+def _screenshot_dir() -> Path | None:
+    target = os.environ.get("MONAI_TUMOR_SCREENSHOTS")
+    if not target:
+        return None
+    Path(target).mkdir(parents=True, exist_ok=True)
+    return Path(target)
+
+
+def _keep(png: bytes, name: str) -> None:
+    folder = _screenshot_dir()
+    if folder is not None:
+        (folder / name).write_bytes(png)
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    with open_chromium(tmp_path_factory.mktemp("chromium-profile")) as context:
+        yield context
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A batch output folder: one done CT series with two lesions, its report and viewer."""
+    root = tmp_path_factory.mktemp("viewer-run")
+    write_identified_series(root / "export" / "ct")
+    rules = root / "rules.json"
+    rules.write_text(json.dumps(RULES))
+    out = root / "out"
+    result = run_batch(
+        root / "export",
+        out,
+        bundle=fake_bundle_info(root, selection_rules=rules),
+        options=BatchOptions(progress=False, workers=1),
+        segmenter=ThresholdSegmenter(),
+    )
+    assert [r.status.value for r in result.records] == ["done"]
+    assert result.records[0].lesion_count == 2
+    return out
+
+
+def _series_folder(out: Path) -> Path:
+    (page,) = out.glob(f"*/*/{VIEWER_NAME}")
+    return page.parent
+
+
+def _open_viewer(context: Any, url: str) -> tuple[Any, ConsoleLog]:
+    page = context.new_page()
+    log = ConsoleLog().attach(page)
+    page.goto(url)
+    page.evaluate("window.monaiTumorViewer.ready.then(() => true)")
+    page.wait_for_function("!!window.monaiTumorViewer.nv", timeout=READY_MS, polling=250)
+    return page, log
+
+
+def _label_pixels(rgb: np.ndarray) -> np.ndarray:
+    """Pixels tinted by the (reddish) label colour: grey image pixels have R = G = B."""
+    px = rgb.astype(np.int16)
+    return (px[..., 0] - np.maximum(px[..., 1], px[..., 2])) > 40
+
+
+def _canvas(page: Any) -> np.ndarray:
+    page.evaluate("window.monaiTumorViewer.nv.drawScene()")
+    return png_pixels(page.locator("#gl").screenshot())
+
+
+def test_viewer_from_file(chromium: Any, synthetic_run: Path) -> None:
+    folder = _series_folder(synthetic_run)
+    payload = read_display(folder / DISPLAY_NAME)
+    page, log = _open_viewer(chromium, (folder / VIEWER_NAME).as_uri())
+    try:
+        pixels = _canvas(page)
+        _keep(page.screenshot(), "viewer_synthetic.png")
+        # Not blank: an image with structure, the label colour on it.
+        assert pixels.std() > 10 and _label_pixels(pixels).sum() > 20
+        # Lesion 1 is selected on opening; clicking lesion 2 moves the crosshair to it.
+        lesions = {les["index"]: les for les in payload["lesions"]}
+        assert len(lesions) == 2
+        for index in (2, 1):
+            page.click(f"#lesions tr.lesion[data-lesion='{index}']")
+            state = page.evaluate("window.monaiTumorViewer.state()")
+            expected = lesions[index]["display_index"]
+            np.testing.assert_allclose(expected, lesions[index]["display_voxel"], atol=0.5)
+            assert state["voxel"] == expected
+            assert state["sourceVoxel"] == expected  # full resolution here
+            np.testing.assert_allclose(state["lps"], lesions[index]["centroid_lps_mm"], atol=2.0)
+            assert page.locator("#lesions tr.current").get_attribute("data-lesion") == str(index)
+        # Per-label toggle and opacity act on the rendered overlay.
+        page.uncheck("#labels input[data-label='1']")
+        assert _label_pixels(_canvas(page)).sum() == 0
+        page.check("#labels input[data-label='1']")
+        page.evaluate("window.monaiTumorViewer.setOpacity(0)")
+        assert _label_pixels(_canvas(page)).sum() == 0
+        page.evaluate("window.monaiTumorViewer.setOpacity(0.6)")
+        # Window presets change the picture (lung window vs mediastinum).
+        before = _canvas(page)
+        page.select_option("#preset", "1")
+        assert np.abs(_canvas(page).astype(int) - before.astype(int)).mean() > 1
+        assert page.locator("#where").inner_text().startswith("voxel ")
+        assert not page.locator("#message").is_visible()
+        assert log.errors == []
+    finally:
+        page.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def served(synthetic_run: Path) -> Iterator[str]:
+    """``monai-tumor report serve OUT`` in its own process, on a free loopback port."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(
+        [*SERVE, str(synthetic_run), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}/index.html" in line, (line, proc.stderr)
+        for _ in range(200):  # uvicorn starts accepting shortly after the line
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("where", ["file", "serve"])
+def test_report_opens_the_viewer(chromium: Any, synthetic_run: Path, served: str, where: str):
+    base = synthetic_run.as_uri() if where == "file" else served
+    page = chromium.new_page()
+    log = ConsoleLog().attach(page)
+    try:
+        page.goto(f"{base}/index.html")
+        _keep(page.screenshot(full_page=True), f"report_{where}.png")
+        link = page.locator(f"a[href$='/{VIEWER_NAME}']")
+        assert link.count() == 1
+        link.click()
+        page.wait_for_url(f"**/{VIEWER_NAME}")
+        page.evaluate("window.monaiTumorViewer.ready.then(() => true)")
+        assert _label_pixels(_canvas(page)).sum() > 20
+        assert log.errors == []
+    finally:
+        page.close()
+
+
+def test_report_serve_refuses_other_hosts(synthetic_run: Path) -> None:
+    done = subprocess.run(
+        [*SERVE, str(synthetic_run), "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        timeout=120,
+    )
+    assert done.returncode == 50 and "loopback" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def lung1_result(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The nodule bundle on LUNG1-001 (512 x 512 x 134 CT), seeded from its RTSTRUCT."""
+    case = data_dir / "lung1" / "LUNG1-001"
+    (rtstruct,) = sorted((case / "mask_rtstruct").iterdir())
+    out = tmp_path_factory.mktemp("lung1")
+    result = infer_one(
+        case / "image",
+        bundle=NODULE,
+        out_dir=out,
+        options=InferOptions(device="cpu", seeds_from=rtstruct),
+    )
+    assert result.status == "done"
+    return out
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_lung1_overlay_is_on_the_mask_voxels(chromium: Any, lung1_result: Path) -> None:
+    out = lung1_result
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    steps = manifest["viewer"]["steps"]
+    assert steps == [2, 2, 1]  # 512 x 512 x 134 is shown at 256 x 256 x 134
+    mask_nii = nib.load(out / "mask.nii.gz")
+    mask = np.asarray(mask_nii.dataobj)
+    display_affine = subsampled_affine(mask_nii.affine, steps)
+    page, log = _open_viewer(chromium, (out / VIEWER_NAME).as_uri())
+    try:
+        _keep(page.screenshot(), "viewer_lung1.png")
+        page.evaluate(
+            """() => { const v = window.monaiTumorViewer; v.setLayout('axial');
+            v.setOpacity(1); v.nv.setCrosshairWidth(0); v.gotoLesion(1); }"""
+        )
+        pixels = _canvas(page)
+        state = page.evaluate("window.monaiTumorViewer.state()")
+        k = state["voxel"][2]
+        tinted = _label_pixels(pixels)
+        rows, cols = np.nonzero(tinted)
+        assert len(rows) > 100, "the nodule is not visible on its axial slice"
+        # Where NiiVue says each pixel of a box around the nodule is (RAS mm) ...
+        top, bottom = max(rows.min() - 25, 0), min(rows.max() + 25, pixels.shape[0] - 1)
+        left, right = max(cols.min() - 25, 0), min(cols.max() + 25, pixels.shape[1] - 1)
+        mm = np.asarray(
+            page.evaluate(
+                """([t, b, l, r]) => { const nv = window.monaiTumorViewer.nv; const out = [];
+                const dpr = window.devicePixelRatio || 1;
+                for (let y = t; y <= b; y++) for (let x = l; x <= r; x++) {
+                  const f = nv.canvasPos2frac([(x + 0.5) * dpr, (y + 0.5) * dpr]);
+                  out.push(Array.from(nv.frac2mm(f)).slice(0, 3)); }
+                return out; }""",
+                [int(top), int(bottom), int(left), int(right)],
+            )
+        ).reshape(bottom - top + 1, right - left + 1, 3)
+        # ... and which voxel of mask.nii.gz that is, mapped here, not by the viewer.
+        voxel = patient_to_voxel(display_affine, mm)
+        index = np.rint(voxel).astype(int)
+        assert (index[..., 2] == k).all(), "the view is not the lesion's axial slice"
+        edge = np.abs(voxel[..., :2] - np.floor(voxel[..., :2]) - 0.5) < 0.05
+        keep = ~edge.any(axis=-1)
+        inside = (
+            (index[..., 0] >= 0)
+            & (index[..., 0] < -(-mask.shape[0] // steps[0]))
+            & (index[..., 1] >= 0)
+            & (index[..., 1] < -(-mask.shape[1] // steps[1]))
+        )
+        src = index * np.asarray(steps)
+        expected = np.zeros(inside.shape, dtype=bool)
+        expected[inside] = mask[src[inside][:, 0], src[inside][:, 1], src[inside][:, 2]] > 0
+        shown = tinted[top : bottom + 1, left : right + 1]
+        compared = keep & inside
+        assert expected[compared].sum() > 100
+        mismatch = (expected != shown) & compared
+        assert mismatch.sum() <= 0.01 * expected[compared].sum(), mismatch.sum()
+        # The known zoom: the axial slice fills the canvas as NiiVue fits it (same mm/pixel
+        # both ways), from the mapping of pixels 100 apart.
+        dx = np.linalg.norm(mm[0, min(100, mm.shape[1] - 1)] - mm[0, 0]) / min(100, mm.shape[1] - 1)
+        dy = np.linalg.norm(mm[min(100, mm.shape[0] - 1), 0] - mm[0, 0]) / min(100, mm.shape[0] - 1)
+        np.testing.assert_allclose(dx, dy, rtol=0.02)
+        canvas = page.evaluate("(c => [c.width, c.height])(window.monaiTumorViewer.nv.gl.canvas)")
+        fov = np.abs(np.asarray(mask.shape[:2]) * np.abs(np.diag(mask_nii.affine)[:2]))
+        np.testing.assert_allclose(1 / dx, min(canvas[0] / fov[0], canvas[1] / fov[1]), rtol=0.05)
+        _keep(page.screenshot(), "viewer_lung1_axial.png")
+        assert log.errors == []
+    finally:
+        page.close()
