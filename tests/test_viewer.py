@@ -230,7 +230,7 @@ def test_viewer_files_are_in_the_manifest(identified_result: Path) -> None:
     sizes = manifest["files"][VIEWER_NAME]["bytes"] + manifest["files"][DISPLAY_NAME]["bytes"]
     assert viewer["bytes"] == sizes and viewer["steps"] == [1, 1, 1]
     assert viewer["shape"] == [40, 36, 12] and viewer["lesions_at_edge"] == 0
-    mask = np.asarray(nib.load(identified_result / "mask.nii.gz").dataobj)
+    mask = np.asarray(nib.Nifti1Image.from_filename(identified_result / "mask.nii.gz").dataobj)
     labels = np.asarray(read_display(identified_result / DISPLAY_NAME)["labels"].dataobj)
     np.testing.assert_array_equal(labels, mask)
 

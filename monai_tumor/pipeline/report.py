@@ -3,9 +3,13 @@
 :func:`write_report` is called after every series, so the three files always
 describe what is finished; each is written atomically
 (:mod:`monai_tumor.export.atomic`), so a run killed at any moment leaves a
-valid report. ``index.html`` is static (no scripts, no external resources):
-one section per study, one row per series with its status, reason, a thumbnail
-of ``overlay.png`` and the measurements of each lesion from ``lesions.json``.
+valid report. ``index.html`` is one self-contained page (its small script and
+plots inline, no external resources): summary plots (lesion volumes, time per
+series), one sortable and filterable table of every series
+(:data:`SERIES_COLUMNS`, built from :class:`monai_tumor.report.table.Column`,
+so more columns are added without touching the page), links to each series'
+3D viewer, and one section per study with the thumbnail of ``overlay.png`` and
+the measurements of each lesion from ``lesions.json``. Every link is relative.
 
 Rows carry only hashed folder keys, UIDs, series numbers, modalities and
 descriptions already scrubbed of patient names and IDs; nothing here reads
@@ -27,9 +31,12 @@ from typing import Any
 
 from monai_tumor.export.atomic import atomic_write_json, atomic_write_text
 from monai_tumor.pipeline.records import SeriesRecord
+from monai_tumor.report.assets import asset_bytes
+from monai_tumor.report.table import Column, histogram_svg, render_table
 
 __all__ = [
     "CSV_COLUMNS",
+    "SERIES_COLUMNS",
     "SUMMARY_SCHEMA",
     "BatchReport",
     "read_summary",
@@ -69,7 +76,79 @@ th{background:#eee}.done{color:#176317;font-weight:bold}.failed{color:#a11;font-
 .skipped{color:#777}.pending{color:#a60}.reason{max-width:40em;word-break:break-word}
 img.thumb{width:420px;background:#000}.lesions td{font-size:.8em}code{font-size:.85em}
 .counts span{margin-right:1.5em}
+table.series th{cursor:pointer}table.series td{font-size:.85em}
+figure.plot{display:inline-block;margin:0 2em 0 0}figcaption{font-size:.85em;color:#444}
 """
+
+
+def _viewer_link(row: Mapping[str, Any]) -> str:
+    folder, extra = row.get("folder"), row.get("_extra") or {}
+    if not folder or not extra.get("viewer_bytes"):
+        return ""
+    href = html.escape(str(folder))
+    return f"<a href='{href}/viewer.html'>3D viewer</a>"
+
+
+def _series_cell(row: Mapping[str, Any]) -> str:
+    text = html.escape(
+        f"#{_fmt(row.get('series_number'))} {row.get('modality', '')} "
+        f"{row.get('series_description', '')}"
+    )
+    key = html.escape(str(row.get("series_key", "")))
+    return f"<a href='#{key}'>{text}</a>"
+
+
+def _extra(row: Mapping[str, Any], key: str) -> Any:
+    return (row.get("_extra") or {}).get(key)
+
+
+def _viewer_mb(row: Mapping[str, Any]) -> float | None:
+    size = _extra(row, "viewer_bytes")
+    return None if size is None else float(size) / 1e6
+
+
+#: Columns of the series table in ``index.html`` (sortable, filterable by ``key:value``).
+#: Values come from the summary rows; ``row["_extra"]`` holds what the report reads from
+#: each series' manifest (``viewer_bytes``, ``lesions_at_edge``).
+SERIES_COLUMNS: tuple[Column, ...] = (
+    Column("study", "study", "text", lambda r: r.get("study_key")),
+    Column(
+        "series",
+        "series",
+        "text",
+        lambda r: f"{r.get('modality', '')} {r.get('series_description', '')}",
+        cell=_series_cell,
+    ),
+    Column("status", "status", "text", lambda r: r.get("status")),
+    Column("lesions", "lesions", "number", lambda r: r.get("lesion_count")),
+    Column("volume", "volume (mL)", "number", lambda r: r.get("total_volume_ml"), digits=3),
+    Column(
+        "diameter",
+        "largest 3D diameter (mm)",
+        "number",
+        lambda r: r.get("largest_diameter_mm"),
+        digits=1,
+    ),
+    Column(
+        "truncated",
+        "lesions at the volume's edge",
+        "number",
+        lambda r: _extra(r, "lesions_at_edge"),
+    ),
+    Column("reused", "reused", "text", lambda r: bool(r.get("reused"))),
+    Column("seconds", "time (s)", "number", lambda r: r.get("seconds"), digits=1),
+    Column(
+        "viewer",
+        "viewer (MB)",
+        "number",
+        _viewer_mb,
+        digits=1,
+        cell=lambda r: (
+            f"{_viewer_link(r)} {_fmt(_viewer_mb(r), 1)}" if _viewer_mb(r) is not None else ""
+        ),
+    ),
+    Column("reason", "reason", "text", lambda r: r.get("reason")),
+)
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -124,6 +203,31 @@ def _lesions(out_dir: Path, folder: str | None, cache: dict[str, Any]) -> list[d
     return found
 
 
+def _manifest_extra(out_dir: Path, folder: str | None, cache: dict[str, Any]) -> dict[str, Any]:
+    """Read what the table shows from a series' ``manifest.json`` (cached by size, mtime)."""
+    if not folder:
+        return {}
+    path = out_dir / folder / "manifest.json"
+    try:
+        stat = path.stat()
+        stamp = (stat.st_size, stat.st_mtime_ns)
+        hit = cache.get(str(path))
+        if hit is not None and hit[0] == stamp:
+            return dict(hit[1])
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    viewer = manifest.get("viewer") if isinstance(manifest, dict) else None
+    extra: dict[str, Any] = {}
+    if isinstance(viewer, dict):
+        extra = {
+            "viewer_bytes": viewer.get("bytes"),
+            "lesions_at_edge": viewer.get("lesions_at_edge"),
+        }
+    cache[str(path)] = (stamp, extra)
+    return extra
+
+
 def _lesion_table(lesions: Sequence[Mapping[str, Any]]) -> str:
     if not lesions:
         return "<p>no lesion</p>"
@@ -150,14 +254,41 @@ def _lesion_table(lesions: Sequence[Mapping[str, Any]]) -> str:
     return f"<table class='lesions'>{head}{''.join(rows)}</table>{more}"
 
 
+def _plots(out_dir: Path, rows: Sequence[Mapping[str, Any]], cache: dict[str, Any]) -> str:
+    done = [r for r in rows if r.get("status") == "done" and r.get("folder")]
+    volumes = [
+        float(les["volume_ml"])
+        for r in done
+        for les in _lesions(out_dir, str(r["folder"]), cache)
+        if isinstance(les.get("volume_ml"), int | float)
+    ]
+    seconds = [float(r["seconds"]) for r in done if isinstance(r.get("seconds"), int | float)]
+    return (
+        "<div class='plots'>"
+        + histogram_svg(volumes, title="lesion volumes", unit="mL", log=True)
+        + histogram_svg(seconds, title="time per series", unit="s")
+        + "</div>"
+    )
+
+
 def _html(
     out_dir: Path,
     rows: Sequence[Mapping[str, Any]],
     run_info: Mapping[str, Any],
     cache: dict[str, Any],
+    columns: Sequence[Column] = SERIES_COLUMNS,
 ) -> str:
     esc = html.escape
     counts = _counts(rows)
+    table_rows = [
+        {**row, "_extra": _manifest_extra(out_dir, row.get("folder"), cache)}
+        if row.get("status") == "done"
+        else dict(row)
+        for row in rows
+    ]
+    viewer_bytes = sum(
+        int(r["_extra"].get("viewer_bytes") or 0) for r in table_rows if "_extra" in r
+    )
     skipped_files = run_info.get("skipped_files", 0)
     bundle = run_info.get("bundle") or {}
     title = "monai-tumor batch report"
@@ -172,9 +303,16 @@ def _html(
         "<p class='counts'>"
         + "".join(f"<span class='{esc(k)}'>{esc(k)}: {v}</span>" for k, v in counts.items() if v)
         + f"<span>series: {len(rows)}</span>"
-        + f"<span>files skipped by the scan: {esc(str(skipped_files))}</span></p>",
+        + f"<span>files skipped by the scan: {esc(str(skipped_files))}</span>"
+        + f"<span>3D viewer display copies: {viewer_bytes / 1e6:.1f} MB</span></p>",
         "<p>Patient coordinates are DICOM LPS in mm. Thumbnails: radiological convention "
-        "(patient right on the image left). Links open each series' outputs.</p>",
+        "(patient right on the image left). Links open each series' outputs. The 3D viewer "
+        "pages need WebGL2; if a browser refuses to open them from files, run "
+        "<code>monai-tumor report serve</code> on this folder and open the address it "
+        "prints.</p>",
+        _plots(out_dir, rows, cache),
+        "<h2>All series</h2>",
+        render_table(table_rows, columns, table_id="series"),
     ]
     studies: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
@@ -222,10 +360,12 @@ def _html(
                     f"{_lesion_table(_lesions(out_dir, str(folder), cache))}<p>{links}</p>"
                 )
             parts.append(
-                f"<tr><td>{ident}</td><td>{state}</td><td>{thumb}</td><td>{measures}</td></tr>"
+                f"<tr id='{skey}'><td>{ident}</td><td>{state}</td><td>{thumb}</td>"
+                f"<td>{measures}</td></tr>"
             )
         parts.append("</table>")
-    parts.append("</body></html>\n")
+    script = asset_bytes("report.js").decode("utf-8")
+    parts.append(f"<script>{script}</script></body></html>\n")
     return "".join(parts)
 
 
@@ -235,6 +375,7 @@ def write_report(
     *,
     run_info: Mapping[str, Any] | None = None,
     cache: dict[str, Any] | None = None,
+    columns: Sequence[Column] = SERIES_COLUMNS,
 ) -> list[Path]:
     """Write ``summary.csv``, ``summary.json`` and ``index.html`` atomically.
 
@@ -249,8 +390,10 @@ def write_report(
     run_info
         Run-level facts (export, bundle provenance, times); no patient data.
     cache
-        A dict kept by the caller between calls, so each ``lesions.json`` is
-        read once per change rather than on every rewrite.
+        A dict kept by the caller between calls, so each ``lesions.json`` and
+        ``manifest.json`` is read once per change rather than on every rewrite.
+    columns
+        Columns of the series table (default :data:`SERIES_COLUMNS`).
 
     Returns
     -------
@@ -269,7 +412,7 @@ def write_report(
     csv_path = atomic_write_text(out / "summary.csv", _csv_text(rows))
     json_path = atomic_write_json(out / "summary.json", payload)
     html_path = atomic_write_text(
-        out / "index.html", _html(out, rows, info, cache if cache is not None else {})
+        out / "index.html", _html(out, rows, info, cache if cache is not None else {}, columns)
     )
     return [csv_path, json_path, html_path]
 

@@ -47,8 +47,8 @@ NIIVUE_SHA256 = "47b896b77ec4a5be3ef1949c33ad393b6f45629921f326c279000bcf51bdb4a
 NIIVUE_FILE = "niivue.umd.js"
 #: The run-level folder (under the output folder) holding the files below.
 ASSETS_DIRNAME = "viewer-assets"
-#: Files copied into every run's assets folder.
-VIEWER_ASSETS: tuple[str, ...] = (NIIVUE_FILE, "viewer.js", "viewer.css", "report.js")
+#: Files copied into every run's assets folder (``report.js`` is inlined in ``index.html``).
+VIEWER_ASSETS: tuple[str, ...] = (NIIVUE_FILE, "viewer.js", "viewer.css")
 
 
 def asset_bytes(name: str) -> bytes:

@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from monai_tumor.pipeline.report import CSV_COLUMNS, SUMMARY_SCHEMA, read_summary, write_report
+from monai_tumor.pipeline.report import (
+    CSV_COLUMNS,
+    SERIES_COLUMNS,
+    SUMMARY_SCHEMA,
+    read_summary,
+    write_report,
+)
+from monai_tumor.report.table import Column, histogram_svg
 
 
 def _row(key: str, status: str, **extra: Any) -> dict[str, Any]:
@@ -97,12 +104,12 @@ def test_three_files_consistent(tmp_path: Path, rows: list[dict[str, Any]]) -> N
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]  # no temporaries left
 
 
-def test_html_is_escaped_static_and_links_outputs(
+def test_html_is_escaped_self_contained_and_links_outputs(
     tmp_path: Path, rows: list[dict[str, Any]]
 ) -> None:
     write_report(tmp_path, rows)
     text = (tmp_path / "index.html").read_text()
-    assert "<script>" not in text and "&lt;script&gt;" in text
+    assert "<script>alert(1)" not in text and "&lt;script&gt;alert(1)" in text
     assert "<b>axial</b>" not in text
     parser = _Collect()
     parser.feed(text)
@@ -111,7 +118,11 @@ def test_html_is_escaped_static_and_links_outputs(
     links = {a["href"] for t, a in parser.tags if t == "a"}
     assert "study-aaaa/series-1/lesions.json" in links
     assert "study-aaaa/series-1/seg.dcm" not in links  # only existing outputs are linked
-    assert not any(t == "script" for t, _ in parser.tags)
+    # One script, the page's own (table sorting and filtering), inline: nothing external.
+    scripts = [a for t, a in parser.tags if t == "script"]
+    assert scripts == [{}]
+    assert "monaiTumorReport" in text
+    assert not [a for _, attrs in parser.tags for a in attrs.values() if a and "//" in a]
     assert "17.0" in text and "(10.0, -20.0, 30.5)" in text  # lesion measurements shown
 
 
@@ -119,3 +130,34 @@ def test_rewrite_replaces_previous_report(tmp_path: Path, rows: list[dict[str, A
     write_report(tmp_path, rows[:1])
     write_report(tmp_path, rows)
     assert len(read_summary(tmp_path)["series"]) == 4
+
+
+def test_series_table_plots_and_viewer_column(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
+    folder = tmp_path / "study-aaaa" / "series-1"
+    (folder / "viewer.html").write_text("<!DOCTYPE html>")
+    viewer = {"bytes": 2_500_000, "lesions_at_edge": 1, "steps": [1, 1, 1], "shape": [4, 4, 4]}
+    (folder / "manifest.json").write_text(json.dumps({"viewer": viewer}))
+    write_report(tmp_path, rows)
+    text = (tmp_path / "index.html").read_text()
+    parser = _Collect()
+    parser.feed(text)
+    heads = [a.get("data-key") for t, a in parser.tags if t == "th" and a.get("data-key")]
+    assert heads == [c.key for c in SERIES_COLUMNS]
+    assert "study-aaaa/series-1/viewer.html" in {a["href"] for t, a in parser.tags if t == "a"}
+    assert "3D viewer display copies: 2.5 MB" in text
+    assert "<td data-value='1'>1</td>" in text  # one lesion at the volume's edge
+    assert text.count("<figure class='plot'><svg") == 2  # lesion volumes, time per series
+    assert "lesion volumes (n = 1)" in text and "time per series (n = 1)" in text
+
+
+def test_series_table_takes_more_columns(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
+    flag = Column("review", "review", "text", lambda r: "check" if r["status"] == "done" else "")
+    write_report(tmp_path, rows, columns=(*SERIES_COLUMNS, flag))
+    text = (tmp_path / "index.html").read_text()
+    assert "data-key='review'" in text and "<td data-value='check'>check</td>" in text
+
+
+def test_histogram_svg() -> None:
+    svg = histogram_svg([0.01, 0.1, 1.0, 10.0, float("nan"), -1.0], title="v", unit="mL", log=True)
+    assert svg.count("<rect") == 12 and "(n = 4)" in svg and "log scale" in svg
+    assert "nothing to plot" in histogram_svg([], title="t", unit="s")
