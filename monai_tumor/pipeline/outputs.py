@@ -373,6 +373,8 @@ def write_series_outputs(
     if viewer is not None:
         t0 = time.perf_counter()
         number = image.meta.get("SeriesNumber")
+        # The series' hashed key, never the folder name (a user may name it after a patient).
+        uid = str(image.meta.get("SeriesInstanceUID") or "")
         shown = write_viewer(
             out,
             image=image,
@@ -386,7 +388,7 @@ def write_series_outputs(
                     f"{bundle.name} {bundle.version}",
                     str(image.meta.get("Modality", "")),
                     f"series #{number}" if number not in (None, "") else "",
-                    out.name,
+                    series_key(uid) if uid else "",
                 )
                 if part
             ),
