@@ -20,17 +20,17 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pytest
-from browser import ConsoleLog, open_chromium, png_pixels
-from pipeline_doubles import ThresholdSegmenter, fake_bundle_info
-from test_viewer import write_identified_series
 
 from monai_tumor.geometry import patient_to_voxel, subsampled_affine
 from monai_tumor.pipeline.batch import BatchOptions, run_batch
 from monai_tumor.pipeline.infer import InferOptions, infer_one
 from monai_tumor.pipeline.outputs import MANIFEST_NAME
 from monai_tumor.report.viewer import DISPLAY_NAME, VIEWER_NAME, read_display
+from tests.support.browser import ConsoleLog, open_chromium, png_pixels
+from tests.support.pipeline_doubles import ThresholdSegmenter, fake_bundle_info
+from tests.support.viewer_cases import write_identified_series
 
-NODULE = Path(__file__).resolve().parent.parent / "bundles" / "lung_nodule_ct"
+NODULE = Path(__file__).resolve().parents[2] / "bundles" / "lung_nodule_ct"
 RULES = {"selections": [{"name": "ct", "conditions": {"Modality": "(?i)^CT$"}}]}
 READY_MS = 180_000
 SERVE = [sys.executable, "-m", "monai_tumor.cli.main", "report", "serve"]
