@@ -74,6 +74,7 @@ def fetch(version: str, integrity: str, sha256: str) -> bytes:
 
 
 def main() -> int:
+    """Check, or fetch and check, the NiiVue build; return the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only verify the installed file")
     parser.add_argument("--force", action="store_true", help="fetch even if the file is right")

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,12 +15,22 @@ from monai_tumor.errors import EXIT_CODES, MonaiTumorError
 from monai_tumor.export.atomic import atomic_write_json
 
 __all__ = [
+    "ViewerFlag",
     "configure_logging",
     "exit_code_for",
     "handle_errors",
     "stderr_console",
     "stdout_console",
     "write_json_report",
+]
+
+#: ``--viewer/--no-viewer`` of the commands that write series outputs (batch, infer).
+ViewerFlag = Annotated[
+    bool,
+    typer.Option(
+        "--viewer/--no-viewer",
+        help="Write each series' 3D viewer page and display copy (viewer.html, display.js).",
+    ),
 ]
 
 

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from monai_tumor.cli._common import configure_logging, handle_errors, stdout_console
+from monai_tumor.cli._common import ViewerFlag, configure_logging, handle_errors, stdout_console
 
 __all__ = ["batch", "register"]
 
@@ -57,13 +57,7 @@ def batch(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")
     ] = True,
-    viewer: Annotated[
-        bool,
-        typer.Option(
-            "--viewer/--no-viewer",
-            help="Write each series' 3D viewer page and display copy (viewer.html, display.js).",
-        ),
-    ] = True,
+    viewer: ViewerFlag = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each series.")] = False,
 ) -> None:
     """Segment every selected series of an export; write SEG, NIfTI, lesions, overlays, report."""

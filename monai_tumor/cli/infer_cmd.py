@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from monai_tumor.cli._common import configure_logging, handle_errors, stdout_console
+from monai_tumor.cli._common import ViewerFlag, configure_logging, handle_errors, stdout_console
 
 __all__ = ["infer", "register"]
 
@@ -45,13 +45,7 @@ def infer(
     force: Annotated[
         bool, typer.Option("--force", help="Redo even if complete outputs exist.")
     ] = False,
-    viewer: Annotated[
-        bool,
-        typer.Option(
-            "--viewer/--no-viewer",
-            help="Write each series' 3D viewer page and display copy (viewer.html, display.js).",
-        ),
-    ] = True,
+    viewer: ViewerFlag = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
 ) -> None:
     """Segment one series (or NIfTI file) and write mask, SEG, lesions, overlay."""

@@ -25,7 +25,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,49 +183,47 @@ def _counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     return counts
 
 
-def _lesions(out_dir: Path, folder: str | None, cache: dict[str, Any]) -> list[dict[str, Any]]:
-    """Lesions of a series' ``lesions.json`` (cached by path, size and mtime)."""
-    if not folder:
-        return []
-    path = out_dir / folder / "lesions.json"
+def _cached_json(path: Path, cache: dict[str, Any], read: Callable[[Any], Any]) -> Any:
+    """``read(json of path)``, cached by path, size and mtime; ``None`` if unreadable."""
     try:
         stat = path.stat()
         stamp = (stat.st_size, stat.st_mtime_ns)
         hit = cache.get(str(path))
         if hit is not None and hit[0] == stamp:
-            return list(hit[1])
+            return hit[1]
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return []
+        return None
+    value = read(payload)
+    cache[str(path)] = (stamp, value)
+    return value
+
+
+def _lesion_list(payload: Any) -> list[dict[str, Any]]:
     lesions = payload.get("lesions") if isinstance(payload, dict) else None
-    found = list(lesions) if isinstance(lesions, list) else []
-    cache[str(path)] = (stamp, found)
-    return found
+    return list(lesions) if isinstance(lesions, list) else []
+
+
+def _viewer_facts(manifest: Any) -> dict[str, Any]:
+    viewer = manifest.get("viewer") if isinstance(manifest, dict) else None
+    if not isinstance(viewer, dict):
+        return {}
+    return {"viewer_bytes": viewer.get("bytes"), "lesions_at_edge": viewer.get("lesions_at_edge")}
+
+
+def _lesions(out_dir: Path, folder: str | None, cache: dict[str, Any]) -> list[dict[str, Any]]:
+    """Lesions of a series' ``lesions.json`` (read once per change)."""
+    if not folder:
+        return []
+    found = _cached_json(out_dir / folder / "lesions.json", cache, _lesion_list)
+    return list(found or [])
 
 
 def _manifest_extra(out_dir: Path, folder: str | None, cache: dict[str, Any]) -> dict[str, Any]:
-    """Read what the table shows from a series' ``manifest.json`` (cached by size, mtime)."""
+    """Read what the table shows from a series' ``manifest.json`` (once per change)."""
     if not folder:
         return {}
-    path = out_dir / folder / "manifest.json"
-    try:
-        stat = path.stat()
-        stamp = (stat.st_size, stat.st_mtime_ns)
-        hit = cache.get(str(path))
-        if hit is not None and hit[0] == stamp:
-            return dict(hit[1])
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    viewer = manifest.get("viewer") if isinstance(manifest, dict) else None
-    extra: dict[str, Any] = {}
-    if isinstance(viewer, dict):
-        extra = {
-            "viewer_bytes": viewer.get("bytes"),
-            "lesions_at_edge": viewer.get("lesions_at_edge"),
-        }
-    cache[str(path)] = (stamp, extra)
-    return extra
+    return dict(_cached_json(out_dir / folder / "manifest.json", cache, _viewer_facts) or {})
 
 
 def _lesion_table(lesions: Sequence[Mapping[str, Any]]) -> str:

@@ -168,19 +168,23 @@ def test_install_viewer_assets_leaves_identical_files_alone(tmp_path: Path) -> N
     assert "edited" not in (folder / "viewer.css").read_text()
 
 
+def _infer(tmp_path: Path, options: InferOptions) -> Path:
+    """Segment ``tmp_path/ct`` with the threshold double into ``tmp_path/out``."""
+    out = tmp_path / "out"
+    bundle = fake_bundle_info(tmp_path)
+    model = ThresholdSegmenter()
+    result = infer_one(
+        tmp_path / "ct", bundle=bundle, out_dir=out, segmenter=model, options=options
+    )
+    assert result.status == "done"
+    return out
+
+
 @pytest.fixture
 def identified_result(tmp_path: Path) -> Path:
     files = write_identified_series(tmp_path / "ct")
     assert pydicom.dcmread(files[0]).PatientName == IDENTIFIERS["PatientName"]
-    out = tmp_path / "out"
-    result = infer_one(
-        tmp_path / "ct",
-        bundle=fake_bundle_info(tmp_path),
-        out_dir=out,
-        segmenter=ThresholdSegmenter(),
-    )
-    assert result.status == "done"
-    return out
+    return _infer(tmp_path, InferOptions())
 
 
 def test_display_copy_carries_no_patient_identifier(identified_result: Path) -> None:
@@ -213,15 +217,7 @@ def test_viewer_files_are_in_the_manifest(identified_result: Path) -> None:
 
 def test_no_viewer(tmp_path: Path) -> None:
     write_identified_series(tmp_path / "ct")
-    out = tmp_path / "out"
-    result = infer_one(
-        tmp_path / "ct",
-        bundle=fake_bundle_info(tmp_path),
-        out_dir=out,
-        segmenter=ThresholdSegmenter(),
-        options=InferOptions(viewer=None),
-    )
-    assert result.status == "done"
+    out = _infer(tmp_path, InferOptions(viewer=None))
     assert not (out / VIEWER_NAME).exists() and not (out / DISPLAY_NAME).exists()
     assert not (out / ASSETS_DIRNAME).exists()
     assert json.loads((out / MANIFEST_NAME).read_text())["viewer"] is None
