@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,6 @@ from monai_tumor.bundle.verify import (
 )
 from monai_tumor.errors import BundleError
 from tests.support.tiny_bundle import export_ts, make_tiny_bundle, random_weights
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -187,22 +184,3 @@ def test_synthetic_case_folders(tmp_path: Path) -> None:
     assert nib.Nifti1Image.from_filename(str(written["case_a"])).shape == (8, 7, 5)
     with pytest.raises(BundleError, match="num_channels"):
         write_synthetic_dataset(layout, tmp_path / "x", shape=(8, 7, 5), num_channels=1)
-
-
-def _real_bundles() -> list[Path]:
-    root = REPO / "bundles"
-    return sorted(p for p in root.iterdir() if (p / "configs").is_dir()) if root.is_dir() else []
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("bundle", _real_bundles(), ids=lambda p: p.name)
-def test_real_bundle_verifies(bundle: Path) -> None:
-    def scripts_modules() -> dict[str, object]:
-        return {n: m for n, m in sys.modules.items() if n.split(".")[0] == "scripts"}
-
-    path_before, modules_before = list(sys.path), scripts_modules()
-    report = verify_bundle(bundle)
-    assert report.passed, json.dumps(report.to_dict(), indent=1)
-    # the in-process checks import the bundle's own `scripts` (the nodule ensemble) and leave
-    # neither it nor the bundle root behind, so the next bundle gets its own
-    assert scripts_modules() == modules_before and sys.path == path_before

@@ -13,7 +13,7 @@ import pytest
 from monai_tumor.errors import ConfigError
 from monai_tumor.export.seg import read_back_seg
 from monai_tumor.inference.bundle import BundleInfo
-from monai_tumor.pipeline.infer import InferOptions, infer_one
+from monai_tumor.pipeline.infer import infer_one
 from monai_tumor.pipeline.outputs import MANIFEST_NAME
 from tests.support.dicom_factory import lps_affine, write_series
 from tests.support.pipeline_doubles import ThresholdSegmenter, fake_bundle_info
@@ -77,37 +77,3 @@ def test_voi_bundle_without_seeds_is_skipped(tmp_path: Path) -> None:
     result = infer_one(tmp_path / "ct", bundle=NODULE, out_dir=tmp_path / "out")
     assert result.status == "skipped" and "seed" in result.reason
     assert not (tmp_path / "out" / MANIFEST_NAME).exists()
-
-
-@pytest.mark.realdata
-@pytest.mark.slow
-def test_nodule_bundle_dicom_and_nifti_give_the_same_mask(data_dir: Path, tmp_path: Path) -> None:
-    case = data_dir / "sts" / "STS_002" / "CT"
-    dicom_out, nifti_out = tmp_path / "dicom", tmp_path / "nifti"
-    options = InferOptions(device="cpu", seeds_from=case / "dicom" / "mask" / "RS.dcm")
-    result = infer_one(case / "dicom" / "image", bundle=NODULE, out_dir=dicom_out, options=options)
-    assert result.status == "done" and result.reason == "SEG written"
-    files = sorted((case / "dicom" / "image").iterdir())
-    datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-    mask = np.asarray(nib.Nifti1Image.from_filename(dicom_out / "mask.nii.gz").dataobj)
-    assert mask.any()
-    np.testing.assert_array_equal(read_back_seg(dicom_out / "seg.dcm", datasets), mask)
-    # The NIfTI copy of the same series, seeded at the same LPS point from a CSV.
-    seed = json.loads((dicom_out / MANIFEST_NAME).read_text())["provenance"]["seeds"][0]
-    csv_path = tmp_path / "seeds.csv"
-    x, y, z = seed["point_lps_mm"]
-    csv_path.write_text(f"x,y,z,label\n{x},{y},{z},gtv\n")
-    result = infer_one(
-        case / "nifti" / "image" / "image.nii.gz",
-        bundle=NODULE,
-        out_dir=nifti_out,
-        options=InferOptions(device="cpu", seeds_csv=csv_path),
-    )
-    assert result.status == "done" and "NIfTI" in result.reason
-    nifti_mask = nib.Nifti1Image.from_filename(nifti_out / "mask.nii.gz")
-    np.testing.assert_allclose(
-        nifti_mask.affine,
-        nib.Nifti1Image.from_filename(dicom_out / "mask.nii.gz").affine,
-        atol=1e-4,
-    )
-    np.testing.assert_array_equal(np.asarray(nifti_mask.dataobj), mask)
