@@ -4,7 +4,8 @@ A bundle someone downloads must not point into the machine it was made on, and t
 repository speaks to users and contributors, not about a workstation. The test looks for:
 
 - absolute home and workspace folders of any machine (``/home/<user>/``, ``/Users/<user>/``,
-  ``/root/``, a top-level ``/work/`` tree, ``C:\\Users\\<user>\\``);
+  the root user's home, a top-level ``work`` tree, ``C:\\Users\\<user>\\``; the patterns are
+  in ``_GENERIC``);
 - the absolute paths of this checkout and of the current user's home, whatever they are.
 
 Text files are read as UTF-8; zip archives (``torch.jit.save`` / ``torch.save`` files) are
