@@ -17,6 +17,7 @@ from .groundtruth import (
     seg_to_mask,
 )
 from .headers import (
+    inspect_dataset,
     inspect_file,
     patient_hash,
     read_header,
@@ -95,6 +96,7 @@ __all__ = [
     "acquisition_fields",
     "can_decode",
     "default_index_path",
+    "inspect_dataset",
     "inspect_file",
     "is_volume_file",
     "list_rois",

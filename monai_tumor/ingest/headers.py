@@ -77,6 +77,7 @@ from monai_tumor.ingest.sidecar import redact_free_text
 
 __all__ = [
     "HEADER_KEYWORDS",
+    "inspect_dataset",
     "inspect_file",
     "patient_hash",
     "read_header",
@@ -671,6 +672,50 @@ def inspect_file(
         return _parse_with_pydicom(path, size, key, force=False)
     except OSError as exc:
         return SkippedFile(path, SkipReason.UNREADABLE, f"{type(exc).__name__}: {exc.strerror}")
+
+
+def inspect_dataset(
+    ds: Dataset,
+    *,
+    path: str | os.PathLike[str],
+    transfer_syntax_uid: str | None = None,
+    patient_key: bytes | None = None,
+) -> FileRecord:
+    """Classify a dataset read elsewhere exactly as :func:`inspect_file` classifies a file.
+
+    Used for headers that arrive without their file, e.g. DICOMweb (WADO-RS) metadata, so
+    that series selection runs on the same :class:`InstanceHeader` values before any pixel
+    is fetched.
+
+    Parameters
+    ----------
+    ds
+        The instance's attributes. Pixel Data may be present as an element without a value
+        (a DICOMweb BulkDataURI); its presence is what makes an image instance.
+    path
+        Where the instance's file is or will be (recorded in the header).
+    transfer_syntax_uid
+        The file's transfer syntax; default: the dataset's file meta, else Explicit VR
+        Little Endian (what DICOMweb serves unless asked otherwise).
+    patient_key
+        Key of the patient hash, as for :func:`inspect_file`.
+
+    Returns
+    -------
+    InstanceHeader or NonImageObject or SkippedFile
+        As :func:`inspect_file`.
+    """
+    key = patient_key if patient_key is not None else config.patient_key()
+    values = _normalise(ds)
+    positions = _functional_groups(ds, values)
+    if positions is not None:
+        values["_frame_positions"] = positions
+    stop = next((tag for tag in sorted(_PIXEL_TAGS) if BaseTag(tag) in ds), 0)
+    meta = getattr(ds, "file_meta", None)
+    ts = transfer_syntax_uid or (
+        str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    )
+    return _classify(Path(path), values, stop, ts or "1.2.840.10008.1.2.1", None, ds, key)
 
 
 def _parse_with_pydicom(path: Path, size: int, key: bytes, *, force: bool) -> FileRecord:
