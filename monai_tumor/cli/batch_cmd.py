@@ -1,7 +1,9 @@
 """``monai-tumor batch EXPORT_DIR --bundle BUNDLE --out OUT``: segment a whole export.
 
-Thin wrapper over :func:`monai_tumor.pipeline.batch.run_batch`: parses the
-options, runs, prints one line per status and the path of ``index.html``.
+Thin wrapper over :func:`monai_tumor.pipeline.batch.run_batch` (an export folder) or
+:func:`monai_tumor.pacs.batch.run_dicomweb_batch` / :func:`~monai_tumor.pacs.batch.run_dimse_batch`
+(studies from a PACS, SEGs sent back): parses the options, runs, prints one line per
+status and the path of ``index.html``.
 Exit code 0 when no series failed; otherwise the code of the first failure's
 error class (:data:`monai_tumor.errors.EXIT_CODES`).
 """
@@ -9,19 +11,90 @@ error class (:data:`monai_tumor.errors.EXIT_CODES`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from monai_tumor.cli._common import ViewerFlag, configure_logging, handle_errors, stdout_console
+from monai_tumor.cli._pacs import dicomweb_config, dimse_options, retry_policy, tls_config
+from monai_tumor.errors import ConfigError
+from monai_tumor.pacs.config import DicomwebConfig, RetryPolicy, TlsConfig, parse_node
+
+if TYPE_CHECKING:
+    from monai_tumor.pacs.batch import PacsBatchResult
+    from monai_tumor.pipeline.batch import BatchOptions
 
 __all__ = ["batch", "register"]
 
 
 def batch(
-    export_dir: Annotated[Path, typer.Argument(help="DICOM export folder (searched recursively).")],
+    export_dir: Annotated[
+        Path | None,
+        typer.Argument(help="DICOM export folder (searched recursively); omit with a PACS source."),
+    ] = None,
+    *,
     bundle: Annotated[Path, typer.Option("--bundle", help="MONAI bundle folder.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (created).")],
+    dicomweb: Annotated[
+        str | None,
+        typer.Option("--dicomweb", help="Pull from this DICOMweb root (QIDO/WADO-RS) instead."),
+    ] = None,
+    dimse: Annotated[
+        str | None,
+        typer.Option("--dimse", help="Pull from this PACS (AET@HOST:PORT, C-FIND + C-GET)."),
+    ] = None,
+    study: Annotated[
+        list[str] | None, typer.Option("--study", help="StudyInstanceUID to pull (repeatable).")
+    ] = None,
+    query: Annotated[
+        list[str] | None,
+        typer.Option("--query", help="QIDO-RS study filter KEY=VALUE (repeatable, DICOMweb)."),
+    ] = None,
+    studies_from: Annotated[
+        Path | None,
+        typer.Option("--studies-from", help="CSV with a StudyInstanceUID column."),
+    ] = None,
+    stow_to: Annotated[
+        str | None,
+        typer.Option("--stow-to", help="STOW-RS the SEGs here (default: the --dicomweb server)."),
+    ] = None,
+    store_to: Annotated[
+        str | None,
+        typer.Option("--store-to", help="C-STORE the SEGs here (default: the --dimse node)."),
+    ] = None,
+    send_back: Annotated[
+        bool, typer.Option("--send-back/--no-send-back", help="Send the SEGs to the PACS.")
+    ] = True,
+    user: Annotated[
+        str | None, typer.Option("--user", help="DICOMweb basic-auth user name.")
+    ] = None,
+    password_env: Annotated[
+        str | None,
+        typer.Option("--password-env", help="Environment variable holding the password."),
+    ] = None,
+    token_env: Annotated[
+        str | None,
+        typer.Option("--token-env", help="Environment variable holding a bearer token."),
+    ] = None,
+    ca_bundle: Annotated[
+        Path | None, typer.Option("--ca-bundle", help="PEM CA bundle for https / DICOM TLS.")
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="Our PEM certificate (DICOM TLS).")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="Its private key (DICOM TLS).")
+    ] = None,
+    aet: Annotated[str, typer.Option("--aet", help="Our AE title (DIMSE).")] = "MONAITUMOR",
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds of network silence tolerated.")
+    ] = 120.0,
+    retries: Annotated[
+        int, typer.Option("--retries", min=0, help="Retries of a failed PACS operation.")
+    ] = 5,
+    backoff: Annotated[
+        float, typer.Option("--backoff", min=0, help="Seconds before the first retry (doubles).")
+    ] = 2.0,
     rules: Annotated[
         Path | None,
         typer.Option("--rules", help="Series selection rules JSON (default: the bundle's)."),
@@ -63,10 +136,12 @@ def batch(
     """Segment every selected series of an export; write SEG, NIfTI, lesions, overlays, report."""
     # Imported here: the pipeline pulls in torch and MONAI (seconds), which
     # `--help` and the other commands must not pay for.
+    from monai_tumor.pacs.pull import parse_query, read_study_list
     from monai_tumor.pipeline.batch import BatchOptions, SeriesStatus, run_batch
     from monai_tumor.report.viewer import ViewerOptions
 
     configure_logging(verbose)
+    pacs: PacsBatchResult | None = None
     options = BatchOptions(
         rules=rules,
         workers=workers,
@@ -80,7 +155,34 @@ def batch(
         viewer=ViewerOptions() if viewer else None,
     )
     with handle_errors():
-        result = run_batch(export_dir, out, bundle=bundle, options=options)
+        sources = [x for x in (export_dir, dicomweb, dimse) if x is not None]
+        if len(sources) != 1:
+            raise ConfigError("give exactly one source: EXPORT_DIR, --dicomweb URL or --dimse NODE")
+        if export_dir is not None:
+            result = run_batch(export_dir, out, bundle=bundle, options=options)
+        else:
+            pacs = _run_pacs(
+                out,
+                bundle=bundle,
+                options=options,
+                dicomweb=dicomweb,
+                dimse=dimse,
+                studies=[*(study or []), *(read_study_list(studies_from) if studies_from else [])],
+                query=parse_query(query or []),
+                send_back=send_back,
+                stow_to=stow_to,
+                store_to=store_to,
+                retry=retry_policy(retries, backoff),
+                user=user,
+                password_env=password_env,
+                token_env=token_env,
+                ca_bundle=ca_bundle,
+                tls=tls_config(tls_cert, tls_key, ca_bundle if dimse else None),
+                aet=aet,
+                timeout=timeout,
+            )
+            result = pacs.batch
+            _print_pacs(pacs)
     reused = sum(1 for r in result.records if r.reused)
     stdout_console().print(
         f"{len(result.records)} series: {result.count(SeriesStatus.DONE)} done "
@@ -93,8 +195,87 @@ def batch(
             f"[red]failed[/] {record.series_key}: {record.reason}", highlight=False
         )
     typer.echo(str(result.index_html))
-    if result.exit_code:
-        raise typer.Exit(code=result.exit_code)
+    code = pacs.exit_code if pacs is not None else result.exit_code
+    if code:
+        raise typer.Exit(code=code)
+
+
+def _run_pacs(
+    out: Path,
+    *,
+    bundle: Path,
+    options: BatchOptions,
+    dicomweb: str | None,
+    dimse: str | None,
+    studies: list[str],
+    query: dict[str, str],
+    send_back: bool,
+    stow_to: str | None,
+    store_to: str | None,
+    retry: RetryPolicy,
+    user: str | None,
+    password_env: str | None,
+    token_env: str | None,
+    ca_bundle: Path | None,
+    tls: TlsConfig | None,
+    aet: str,
+    timeout: float,
+) -> PacsBatchResult:
+    from monai_tumor.pacs.batch import run_dicomweb_batch, run_dimse_batch
+
+    if dicomweb is not None:
+
+        def config(url: str) -> DicomwebConfig:
+            return dicomweb_config(
+                url,
+                user=user,
+                password_env=password_env,
+                token_env=token_env,
+                ca_bundle=ca_bundle,
+                timeout=timeout,
+                retry=retry,
+            )
+
+        return run_dicomweb_batch(
+            config(dicomweb),
+            out,
+            bundle=bundle,
+            studies=studies,
+            query=query,
+            stow=send_back,
+            stow_to=config(stow_to) if stow_to else None,
+            options=options,
+        )
+    assert dimse is not None
+    if query:
+        raise ConfigError("--query is a DICOMweb (QIDO-RS) filter; with --dimse give --study")
+    return run_dimse_batch(
+        parse_node(dimse),
+        out,
+        bundle=bundle,
+        studies=studies,
+        store=send_back,
+        store_to=parse_node(store_to) if store_to else None,
+        dimse=dimse_options(aet, tls=tls, timeout=timeout, retry=retry),
+        options=options,
+    )
+
+
+def _print_pacs(result: PacsBatchResult) -> None:
+    console = stdout_console()
+    console.print(
+        f"{len(result.studies)} study(ies) from the PACS: {result.pull.fetched} instances "
+        f"fetched, {result.pull.cached} already cached",
+        highlight=False,
+    )
+    if result.delivery is not None:
+        console.print(
+            f"{len(result.delivery.sent)} SEG(s) sent to {result.delivery.destination}, "
+            f"{len(result.delivery.failed)} kept in the outbox for the next run",
+            highlight=False,
+        )
+        for sop, error in result.delivery.failed:
+            console.print(f"[red]not sent[/] SEG {sop}: {error}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -17,6 +17,7 @@ from monai_tumor.cli import (
     evaluate_cmd,
     infer_cmd,
     report_cmd,
+    pacs_cmd,
     scan_cmd,
 )
 
@@ -52,6 +53,7 @@ evaluate_cmd.register(app)
 batch_cmd.register(app)
 infer_cmd.register(app)
 report_cmd.register(app)
+pacs_cmd.register(app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

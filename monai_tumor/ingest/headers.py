@@ -712,9 +712,7 @@ def inspect_dataset(
         values["_frame_positions"] = positions
     stop = next((tag for tag in sorted(_PIXEL_TAGS) if BaseTag(tag) in ds), 0)
     meta = getattr(ds, "file_meta", None)
-    ts = transfer_syntax_uid or (
-        str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-    )
+    ts = transfer_syntax_uid or (str(meta.get("TransferSyntaxUID", "")) if meta is not None else "")
     return _classify(Path(path), values, stop, ts or "1.2.840.10008.1.2.1", None, ds, key)
 
 

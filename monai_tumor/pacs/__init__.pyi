@@ -4,7 +4,9 @@ from .batch import (
     PacsBatchResult,
     cache_folder,
     outbox_for,
+    pull_dimse,
     run_dicomweb_batch,
+    run_dimse_batch,
     seg_files,
 )
 from .cache import (
@@ -22,6 +24,17 @@ from .config import (
 from .dicomweb import (
     TRANSIENT_HTTP_STATUS,
     DicomwebClient,
+)
+from .dimse import (
+    DimseOptions,
+    echo,
+    find_series,
+    get_series,
+    send_files,
+)
+from .listener import (
+    Listener,
+    ListenerOptions,
 )
 from .outbox import (
     Delivery,
@@ -46,7 +59,10 @@ __all__ = [
     "DicomNode",
     "DicomwebClient",
     "DicomwebConfig",
+    "DimseOptions",
     "InstanceCache",
+    "Listener",
+    "ListenerOptions",
     "Outbox",
     "PacsBatchResult",
     "PullResult",
@@ -56,14 +72,20 @@ __all__ = [
     "TransientPacsError",
     "cache_folder",
     "check_ae_title",
+    "echo",
+    "find_series",
     "find_studies",
+    "get_series",
     "outbox_for",
     "parse_node",
     "parse_query",
+    "pull_dimse",
     "pull_studies",
     "read_study_list",
     "run_dicomweb_batch",
+    "run_dimse_batch",
     "safe_uid",
     "seg_files",
+    "send_files",
     "with_retries",
 ]

@@ -22,14 +22,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from monai_tumor.errors import EXIT_CODES, PacsError
+from monai_tumor.errors import EXIT_CODES, ConfigError, PacsError
 from monai_tumor.inference.bundle import BundleInfo, read_bundle_info
 from monai_tumor.ingest.selection import load_rules
-from monai_tumor.pacs.cache import InstanceCache
-from monai_tumor.pacs.config import DicomwebConfig
+from monai_tumor.pacs.cache import InstanceCache, safe_uid
+from monai_tumor.pacs.config import DicomNode, DicomwebConfig
 from monai_tumor.pacs.dicomweb import DicomwebClient
+from monai_tumor.pacs.dimse import DimseOptions, find_series, get_series, send_files
 from monai_tumor.pacs.outbox import Delivery, Outbox
-from monai_tumor.pacs.pull import PullResult, find_studies, pull_studies
+from monai_tumor.pacs.pull import PulledSeries, PullResult, find_studies, pull_studies
 from monai_tumor.pipeline.batch import BatchOptions, BatchResult, SeriesStatus, run_batch
 from monai_tumor.pipeline.infer import Segmenter
 from monai_tumor.pipeline.outputs import SEG_NAME
@@ -39,6 +40,7 @@ __all__ = [
     "cache_folder",
     "outbox_for",
     "run_dicomweb_batch",
+    "run_dimse_batch",
     "seg_files",
 ]
 
@@ -197,3 +199,116 @@ def run_dicomweb_batch(
 
         delivery = _deliver(out, target.config.safe_url, seg_files(batch, uids), send)
     return PacsBatchResult(studies=tuple(uids), pull=pull, batch=batch, delivery=delivery)
+
+
+def pull_dimse(
+    node: DicomNode,
+    study_uids: Sequence[str],
+    *,
+    cache: InstanceCache,
+    options: DimseOptions,
+    seed_objects: bool = False,
+) -> PullResult:
+    """C-FIND the series of each study and C-GET the image series into ``cache``.
+
+    DIMSE queries return only a few series attributes, so every image series of a study
+    is fetched (selection then runs on the files, as for a folder); RTSTRUCT/SEG series
+    only with ``seed_objects``. A series whose instance count matches the cache is not
+    fetched again.
+
+    Raises
+    ------
+    PacsError
+        A study is unknown to the node, or the node failed after the retries.
+    """
+    pulled: list[PulledSeries] = []
+    for study_uid in study_uids:
+        series = find_series(node, study_uid, options=options)
+        if not series:
+            raise PacsError(
+                f"study {study_uid} is not on {node} (C-FIND found no series); check the UID"
+            )
+        for ds in series:
+            series_uid = safe_uid(str(ds.get("SeriesInstanceUID", "")), what="SeriesInstanceUID")
+            modality = str(ds.get("Modality", "")).upper()
+            if modality in ("RTSTRUCT", "SEG") and not seed_objects:
+                continue
+            if modality in ("SR", "PR", "KO", "REG", "RTPLAN", "RTDOSE"):
+                continue
+            expected = ds.get("NumberOfSeriesRelatedInstances")
+            folder = cache.study_folder(study_uid) / series_uid
+            have = len([p for p in folder.glob("*.dcm") if not p.name.startswith(".")])
+            fetched = 0
+            if expected is None or have < int(expected):
+                fetched = len(get_series(node, study_uid, series_uid, cache=cache, options=options))
+            total = len([p for p in folder.glob("*.dcm") if not p.name.startswith(".")])
+            role = "seeds" if modality in ("RTSTRUCT", "SEG") else "image"
+            pulled.append(PulledSeries(study_uid, series_uid, modality, role, total, fetched))
+    return PullResult(series=tuple(pulled))
+
+
+def run_dimse_batch(
+    node: DicomNode,
+    out_dir: str | os.PathLike[str],
+    *,
+    bundle: str | os.PathLike[str] | BundleInfo,
+    studies: Sequence[str],
+    store: bool = True,
+    store_to: DicomNode | None = None,
+    dimse: DimseOptions | None = None,
+    options: BatchOptions | None = None,
+    segmenter: Segmenter | None = None,
+) -> PacsBatchResult:
+    """Query/retrieve studies by C-FIND + C-GET, segment them, C-STORE the SEGs back.
+
+    Parameters
+    ----------
+    node
+        The PACS (it must know our AE title and allow C-FIND and C-GET from it).
+    out_dir
+        Output folder; instances are kept in ``OUT/.monai-tumor/pacs-cache``.
+    bundle
+        Bundle folder or description.
+    studies
+        StudyInstanceUIDs.
+    store
+        Send the SEGs back by C-STORE (default).
+    store_to
+        Where to (default: ``node``).
+    dimse
+        Our AE title, TLS, timeouts, retries.
+    options
+        The batch options.
+    segmenter
+        A loaded model.
+
+    Returns
+    -------
+    PacsBatchResult
+        As :func:`run_dicomweb_batch`.
+    """
+    if not studies:
+        raise ConfigError("give the studies to retrieve (--study or --studies-from)")
+    opts = options or BatchOptions()
+    net = dimse or DimseOptions()
+    out = Path(out_dir).expanduser().resolve()
+    info = _bundle(bundle)
+    cache = InstanceCache(cache_folder(out))
+    cache.check_writable()
+    pull = pull_dimse(node, studies, cache=cache, options=net, seed_objects=opts.seeds_from_export)
+    batch = run_batch(
+        cache.root,
+        out,
+        bundle=info,
+        options=replace(opts, index_path=opts.index_path or out / STATE_FOLDER / "index.sqlite"),
+        segmenter=segmenter,
+    )
+    delivery: Delivery | None = None
+    if store:
+        target = store_to or node
+
+        def send(paths: Sequence[Path]) -> None:
+            send_files(paths, target, options=net)
+
+        delivery = _deliver(out, str(target), seg_files(batch, studies), send)
+    return PacsBatchResult(studies=tuple(studies), pull=pull, batch=batch, delivery=delivery)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +37,11 @@ _log = logging.getLogger(__name__)
 
 #: HTTP answers worth retrying (the server is busy, restarting, or a proxy timed out).
 TRANSIENT_HTTP_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+#: Results per QIDO-RS page.
+QIDO_PAGE = 500
+_STUDY_UID_TAG = "0020000D"
+_SERIES_UID_TAG = "0020000E"
 
 T = TypeVar("T")
 
@@ -120,6 +126,30 @@ class DicomwebClient:
 
     # ------------------------------------------------------------------------- QIDO
 
+    def _search(
+        self, what: str, search: Callable[..., list[dict[str, Any]]], key: str
+    ) -> list[Dataset]:
+        """All pages of a QIDO-RS search.
+
+        Paged here rather than with dicomweb-client's ``get_remaining``, which loops for
+        ever on a server that ignores ``offset`` for some filters (seen with Orthanc and
+        ``ModalitiesInStudy``): a page that brings nothing new ends the search.
+        """
+        found: dict[str, dict[str, Any]] = {}
+        offset = 0
+        while True:
+            page = self._call(what, partial(search, limit=QIDO_PAGE, offset=offset))
+            new = {
+                str(item.get(key, {}).get("Value", [""])[0]): item
+                for item in page
+                if str(item.get(key, {}).get("Value", [""])[0]) not in found
+            }
+            found.update(new)
+            if not new or len(page) < QIDO_PAGE:
+                break
+            offset += len(page)
+        return [Dataset.from_json(item) for item in found.values()]
+
     def search_studies(self, query: Mapping[str, str] | None = None) -> list[Dataset]:
         """QIDO-RS study search (every page); attributes as pydicom datasets.
 
@@ -130,21 +160,19 @@ class DicomwebClient:
             "StudyDate": "20240101-20241231", "ModalitiesInStudy": "MR"}``.
         """
         filters: dict[str, Any] = dict(query or {})
-        found = self._call(
+        return self._search(
             "QIDO-RS study search",
-            lambda: self._client.search_for_studies(search_filters=filters, get_remaining=True),
+            lambda **page: self._client.search_for_studies(search_filters=filters, **page),
+            _STUDY_UID_TAG,
         )
-        return [Dataset.from_json(item) for item in found]
 
     def search_series(self, study_uid: str) -> list[Dataset]:
-        """QIDO-RS series of one study."""
-        found = self._call(
+        """QIDO-RS series of one study (every page)."""
+        return self._search(
             f"QIDO-RS series search of study {study_uid}",
-            lambda: self._client.search_for_series(
-                study_instance_uid=study_uid, get_remaining=True
-            ),
+            lambda **page: self._client.search_for_series(study_instance_uid=study_uid, **page),
+            _SERIES_UID_TAG,
         )
-        return [Dataset.from_json(item) for item in found]
 
     # ------------------------------------------------------------------------- WADO
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from monai_tumor import config as tumor_config
 from monai_tumor.errors import ConfigError, PacsError
-from monai_tumor.ingest.headers import InstanceHeader, inspect_dataset
+from monai_tumor.ingest.headers import inspect_dataset
+from monai_tumor.ingest.records import InstanceHeader
 from monai_tumor.ingest.selection import SelectionResult, SelectionRules, select_series
 from monai_tumor.ingest.series import summarize_series
 from monai_tumor.pacs.cache import InstanceCache, safe_uid

@@ -35,7 +35,7 @@ from tests.support.brats_dicom import BratsStudy, brats_case_dir, write_brats_st
 from tests.support.fault_proxy import FaultProxy
 from tests.support.orthanc_server import OrthancServer, dicomweb_plugin, free_port, orthanc_binary
 
-BUNDLE = Path(__file__).resolve().parent.parent / "bundles" / "brats_glioma_mri"
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "brats_glioma_mri"
 CASE = "brats_2013_pat0003_1"
 FAST_RETRY = RetryPolicy(attempts=4, backoff_seconds=0.1, max_backoff_seconds=0.5)
 

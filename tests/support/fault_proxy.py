@@ -108,7 +108,9 @@ def _handler(upstream: str, state: _State) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
                 self.wfile.write(message)
                 return
-            conn = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
+            conn = http.client.HTTPConnection(
+                target.hostname or "127.0.0.1", target.port, timeout=120
+            )
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
             if body is not None:
                 headers["Content-Length"] = str(len(body))
