@@ -172,10 +172,19 @@ def _association(
             assoc.release()
 
 
-def _status_of(answer: Dataset | None) -> int:
+def _status_of(answer: Dataset | None, *, hint: str = "") -> int:
     if answer is None or "Status" not in answer:
-        raise TransientPacsError("no answer (the association was aborted or timed out)")
+        raise TransientPacsError(
+            "no answer: the association was aborted or timed out" + (f" ({hint})" if hint else "")
+        )
     return int(answer.Status)
+
+
+def _refusal_hint(node: DicomNode, options: DimseOptions, right: str) -> str:
+    return (
+        f"a PACS aborts like this when it does not allow {right} from our AE title "
+        f"{options.ae_title} at this host: add it to {node.ae_title}'s modalities"
+    )
 
 
 def echo(node: DicomNode, *, options: DimseOptions | None = None) -> None:
@@ -232,7 +241,9 @@ def send_files(
         sent: list[str] = []
         with _association(ae, node, opts) as assoc:
             for path, _, _, sop in metas:
-                status = _status_of(assoc.send_c_store(path))
+                status = _status_of(
+                    assoc.send_c_store(path), hint=_refusal_hint(node, opts, "storage")
+                )
                 if status in _BUSY:
                     raise TransientPacsError(f"{node} is busy (status 0x{status:04X})")
                 if status != 0 and not 0xB000 <= status <= 0xBFFF:
@@ -272,7 +283,7 @@ def find_series(
         found: list[Dataset] = []
         with _association(ae, node, opts) as assoc:
             for status, identifier in assoc.send_c_find(query, STUDY_ROOT_FIND):
-                code = _status_of(status)
+                code = _status_of(status, hint=_refusal_hint(node, opts, "queries"))
                 if code in (0xFF00, 0xFF01) and identifier is not None:
                     found.append(identifier)
                 elif code != 0:
@@ -356,7 +367,7 @@ def get_series(
         handlers = [(evt.EVT_C_STORE, receive_into(cache, received))]
         with _association(ae, node, opts, ext_neg=roles, evt_handlers=handlers) as assoc:
             for status, _identifier in assoc.send_c_get(query, STUDY_ROOT_GET):
-                code = _status_of(status)
+                code = _status_of(status, hint=_refusal_hint(node, opts, "retrieval"))
                 if code in (0xFF00, 0xFF01, 0x0000):
                     continue
                 if code in (0xB000,):
