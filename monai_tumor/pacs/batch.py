@@ -124,6 +124,31 @@ def _bundle(bundle: str | os.PathLike[str] | BundleInfo) -> BundleInfo:
     return bundle if isinstance(bundle, BundleInfo) else read_bundle_info(Path(bundle))
 
 
+def _segment_and_send(
+    cache: InstanceCache,
+    out: Path,
+    info: BundleInfo,
+    opts: BatchOptions,
+    segmenter: Segmenter | None,
+    pull: PullResult,
+    studies: Sequence[str],
+    destination: tuple[str, Callable[[Sequence[Path]], None]] | None,
+) -> PacsBatchResult:
+    """Run the folder pipeline on the cache, then send the studies' new SEGs."""
+    batch = run_batch(
+        cache.root,
+        out,
+        bundle=info,
+        options=replace(opts, index_path=opts.index_path or out / STATE_FOLDER / "index.sqlite"),
+        segmenter=segmenter,
+    )
+    delivery = None
+    if destination is not None:
+        name, send = destination
+        delivery = _deliver(out, name, seg_files(batch, studies), send)
+    return PacsBatchResult(studies=tuple(studies), pull=pull, batch=batch, delivery=delivery)
+
+
 def run_dicomweb_batch(
     source: DicomwebConfig,
     out_dir: str | os.PathLike[str],
@@ -183,22 +208,15 @@ def run_dicomweb_batch(
     cache = InstanceCache(cache_folder(out))
     pull = pull_studies(client, uids, rules=rules, cache=cache, seed_objects=opts.seeds_from_export)
     _log.info("%d instances fetched, %d already cached", pull.fetched, pull.cached)
-    batch = run_batch(
-        cache.root,
-        out,
-        bundle=info,
-        options=replace(opts, index_path=opts.index_path or out / STATE_FOLDER / "index.sqlite"),
-        segmenter=segmenter,
-    )
-    delivery: Delivery | None = None
+    destination: tuple[str, Callable[[Sequence[Path]], None]] | None = None
     if stow:
         target = DicomwebClient(stow_to) if stow_to is not None else client
 
         def send(paths: Sequence[Path]) -> None:
             target.store(paths)
 
-        delivery = _deliver(out, target.config.safe_url, seg_files(batch, uids), send)
-    return PacsBatchResult(studies=tuple(uids), pull=pull, batch=batch, delivery=delivery)
+        destination = (target.config.safe_url, send)
+    return _segment_and_send(cache, out, info, opts, segmenter, pull, uids, destination)
 
 
 def pull_dimse(
@@ -296,19 +314,12 @@ def run_dimse_batch(
     cache = InstanceCache(cache_folder(out))
     cache.check_writable()
     pull = pull_dimse(node, studies, cache=cache, options=net, seed_objects=opts.seeds_from_export)
-    batch = run_batch(
-        cache.root,
-        out,
-        bundle=info,
-        options=replace(opts, index_path=opts.index_path or out / STATE_FOLDER / "index.sqlite"),
-        segmenter=segmenter,
-    )
-    delivery: Delivery | None = None
+    destination: tuple[str, Callable[[Sequence[Path]], None]] | None = None
     if store:
         target = store_to or node
 
         def send(paths: Sequence[Path]) -> None:
             send_files(paths, target, options=net)
 
-        delivery = _deliver(out, str(target), seg_files(batch, studies), send)
-    return PacsBatchResult(studies=tuple(studies), pull=pull, batch=batch, delivery=delivery)
+        destination = (str(target), send)
+    return _segment_and_send(cache, out, info, opts, segmenter, pull, studies, destination)

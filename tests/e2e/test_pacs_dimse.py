@@ -30,6 +30,7 @@ from monai_tumor.pacs import (
     DimseOptions,
     Listener,
     ListenerOptions,
+    PacsBatchResult,
     RetryPolicy,
     echo,
     outbox_for,
@@ -126,7 +127,6 @@ def _check_seg(orthanc: OrthancServer, study: BratsStudy, tmp_path: Path) -> Non
     assert [s.SeriesInstanceUID for s in seg.ReferencedSeriesSequence] == [study.flair.series_uid]
 
 
-@pytest.mark.slow
 def test_storescu_to_listen_then_seg_arrives_in_orthanc(
     orthanc: OrthancServer, study: BratsStudy, listen_port: int, tmp_path: Path
 ) -> None:
@@ -144,6 +144,8 @@ def test_storescu_to_listen_then_seg_arrives_in_orthanc(
             dimse=FAST,
         ),
         batch_options=BatchOptions(device="cpu", progress=False, workers=1),
+        # the real glioma bundle runs in test_pacs_dicomweb.py; here the network path counts
+        segmenter=BrightSegmenter(),
     ).start()
     try:
         # echoscu works, from an allowed AE title
@@ -249,29 +251,25 @@ def test_batch_dimse_find_get_and_store_back(
 ) -> None:
     orthanc.load(_all_files(study))
     out = tmp_path / "out"
-    result = run_dimse_batch(
-        _node(orthanc),
-        out,
-        bundle=read_bundle_info(BUNDLE),
-        studies=[study.study_uid],
-        dimse=FAST,
-        options=BatchOptions(device="cpu", progress=False, workers=1),
-        segmenter=BrightSegmenter(),
-    )
+
+    def run() -> PacsBatchResult:
+        return run_dimse_batch(
+            _node(orthanc),
+            out,
+            bundle=read_bundle_info(BUNDLE),
+            studies=[study.study_uid],
+            dimse=FAST,
+            options=BatchOptions(device="cpu", progress=False, workers=1),
+            segmenter=BrightSegmenter(),
+        )
+
+    result = run()
     assert result.exit_code == 0, [r.reason for r in result.batch.records]
     assert result.pull.fetched == len(_all_files(study))
     assert result.delivery is not None and len(result.delivery.sent) == 1
     sop = result.delivery.sent[0]
     assert orthanc.find("Instance", {"SOPInstanceUID": sop})
-    again = run_dimse_batch(
-        _node(orthanc),
-        out,
-        bundle=read_bundle_info(BUNDLE),
-        studies=[study.study_uid],
-        dimse=FAST,
-        options=BatchOptions(device="cpu", progress=False, workers=1),
-        segmenter=BrightSegmenter(),
-    )
+    again = run()
     assert again.pull.fetched == 0
     assert again.delivery is not None and again.delivery.sent == ()
 
