@@ -16,8 +16,8 @@ from monai_tumor.cli import (
     convert_cmd,
     evaluate_cmd,
     infer_cmd,
-    report_cmd,
     pacs_cmd,
+    report_cmd,
     scan_cmd,
 )
 
