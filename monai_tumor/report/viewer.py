@@ -130,11 +130,14 @@ class ViewerOptions:
     ct_presets, other_presets
         Window presets offered for CT and for every other modality; the first is the
         initial window.
+    compresslevel
+        gzip level of the display NIfTI (1 fastest .. 9 smallest; see docs/benchmarks.md).
     """
 
     max_voxels: int = DEFAULT_MAX_VOXELS
     ct_presets: tuple[WindowPreset, ...] = CT_PRESETS
     other_presets: tuple[WindowPreset, ...] = MR_PRESETS
+    compresslevel: int = 6
 
 
 @dataclass(frozen=True)
@@ -288,7 +291,9 @@ def make_display_copy(
     )
 
 
-def _nifti_gz(volume: npt.NDArray[Any], affine_ras: npt.NDArray[np.float64]) -> bytes:
+def _nifti_gz(
+    volume: npt.NDArray[Any], affine_ras: npt.NDArray[np.float64], *, compresslevel: int = 6
+) -> bytes:
     """Encode ``volume`` as gzipped NIfTI-1 whose header holds the grid and scaling only."""
     data = volume
     integral = np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.bool_)
@@ -307,7 +312,11 @@ def _nifti_gz(volume: npt.NDArray[Any], affine_ras: npt.NDArray[np.float64]) -> 
     nii.set_sform(affine_ras, code=1)
     nii.set_qform(affine_ras, code=1)
     # mtime=0: the same volume always gives the same bytes (stable manifest hashes).
-    return gzip.compress(nii.to_bytes(), compresslevel=6, mtime=0)
+    return gzip.compress(nii.to_bytes(), compresslevel=compresslevel, mtime=0)
+
+
+def _b64_nifti(volume: npt.NDArray[Any], affine: npt.NDArray[np.float64], level: int) -> str:
+    return base64.b64encode(_nifti_gz(volume, affine, compresslevel=level)).decode("ascii")
 
 
 def _lesion_entries(
@@ -473,8 +482,8 @@ def write_viewer(
         "presets": _presets(modality, opts),
         "segments": _segment_entries(segments, copy.labels),
         "lesions": entries,
-        "image": base64.b64encode(_nifti_gz(copy.image, copy.affine_ras)).decode("ascii"),
-        "labels": base64.b64encode(_nifti_gz(copy.labels, copy.affine_ras)).decode("ascii"),
+        "image": _b64_nifti(copy.image, copy.affine_ras, opts.compresslevel),
+        "labels": _b64_nifti(copy.labels, copy.affine_ras, opts.compresslevel),
     }
     assets_href = Path(os.path.relpath(assets, out)).as_posix()
     index = Path(run_dir) / "index.html"

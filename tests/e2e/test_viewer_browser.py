@@ -23,7 +23,6 @@ import pytest
 
 from monai_tumor.geometry import patient_to_voxel, subsampled_affine
 from monai_tumor.pipeline.batch import BatchOptions, run_batch
-from monai_tumor.pipeline.infer import InferOptions, infer_one
 from monai_tumor.pipeline.outputs import MANIFEST_NAME
 from monai_tumor.report.viewer import DISPLAY_NAME, VIEWER_NAME, read_display
 from tests.support.browser import ConsoleLog, open_chromium, png_pixels
@@ -214,19 +213,20 @@ def test_report_serve_refuses_other_hosts(synthetic_run: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def lung1_result(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The nodule bundle on LUNG1-001 (512 x 512 x 134 CT), seeded from its RTSTRUCT."""
-    case = data_dir / "lung1" / "LUNG1-001"
-    (rtstruct,) = sorted((case / "mask_rtstruct").iterdir())
+def lung1_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A batch of the nodule bundle on LUNG1-001 (512 x 512 x 134 CT), seeded by its RTSTRUCT."""
     out = tmp_path_factory.mktemp("lung1")
-    result = infer_one(
-        case / "image",
-        bundle=NODULE,
-        out_dir=out,
-        options=InferOptions(device="cpu", seeds_from=rtstruct),
+    options = BatchOptions(
+        device="cpu",
+        seeds_from_export=True,
+        progress=False,
+        workers=1,
+        index_path=out / "index.sqlite",  # never inside the shared data
     )
-    assert result.status == "done"
-    return out
+    case = data_dir / "lung1" / "LUNG1-001"
+    result = run_batch(case, out / "run", bundle=NODULE, options=options)
+    assert [r.status.value for r in result.records] == ["done"]
+    return out / "run"
 
 
 ZOOM = 2.0
@@ -234,8 +234,17 @@ ZOOM = 2.0
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_lung1_overlay_is_on_the_mask_voxels(chromium: Any, lung1_result: Path) -> None:
-    out = lung1_result
+def test_lung1_overlay_is_on_the_mask_voxels(chromium: Any, lung1_run: Path) -> None:
+    report = chromium.new_page()
+    report_log = ConsoleLog().attach(report)
+    try:
+        report.goto((lung1_run / "index.html").as_uri())
+        _keep(report.screenshot(full_page=True), "report_lung1.png")
+        assert report.locator("table.series tbody tr").count() == 1
+        assert report_log.errors == []
+    finally:
+        report.close()
+    out = _series_folder(lung1_run)
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     steps = manifest["viewer"]["steps"]
     assert steps == [2, 2, 1]  # 512 x 512 x 134 is shown at 256 x 256 x 134

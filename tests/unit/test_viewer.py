@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import re
@@ -11,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+import tomllib
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -155,6 +157,18 @@ def test_mr_float_image_is_scaled_into_int16(tmp_path: Path) -> None:
     assert payload["image"].get_data_dtype() == np.int16
     np.testing.assert_allclose(payload["image"].get_fdata(), data[0].numpy(), atol=2e-4)
     assert [p["name"] for p in payload["presets"]] == ["auto"]
+
+
+def test_every_static_file_is_package_data() -> None:
+    """A wheel carries NiiVue and the pages' scripts: pyproject's package-data covers them."""
+    root = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = config["tool"]["setuptools"]["package-data"]["monai_tumor"]
+    static = sorted((root / "monai_tumor" / "report" / "static").iterdir())
+    assert {p.name for p in static} >= {*VIEWER_ASSETS, "report.js"}
+    for path in static:
+        rel = f"report/static/{path.name}"
+        assert any(fnmatch.fnmatch(rel, pattern) for pattern in patterns), rel
 
 
 def test_install_viewer_assets_leaves_identical_files_alone(tmp_path: Path) -> None:
