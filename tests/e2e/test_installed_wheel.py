@@ -14,6 +14,7 @@ test suite runs with.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from monai_tumor.report.assets import NIIVUE_FILE, NIIVUE_SHA256, VIEWER_ASSETS
 from tests.support.tiny_bundle import make_tiny_bundle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,3 +115,19 @@ def test_bundle_verify_from_the_installed_wheel(
     # the schema came from the package, the smoke run ran the installed smoke_run module
     schema = next(c for c in report["checks"] if c["name"] == "metadata_schema")
     assert "meta_schema_20240725.json" in schema["message"]
+
+
+def test_viewer_assets_from_the_installed_wheel(
+    installed: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """NiiVue and the pages' scripts ship in the wheel: a run gets them with no checkout."""
+    bin_dir, env = installed
+    code = (
+        "import sys; from monai_tumor.report.assets import install_viewer_assets; "
+        "print(install_viewer_assets(sys.argv[1]))"
+    )
+    out = _run([str(bin_dir / "python"), "-c", code, str(tmp_path)], cwd=tmp_path, env=env)
+    folder = Path(out.stdout.strip())
+    assert sorted(p.name for p in folder.iterdir()) == sorted(VIEWER_ASSETS)
+    data = (folder / NIIVUE_FILE).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == NIIVUE_SHA256
