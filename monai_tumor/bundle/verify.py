@@ -27,8 +27,9 @@ The checks (see ``docs/bundle_format.md`` for the why of each):
     :class:`monai.bundle.ConfigWorkflow`.
 ``net_in_out``
     :func:`monai.bundle.verify_net_in_out` on ``network_def`` with the shapes and
-    dtypes declared in ``network_data_format``; the output channel count also
-    equals ``len(pred.channel_def)``.
+    dtypes declared in ``network_data_format``; ``pred.channel_def`` names either
+    every output channel or every value of the written label map (0 and the
+    ``monai_tumor.segments`` numbers), which is what MONAI Label shows.
 ``torchscript``
     ``models/model.ts`` loads with :func:`torch.jit.load`, carries the
     ``metadata.json``/``inference.json`` extra files MONAI Deploy reads, and gives
@@ -705,18 +706,45 @@ def _check_model_zoo_keys(ctx: _Context) -> tuple[CheckStatus, str]:
     return CheckStatus.PASS, "ids of MONAI's inference and training workflow properties present"
 
 
+def _channel_def_problem(pred: Mapping[str, Any], meta: Mapping[str, Any]) -> str | None:
+    """Why ``outputs.pred.channel_def`` does not name the output, or None if it does.
+
+    Two readings are accepted: one entry per network output channel (keys ``0..n-1``), or,
+    for a bundle whose written label map carries other values than the channel indices
+    (the glioma bundle: 3 sigmoid channels written as BraTS labels 1, 2, 4), one entry per
+    value of that map: ``0`` and every ``monai_tumor.segments[].number``. MONAI Label takes
+    its label names and values from these keys, so they must be the values it will see.
+    """
+    channel_def = pred.get("channel_def", {})
+    if not isinstance(channel_def, Mapping):
+        return None
+    try:
+        keys = {int(k) for k in channel_def}
+    except ValueError:
+        return f"outputs.pred.channel_def keys must be integers, found {sorted(channel_def)}"
+    n = int(pred["num_channels"])
+    if keys == set(range(n)):
+        return None
+    custom = meta.get("monai_tumor", {})
+    segments = custom.get("segments", []) if isinstance(custom, Mapping) else []
+    values = {0} | {int(s["number"]) for s in segments if isinstance(s, Mapping)}
+    if segments and keys == values:
+        return None
+    return (
+        f"outputs.pred.channel_def has keys {sorted(keys)}; expected one per output channel "
+        f"(0..{n - 1}, num_channels is {n}) or one per written label value "
+        f"({sorted(values)}: 0 and monai_tumor.segments numbers); make them agree"
+    )
+
+
 def _check_net_in_out(ctx: _Context) -> tuple[CheckStatus, str]:
     from monai.bundle import verify_net_in_out
 
     meta = _metadata(ctx.bundle_dir)
     image, pred = _io_format(meta)
-    channel_def = pred.get("channel_def", {})
-    if isinstance(channel_def, Mapping) and len(channel_def) != int(pred["num_channels"]):
-        return (
-            CheckStatus.FAIL,
-            f"outputs.pred.num_channels is {pred['num_channels']} but channel_def has "
-            f"{len(channel_def)} entries; make them agree",
-        )
+    problem = _channel_def_problem(pred, meta)
+    if problem:
+        return CheckStatus.FAIL, problem
     try:
         with _quiet("monai.bundle.scripts"), bundle_scripts(ctx.bundle_dir):
             verify_net_in_out(

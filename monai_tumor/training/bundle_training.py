@@ -41,6 +41,7 @@ def train_bundle(
     dataset_dir: str | Path,
     output_dir: str | Path,
     overrides: Mapping[str, Any] | None = None,
+    resume: bool = False,
 ) -> Path:
     """Run a bundle's ``configs/train.json`` with ``ConfigWorkflow(workflow_type="train")``.
 
@@ -52,11 +53,16 @@ def train_bundle(
         Training data root, passed as the config's ``dataset_dir`` (for ``lung_nodule_ct``
         the folder holding ``lidc_nodules/``; the split file names files relative to it).
     output_dir
-        Where checkpoints (``model.pt`` = best by validation metric, ``checkpoint_last.pt``),
-        the metrics CSV and the training curve go (config ids ``ckpt_dir`` and ``output_dir``).
-        An existing ``checkpoint*.pt`` there is resumed by bundles that support it.
+        Where the best weights (``model.pt``, by validation metric), the metrics CSV and the
+        training curve go (config ids ``ckpt_dir`` and ``output_dir``); the full training
+        state (``checkpoint_last.pt``) goes to ``output_dir / "checkpoints"``
+        (``checkpoint_dir``).
     overrides
         Further config ids and values, e.g. ``{"max_epochs": 2, "limit_train": 8}``.
+    resume
+        Continue from the newest ``checkpoints/checkpoint*.pt`` of ``output_dir``
+        (config id ``resume_training``); off by default, so a new run never picks up an
+        old run's state by accident.
 
     Returns
     -------
@@ -79,6 +85,8 @@ def train_bundle(
         "dataset_dir": str(Path(dataset_dir).resolve()),
         "ckpt_dir": str(out),
         "output_dir": str(out),
+        "checkpoint_dir": str(out / "checkpoints"),
+        "resume_training": resume,
     }
     override.update(dict(overrides or {}))
     logging_file = configs / "logging.conf"

@@ -112,7 +112,13 @@ def test_metadata_valid_against_the_shipped_schema() -> None:
         verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(schema))
     fmt = _metadata()["network_data_format"]
     assert fmt["inputs"]["image"]["channel_def"] == {"0": "FLAIR", "1": "T1c"}
-    assert fmt["outputs"]["pred"]["channel_def"] == {"0": "TC", "1": "WT", "2": "ET"}
+    # keyed by the written label values (what MONAI Label names), not the 3 network channels
+    assert fmt["outputs"]["pred"]["channel_def"] == {
+        "0": "background",
+        "1": "Tumour core (non-enhancing)",
+        "2": "Edema",
+        "4": "Enhancing tumour",
+    }
 
 
 def test_verify_net_in_out() -> None:
@@ -187,8 +193,10 @@ def test_train_smoke(data_dir: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
     models = tmp_path / "models"
     assert (models / "model.pt").is_file()  # best by validation mean Dice
-    assert (models / "checkpoint_last.pt").is_file()  # full state for resuming
-    state = torch.load(models / "checkpoint_last.pt", map_location="cpu")
+    assert sorted(p.name for p in models.iterdir()) == ["model.pt"]  # no training state there
+    last = tmp_path / "eval" / "checkpoints" / "checkpoint_last.pt"
+    assert last.is_file()  # full state for resuming (opt-in: --resume_training true)
+    state = torch.load(last, map_location="cpu")
     assert {"model", "optimizer", "lr_scheduler", "trainer"} <= set(state)
     assert state["trainer"]["max_epochs"] == 2
     assert state["trainer"]["iteration"] == 4  # 2 epochs x 2 training cases, batch size 1

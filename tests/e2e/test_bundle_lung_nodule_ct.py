@@ -117,7 +117,8 @@ def test_training_smoke_run(data_dir: Path, tmp_path: Path) -> None:
         data_dir,
     )
     assert (tmp_path / "model.pt").is_file()
-    assert (tmp_path / "checkpoint_last.pt").is_file()
+    assert (tmp_path / "checkpoints" / "checkpoint_last.pt").is_file()
+    assert not list(tmp_path.glob("checkpoint*.pt"))  # training state stays out of ckpt_dir
     rows = (tmp_path / "metrics.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0].startswith("epoch,iteration,loss")
     assert len(rows) == 2

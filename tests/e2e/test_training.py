@@ -30,7 +30,7 @@ def test_train_then_export(data_dir: Path, tmp_path: Path) -> None:
     assert best == tmp_path / "model.pt"
     state = torch.load(best, map_location="cpu")
     assert any(k.endswith("weight") for k in state)
-    assert (tmp_path / "checkpoint_last.pt").is_file()
+    assert (tmp_path / "checkpoints" / "checkpoint_last.pt").is_file()
 
     ts = export_torchscript(BUNDLE, ckpt_file=best, filepath=tmp_path / "model.ts")
     scripted = torch.jit.load(str(ts), map_location="cpu")
@@ -44,7 +44,11 @@ def test_train_then_export(data_dir: Path, tmp_path: Path) -> None:
 def test_training_resumes_from_last_checkpoint(data_dir: Path, tmp_path: Path) -> None:
     train_bundle(BUNDLE, dataset_dir=data_dir, output_dir=tmp_path, overrides=SMOKE)
     train_bundle(
-        BUNDLE, dataset_dir=data_dir, output_dir=tmp_path, overrides={**SMOKE, "max_epochs": 2}
+        BUNDLE,
+        dataset_dir=data_dir,
+        output_dir=tmp_path,
+        overrides={**SMOKE, "max_epochs": 2},
+        resume=True,
     )
 
     rows = (tmp_path / "metrics.csv").read_text(encoding="utf-8").splitlines()

@@ -17,12 +17,13 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.inferers import Inferer
-from monai.transforms import MapTransform
+from monai.transforms import MapTransform, Spacingd
 
 __all__ = [
     "BratsLabelsToTcWtEtd",
     "FlipTTASigmoidInferer",
     "KeepLargestComponentPerChanneld",
+    "MetaSafeSpacingd",
     "TcWtEtToBratsLabelsd",
     "ZeroBackgroundd",
     "as_bool",
@@ -305,3 +306,31 @@ class FlipTTASigmoidInferer(Inferer):
         if isinstance(base, MetaTensor):
             return MetaTensor(logit, meta=base.meta)
         return logit
+
+
+class MetaSafeSpacingd(Spacingd):
+    """``Spacingd`` that leaves plain (non-dictionary) ``<key>_*`` entries of the data alone.
+
+    MONAI 1.6's ``Spacingd.__call__`` treats every data key that starts with ``"<key>_"`` as
+    a metadata dictionary and calls ``.update()`` on it when the image was read from NIfTI.
+    MONAI Label (0.8.x) puts the string ``image_path`` into the data dictionary of every
+    inference request, so the stock transform fails there with ``'str' object has no
+    attribute 'update'`` (MONAI 1.5.2 only touched ``<key>_<meta_key_postfix>``). This
+    wrapper sets such entries aside for the call and puts them back unchanged; metadata
+    dictionaries (``image_meta_dict``) are still updated as MONAI intends. The inverse is
+    ``Spacingd``'s own, so ``Invertd`` undoes it as before.
+    """
+
+    def __call__(
+        self, data: Mapping[Hashable, torch.Tensor], lazy: bool | None = None
+    ) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        prefixes = tuple(f"{key}_" for key in self.keys)
+        aside = {
+            k: d.pop(k)
+            for k in list(d)
+            if isinstance(k, str) and k.startswith(prefixes) and not isinstance(d[k], Mapping)
+        }
+        out = super().__call__(d, lazy=lazy)
+        out.update(aside)
+        return out
