@@ -20,6 +20,7 @@ __all__ = [
     "InvalidSeriesError",
     "MonaiTumorError",
     "PacsError",
+    "RequestError",
     "UnsupportedInputError",
 ]
 
@@ -74,6 +75,17 @@ class ConfigError(MonaiTumorError):
     """A configuration file, rule file or option is invalid."""
 
 
+class RequestError(MonaiTumorError):
+    """A client's request to the annotation server is refused (bad id, bad upload, no point).
+
+    ``status`` is the HTTP status the server answers with (4xx, or 429/503 when busy).
+    """
+
+    def __init__(self, message: str, *, status: int = 400, path: str | Path | None = None) -> None:
+        super().__init__(message, path=path)
+        self.status = status
+
+
 #: Stable process exit codes used by the CLI, most specific class first.
 EXIT_CODES: dict[type[MonaiTumorError], int] = {
     InvalidSeriesError: 11,
@@ -83,5 +95,6 @@ EXIT_CODES: dict[type[MonaiTumorError], int] = {
     ExportError: 30,
     PacsError: 40,
     ConfigError: 50,
+    RequestError: 60,
     MonaiTumorError: 1,
 }

@@ -19,6 +19,7 @@ from monai_tumor.cli import (
     pacs_cmd,
     report_cmd,
     scan_cmd,
+    serve_cmd,
 )
 
 app = typer.Typer(
@@ -54,6 +55,7 @@ batch_cmd.register(app)
 infer_cmd.register(app)
 report_cmd.register(app)
 pacs_cmd.register(app)
+serve_cmd.register(app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -38,6 +38,7 @@ side by side in one process.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -468,7 +469,11 @@ def _load_state_dict(path: Path, device: torch.device) -> dict[str, torch.Tensor
 
 
 def load_bundle(
-    path: str | Path, *, device: str = "auto", num_threads: int | None = None
+    path: str | Path,
+    *,
+    device: str = "auto",
+    num_threads: int | None = None,
+    weights: str | Path | None = None,
 ) -> LoadedBundle:
     """Build a bundle's network and transforms once, ready for many :meth:`~LoadedBundle.segment`.
 
@@ -483,11 +488,16 @@ def load_bundle(
         torch intra-op threads while segmenting (restored afterwards); ``None`` leaves
         torch's setting alone. On a shared machine, set it to the cores this process
         may use.
+    weights
+        A state dict to load instead of ``models/model.pt`` (e.g. a fine-tuned version
+        kept beside the released one); ``info.weights_sha256`` (and so the cache key and
+        provenance) then describes this file.
 
     Returns
     -------
     LoadedBundle
-        The network in eval mode on ``device`` with ``models/model.pt`` loaded.
+        The network in eval mode on ``device`` with ``models/model.pt`` (or ``weights``)
+        loaded.
 
     Raises
     ------
@@ -516,6 +526,12 @@ def load_bundle(
     from monai.bundle import ConfigParser
 
     info = read_bundle_info(path)
+    weights_path = info.weights
+    if weights is not None:
+        weights_path = Path(weights)
+        if not weights_path.is_file():
+            raise BundleError("weights file not found", path=weights_path)
+        info = dataclasses.replace(info, weights_sha256=_sha256(weights_path))
     dev = select_device(device)
     config_path = info.root / "configs" / "inference.json"
     raw = _read_json(config_path)
@@ -546,11 +562,9 @@ def load_bundle(
             f"network_def is a {type(network).__name__}, not a torch module", path=config_path
         )
     try:
-        network.load_state_dict(_load_state_dict(info.weights, dev), strict=True)
+        network.load_state_dict(_load_state_dict(weights_path, dev), strict=True)
     except RuntimeError as exc:
-        raise BundleError(
-            f"models/model.pt does not fit network_def: {exc}", path=info.weights
-        ) from exc
+        raise BundleError(f"the weights do not fit network_def: {exc}", path=weights_path) from exc
     network.to(dev).eval()
     return LoadedBundle(
         info=info,

@@ -1,7 +1,8 @@
 """Stage: training (see docs/architecture.md).
 
 Bundles are trained through their own ``configs/train.json`` (MONAI ``ConfigWorkflow``);
-this package only drives that and the TorchScript export.
+this package only drives that (a full run, or fine-tuning on corrected labels) and the
+TorchScript export.
 """
 
 from monai_tumor.training.bundle_training import (
@@ -9,5 +10,12 @@ from monai_tumor.training.bundle_training import (
     strip_torchscript_debug_info,
     train_bundle,
 )
+from monai_tumor.training.finetune import FinetuneResult, finetune_bundle
 
-__all__ = ["export_torchscript", "strip_torchscript_debug_info", "train_bundle"]
+__all__ = [
+    "FinetuneResult",
+    "export_torchscript",
+    "finetune_bundle",
+    "strip_torchscript_debug_info",
+    "train_bundle",
+]

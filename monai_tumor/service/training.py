@@ -1,0 +1,241 @@
+"""Fine-tuning in a background process, one run at a time, with MONAI Label's task records.
+
+``POST /train/{model}`` starts ``python -m monai_tumor.service.train_worker JOB`` (which
+calls :func:`monai_tumor.training.finetune_bundle`) in a new process, so a crash or a
+``DELETE /train/`` never takes the server down. When the process ends, the new weights
+are registered as a model version (:meth:`ServedModel.register`), and the server switches
+to them only if they validate better than the weights they started from.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from monai_tumor.errors import RequestError
+from monai_tumor.export.atomic import atomic_write_json
+from monai_tumor.service.datastore import Datastore
+from monai_tumor.service.models import ServedModel
+
+__all__ = ["TRAIN_PARAMS", "TrainManager", "split_pairs"]
+
+#: Request params passed on to the bundle's train.json (anything else is ignored).
+TRAIN_PARAMS = {
+    "max_epochs": int,
+    "num_samples": int,
+    "batch_size": int,
+    "learning_rate": float,
+    "seed": int,
+}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def split_pairs(
+    pairs: list[dict[str, str]], *, val_fraction: float
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Hold out every ``round(1 / val_fraction)``-th pair (at least one) for validation.
+
+    With a single labelled image it is used for both (the run can still only be kept if
+    it fits that image better than before).
+    """
+    if not pairs:
+        return [], []
+    step = max(2, round(1.0 / val_fraction)) if val_fraction > 0 else len(pairs) + 1
+    val = pairs[step - 1 :: step] or pairs[-1:]
+    train = [p for p in pairs if p not in val] or list(pairs)
+    return train, val
+
+
+class TrainManager:
+    """Runs fine-tuning jobs one at a time and keeps their MONAI Label task records."""
+
+    def __init__(
+        self,
+        models: Mapping[str, ServedModel],
+        datastore: Datastore,
+        *,
+        val_fraction: float,
+        overrides: Mapping[str, Any],
+    ) -> None:
+        self._models = models
+        self._datastore = datastore
+        self._val_fraction = val_fraction
+        self._overrides = dict(overrides)
+        self._lock = threading.Lock()
+        self._tasks: list[dict[str, Any]] = []
+        self._process: subprocess.Popen[str] | None = None
+        self.stats: dict[str, dict[str, Any]] = {name: {} for name in models}
+
+    def running(self) -> dict[str, Any] | None:
+        """Return the task record of the run in progress, if any."""
+        with self._lock:
+            if self._process is not None and self._process.poll() is None:
+                return self._tasks[-1]
+            return None
+
+    def status(self, *, all_tasks: bool = False) -> Any:
+        """Return the newest task record (or all), as MONAI Label's ``GET /train/``.
+
+        Raises
+        ------
+        RequestError
+            404 if no task ever ran.
+        """
+        with self._lock:
+            if not self._tasks:
+                raise RequestError("No Train Tasks Found", status=404)
+            return [_public(t) for t in self._tasks] if all_tasks else _public(self._tasks[-1])
+
+    def start(self, model: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Start fine-tuning ``model`` on the datastore's final labels.
+
+        Raises
+        ------
+        RequestError
+            404 for an unknown model, 429 while a run is going, 400 without enough labels.
+        """
+        served = self._models.get(model)
+        if served is None:
+            raise RequestError(f"no model {model!r}; known: {sorted(self._models)}", status=404)
+        train, val = split_pairs(self._datastore.datalist(), val_fraction=self._val_fraction)
+        if not train:
+            raise RequestError(
+                "no final labels in the datastore yet; save corrected labels (tag 'final') "
+                "before training"
+            )
+        overrides = dict(self._overrides)
+        for key, kind in TRAIN_PARAMS.items():
+            if key in params:
+                try:
+                    overrides[key] = kind(params[key])
+                except (TypeError, ValueError) as exc:
+                    raise RequestError(f"train param {key}={params[key]!r}: {exc}") from exc
+        with self._lock:
+            if self._process is not None and self._process.poll() is None:
+                raise RequestError("++++++++++ Train Task is Already Running", status=429)
+            folder = served.next_version_dir()
+            start_from = served.active_version()
+            job = {
+                "bundle": str(served.info.root),
+                "train_pairs": train,
+                "val_pairs": val,
+                "init_weights": str(start_from.weights),
+                "output_dir": str(folder),
+                "max_epochs": int(overrides.pop("max_epochs", 1)),
+                "overrides": overrides,
+            }
+            atomic_write_json(folder / "job.json", job)
+            task: dict[str, Any] = {
+                "id": str(uuid.uuid4()),
+                "status": "RUNNING",
+                "request": {
+                    "model": model,
+                    **{k: v for k, v in params.items() if k in TRAIN_PARAMS},
+                },
+                "start_ts": _now(),
+                "details": deque(maxlen=20),
+                "model": model,
+                "train_images": len(train),
+                "val_images": len(val),
+                "start_version": start_from.number,
+            }
+            log = open(folder / "train.log", "w", encoding="utf-8")  # noqa: SIM115 (closed by the watcher)
+            self._process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "monai_tumor.service.train_worker",
+                    str(folder / "job.json"),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            self._tasks.append(task)
+            threading.Thread(
+                target=self._watch, args=(self._process, log, task, served, folder), daemon=True
+            ).start()
+            return _public(task)
+
+    def stop(self) -> dict[str, Any]:
+        """Stop the run in progress (``DELETE /train/``); returns its record."""
+        with self._lock:
+            process = self._process
+            if process is None or process.poll() is not None:
+                return {}
+            self._tasks[-1]["status"] = "STOPPED"
+            process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        with self._lock:
+            return _public(self._tasks[-1])
+
+    def _watch(
+        self,
+        process: subprocess.Popen[str],
+        log: Any,
+        task: dict[str, Any],
+        served: ServedModel,
+        folder: Path,
+    ) -> None:
+        code = process.wait()
+        log.close()
+        lines = (folder / "train.log").read_text("utf-8", errors="replace").splitlines()
+        result_file = folder / "result.json"
+        with self._lock:
+            task["details"].extend(lines[-20:])
+            task["end_ts"] = _now()
+            if task["status"] == "STOPPED":
+                return
+            if code != 0 or not result_file.is_file():
+                task["status"] = "ERROR"
+                return
+        result = json.loads(result_file.read_text("utf-8"))
+        version, switched = served.register(
+            folder,
+            metric=float(result["best"]),
+            baseline=float(result["baseline"]),
+            metric_name=str(result["metric_name"]),
+        )
+        # the full training state (~3x the weights) is not needed once the run is over
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+        with self._lock:
+            task["status"] = "DONE"
+            task["result"] = {
+                "metric_name": version.metric_name,
+                "baseline": version.baseline,
+                "best": version.metric,
+                "per_epoch": result["per_epoch"],
+                "model_version": version.number,
+                "activated": switched,
+                "active_version": served.active_version().number,
+            }
+            self.stats[served.name] = {
+                "last_run": task["end_ts"],
+                "best_metric": version.metric,
+                "baseline_metric": version.baseline,
+                "metric_name": version.metric_name,
+                "model_version": served.active_version().number,
+                "train_images": task["train_images"],
+                "val_images": task["val_images"],
+            }
+
+
+def _public(task: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(task)
+    out["details"] = list(task.get("details", []))
+    return out
