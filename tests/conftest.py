@@ -22,7 +22,7 @@ import pytest
 from monai_tumor.bundle.imports import SCRIPTS_PACKAGE
 from monai_tumor.config import DATA_ENV_VAR, PATIENT_KEY_ENV_VAR, data_root
 
-pytest_plugins = ["tests.support.batch_export"]
+pytest_plugins = ["tests.support.annotation_server", "tests.support.batch_export"]
 
 #: The patient key of the test session (tests never touch the user's key file).
 TEST_PATIENT_KEY = "monai-tumor-test-patient-key-0123456789"

@@ -17,7 +17,12 @@ from monai_tumor.bundle.imports import bundle_scripts
 from monai_tumor.errors import BundleError
 from monai_tumor.export.atomic import atomic_path
 
-__all__ = ["export_torchscript", "strip_torchscript_debug_info", "train_bundle"]
+__all__ = [
+    "export_torchscript",
+    "strip_torchscript_debug_info",
+    "train_bundle",
+    "train_workflow",
+]
 
 #: Suffix of the per-module source-range records inside a TorchScript archive.
 _DEBUG_SUFFIX = ".debug_pkl"
@@ -33,6 +38,35 @@ def _configs(bundle_dir: Path) -> Path:
             "(configs/train.json, configs/inference.json, configs/metadata.json)"
         )
     return configs
+
+
+def train_workflow(configs: Path, overrides: Mapping[str, Any]) -> Any:
+    """Return MONAI's ``ConfigWorkflow`` (type ``train``) over a bundle's ``train.json``.
+
+    Parameters
+    ----------
+    configs
+        The bundle's ``configs`` folder (``train.json``, ``metadata.json``, optional
+        ``logging.conf``).
+    overrides
+        Config ids and values (e.g. ``bundle_root``, ``train#dataset#data``).
+
+    Returns
+    -------
+    monai.bundle.ConfigWorkflow
+        Not initialised yet. Build it inside
+        :func:`monai_tumor.bundle.imports.bundle_scripts` of the bundle.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    logging_file = configs / "logging.conf"
+    return ConfigWorkflow(
+        config_file=str(configs / "train.json"),
+        meta_file=str(configs / "metadata.json"),
+        logging_file=str(logging_file) if logging_file.is_file() else None,
+        workflow_type="train",
+        **dict(overrides),
+    )
 
 
 def train_bundle(
@@ -74,8 +108,6 @@ def train_bundle(
     BundleError
         If the bundle is malformed, training fails, or no checkpoint was written.
     """
-    from monai.bundle import ConfigWorkflow
-
     bundle = Path(bundle_dir).resolve()
     configs = _configs(bundle)
     out = Path(output_dir).resolve()
@@ -89,15 +121,8 @@ def train_bundle(
         "resume_training": resume,
     }
     override.update(dict(overrides or {}))
-    logging_file = configs / "logging.conf"
     with bundle_scripts(bundle):
-        workflow = ConfigWorkflow(
-            config_file=str(configs / "train.json"),
-            meta_file=str(configs / "metadata.json"),
-            logging_file=str(logging_file) if logging_file.is_file() else None,
-            workflow_type="train",
-            **override,
-        )
+        workflow = train_workflow(configs, override)
         try:
             workflow.initialize()
             missing = workflow.check_properties()

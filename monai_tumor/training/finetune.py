@@ -18,6 +18,7 @@ from typing import Any
 
 from monai_tumor.bundle.imports import bundle_scripts
 from monai_tumor.errors import BundleError
+from monai_tumor.training.bundle_training import train_workflow
 
 __all__ = ["FinetuneResult", "finetune_bundle"]
 
@@ -98,7 +99,6 @@ def finetune_bundle(
     """
     import torch
     from ignite.engine import Events
-    from monai.bundle import ConfigWorkflow
 
     bundle = Path(bundle_dir).resolve()
     configs = bundle / "configs"
@@ -124,16 +124,9 @@ def finetune_bundle(
         "validate#dataset#data": [dict(p) for p in val_pairs],
     }
     override.update(dict(overrides or {}))
-    logging_file = configs / "logging.conf"
     scores: list[float] = []
     with bundle_scripts(bundle):
-        workflow = ConfigWorkflow(
-            config_file=str(configs / "train.json"),
-            meta_file=str(configs / "metadata.json"),
-            logging_file=str(logging_file) if logging_file.is_file() else None,
-            workflow_type="train",
-            **override,
-        )
+        workflow = train_workflow(configs, override)
         try:
             workflow.initialize()
             network = workflow.parser.get_parsed_content("network")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["pip_target"]
+__all__ = ["pip_target", "pip_wheel"]
 
 
 def pip_target(config: pytest.Config, requirement: str) -> Path:
@@ -61,3 +61,41 @@ def pip_target(config: pytest.Config, requirement: str) -> Path:
                 pytest.fail(f"pip install --target {target} {requirement} failed:\n{proc.stderr}")
             done.write_text(requirement, encoding="utf-8")
     return target
+
+
+def pip_wheel(config: pytest.Config, requirement: str) -> Path:
+    """Return the wheel of ``requirement`` (``pip download --no-deps``), cached like above.
+
+    For packages whose wheel carries data files that ``pip install --target`` lays over the
+    package folder of the same name (``monailabel``): read the needed modules from the
+    wheel (a zip file) instead.
+    """
+    name = "wheel-" + requirement.replace("==", "-")
+    assert config.cache is not None, "the pytest cache provider is disabled (-p no:cacheprovider)"
+    target = Path(config.cache.mkdir(name))
+    with open(target.parent / f"{name}.lock", "w", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        wheels = sorted(target.glob("*.whl"))
+        if not wheels:
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--quiet",
+                    "--no-deps",
+                    "--only-binary",
+                    ":all:",
+                    "--dest",
+                    str(target),
+                    requirement,
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            wheels = sorted(target.glob("*.whl"))
+            if proc.returncode != 0 or not wheels:
+                pytest.fail(f"pip download {requirement} failed:\n{proc.stderr}")
+    return wheels[0]

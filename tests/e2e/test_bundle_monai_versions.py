@@ -18,9 +18,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from pip_target import pip_target
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.pip_target import pip_target
+
+ROOT = Path(__file__).resolve().parents[2]
 OLD_MONAI = "monai==1.5.2"
 
 # Runs in the subprocess: argv = bundle dir, image path. Prints one JSON line.
