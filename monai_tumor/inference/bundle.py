@@ -564,7 +564,9 @@ def load_bundle(
     try:
         network.load_state_dict(_load_state_dict(weights_path, dev), strict=True)
     except RuntimeError as exc:
-        raise BundleError(f"the weights do not fit network_def: {exc}", path=weights_path) from exc
+        raise BundleError(
+            f"the weights file does not fit network_def: {exc}", path=weights_path
+        ) from exc
     network.to(dev).eval()
     return LoadedBundle(
         info=info,

@@ -98,6 +98,32 @@ class TrainManager:
                 raise RequestError("No Train Tasks Found", status=404)
             return [_public(t) for t in self._tasks] if all_tasks else _public(self._tasks[-1])
 
+    def pairs_for(self, served: ServedModel) -> list[dict[str, str]]:
+        """Return the ``{image, label}`` file pairs of the final labels this model can learn.
+
+        One datastore may hold images of several models (CT VOIs, stacked MR): an image
+        counts for a model when its channel count is the model's input count and every
+        value of its final label is one the model writes.
+        """
+        import torch
+
+        from monai_tumor.service.labels import read_label
+
+        allowed = {0, *served.info.label_values}
+        pairs = []
+        for image_id in self._datastore.labeled("final"):
+            latest = self._datastore.label(image_id, "final")
+            if latest is None:
+                continue
+            if self._datastore.load(image_id).shape[0] != len(served.info.input_names):
+                continue
+            values = {int(v) for v in torch.unique(read_label(latest.path).as_tensor()).tolist()}
+            if values <= allowed:
+                pairs.append(
+                    {"image": str(self._datastore.image_file(image_id)), "label": str(latest.path)}
+                )
+        return pairs
+
     def start(self, model: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """Start fine-tuning ``model`` on the datastore's final labels.
 
@@ -109,11 +135,11 @@ class TrainManager:
         served = self._models.get(model)
         if served is None:
             raise RequestError(f"no model {model!r}; known: {sorted(self._models)}", status=404)
-        train, val = split_pairs(self._datastore.datalist(), val_fraction=self._val_fraction)
+        train, val = split_pairs(self.pairs_for(served), val_fraction=self._val_fraction)
         if not train:
             raise RequestError(
-                "no final labels in the datastore yet; save corrected labels (tag 'final') "
-                "before training"
+                f"no final labels for model {model!r} in the datastore yet; save corrected "
+                "labels (tag 'final') of images this model reads before training"
             )
         overrides = dict(self._overrides)
         for key, kind in TRAIN_PARAMS.items():

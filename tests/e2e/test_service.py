@@ -31,6 +31,8 @@ pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 VOIS = ("LIDC-IDRI-0001_R_1", "LIDC-IDRI-0003_R_2", "LIDC-IDRI-0003_R_3")
 BRATS = "brats_2013_pat0003_1"
 TOKEN = "test-token-5f1c"
+#: The BraTS case cut to the brain (less empty border), to keep the glioma runs short.
+BOX = (slice(40, 200), slice(30, 222), slice(20, 140))
 
 
 def _studies(data_dir: Path, folder: Path) -> Path:
@@ -42,7 +44,7 @@ def _studies(data_dir: Path, folder: Path) -> Path:
     case = data_dir / "brats" / "validation" / BRATS
     flair = nib.nifti1.load(next(case.glob("Flair*.nii*")))
     t1c = nib.nifti1.load(next(case.glob("T1c*.nii*")))
-    box = (slice(40, 200), slice(30, 222), slice(20, 140))  # the brain, less empty border
+    box = BOX
     stacked = np.stack([np.asarray(flair.dataobj)[box], np.asarray(t1c.dataobj)[box]], axis=-1)
     nib.save(
         nib.Nifti1Image(stacked.astype(np.float32), flair.slicer[box].affine),
@@ -136,7 +138,7 @@ def test_glioma_infer_on_stacked_brats(client: Any, studies: Path, data_dir: Pat
     np.testing.assert_allclose(lps_origin, affine[:3, 3] * [-1, -1, 1], atol=1e-3)
     assert set(np.unique(arr)) <= {0, 1, 2, 4}
     ref_img = nib.nifti1.load(next((data_dir / "brats" / "validation" / BRATS).glob("OT*.nii*")))
-    ref = np.rint(np.asarray(ref_img.dataobj)[40:200, 30:222, 20:140]).astype(int)
+    ref = np.rint(np.asarray(ref_img.dataobj)[BOX]).astype(int)
     assert _dice(arr > 0, ref > 0) > 0.8  # whole tumour, as the card reports (0.89 on this case)
     assert params["label_names"]["edema"] == 2 and params["latencies"]["total"] > 0
 
@@ -247,10 +249,7 @@ def test_annotation_loop_on_lidc(
     code, _ = _status(ml, lambda: client.train_start("lung_nodule_ct", {"max_epochs": 1}))
     assert code == 429
     assert client.train_status(check_if_running=True)
-    while (status := client.train_status())["status"] == "RUNNING":
-        time.sleep(2)
-    assert status["status"] == "DONE", status["details"]
-    result = status["result"]
+    result = _wait_for_training(client)["result"]
     assert result["metric_name"] == "val_mean_dice" and result["model_version"] == 1
     assert 0.0 <= result["baseline"] <= 1.0 and 0.0 <= result["best"] <= 1.0
     assert result["activated"] == (result["best"] > result["baseline"])
@@ -265,6 +264,35 @@ def test_annotation_loop_on_lidc(
     )
     assert params["model_version"] == 1  # the fine-tuned weights, kept beside version 0
     assert _dice(read_nifti(Path(out))[0], read_nifti(masks / f"{name}.nii.gz")[0]) > 0.5
+
+
+def _wait_for_training(client: Any) -> dict[str, Any]:
+    while (status := client.train_status())["status"] == "RUNNING":
+        time.sleep(2)
+    assert status["status"] == "DONE", status["details"]
+    return dict(status)
+
+
+def test_glioma_loop_on_brats(client: Any, data_dir: Path, tmp_path: Path) -> None:
+    """Save a corrected glioma label, fine-tune on it, infer with the new version."""
+    case = data_dir / "brats" / "validation" / BRATS
+    flair = nib.nifti1.load(next(case.glob("Flair*.nii*")))
+    ref = np.rint(np.asarray(nib.nifti1.load(next(case.glob("OT*.nii*"))).dataobj)[BOX])
+    ref = ref.astype(np.uint8)
+    ref[ref == 3] = 1  # BraTS 2013 non-enhancing tumour: label 1 of the written map
+    final = tmp_path / "final.nii.gz"
+    nib.save(nib.Nifti1Image(ref, flair.slicer[BOX].affine), final)
+    assert client.save_label(BRATS, str(final))["version"] == 1
+
+    tiny = {"max_epochs": 1, "num_samples": 1, "batch_size": 1}
+    task = client.train_start("brats_glioma_mri", tiny)
+    assert task["train_images"] == 1 and task["val_images"] == 1  # not the LIDC VOIs
+    result = _wait_for_training(client)["result"]
+    assert result["metric_name"] == "val_mean_dice" and result["model_version"] == 1
+    assert result["activated"] == (result["best"] > result["baseline"])
+    out, params = client.infer("brats_glioma_mri", BRATS, {"model_version": 1})
+    assert params["model_version"] == 1
+    assert set(np.unique(read_nifti(Path(out))[0])) <= {0, 1, 2, 4}
 
 
 # --------------------------------------------------------------------------- auth
