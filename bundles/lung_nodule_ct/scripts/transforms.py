@@ -183,8 +183,7 @@ class MetaSafeSpacingd(Spacingd):
     attribute 'update'`` (MONAI 1.5.2 only touched ``<key>_<meta_key_postfix>``). This
     wrapper sets such entries aside for the call and puts them back unchanged; metadata
     dictionaries (``image_meta_dict``) are still updated as MONAI intends. The inverse is
-    ``Spacingd``'s own, so ``Invertd`` undoes it as before. (``brats_glioma_mri`` carries the same
-    class: bundles are self-contained and share no code.)
+    ``Spacingd``'s own, so ``Invertd`` undoes it as before.
     """
 
     def __call__(
