@@ -4,7 +4,8 @@ A bundle stands alone (it runs with only monai, torch, numpy and nibabel, and ne
 anything outside its own folder), so ``brats_glioma_mri`` and ``lung_nodule_ct`` each hold
 these definitions in their ``scripts/``:
 
-- ``largest_component`` (with ``_largest_scipy``, ``_largest_torch``): ``scripts/transforms.py``
+- ``largest_component`` (with ``_largest_scipy``, ``_largest_torch``) and
+  ``MetaSafeSpacingd``: ``scripts/transforms.py``
 - ``MetricsCurveHandler``: ``scripts/curves.py``
 - ``latest_checkpoint``: ``scripts/datalist.py``
 
@@ -17,17 +18,30 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from monai.transforms import Spacingd
 
-__all__ = ["SHARED", "MetricsCurveHandler", "largest_component", "latest_checkpoint"]
+__all__ = [
+    "SHARED",
+    "MetaSafeSpacingd",
+    "MetricsCurveHandler",
+    "largest_component",
+    "latest_checkpoint",
+]
 
 #: Which bundle file holds a copy of which definitions (paths relative to a bundle root).
 SHARED: dict[str, tuple[str, ...]] = {
-    "scripts/transforms.py": ("largest_component", "_largest_scipy", "_largest_torch"),
+    "scripts/transforms.py": (
+        "largest_component",
+        "_largest_scipy",
+        "_largest_torch",
+        "MetaSafeSpacingd",
+    ),
     "scripts/curves.py": ("MetricsCurveHandler",),
     "scripts/datalist.py": ("latest_checkpoint",),
 }
@@ -191,3 +205,31 @@ def latest_checkpoint(ckpt_dir: str) -> str:
     """Newest ``checkpoint*.pt`` (full training state) in ``ckpt_dir``, or "" if there is none."""
     found = sorted(Path(ckpt_dir).glob("checkpoint*.pt"), key=lambda p: p.stat().st_mtime)
     return str(found[-1]) if found else ""
+
+
+class MetaSafeSpacingd(Spacingd):
+    """``Spacingd`` that leaves plain (non-dictionary) ``<key>_*`` entries of the data alone.
+
+    MONAI 1.6's ``Spacingd.__call__`` treats every data key that starts with ``"<key>_"`` as
+    a metadata dictionary and calls ``.update()`` on it when the image was read from NIfTI.
+    MONAI Label (0.8.x) puts the string ``image_path`` into the data dictionary of every
+    inference request, so the stock transform fails there with ``'str' object has no
+    attribute 'update'`` (MONAI 1.5.2 only touched ``<key>_<meta_key_postfix>``). This
+    wrapper sets such entries aside for the call and puts them back unchanged; metadata
+    dictionaries (``image_meta_dict``) are still updated as MONAI intends. The inverse is
+    ``Spacingd``'s own, so ``Invertd`` undoes it as before.
+    """
+
+    def __call__(
+        self, data: Mapping[Hashable, torch.Tensor], lazy: bool | None = None
+    ) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        prefixes = tuple(f"{key}_" for key in self.keys)
+        aside = {
+            k: d.pop(k)
+            for k in list(d)
+            if isinstance(k, str) and k.startswith(prefixes) and not isinstance(d[k], Mapping)
+        }
+        out = super().__call__(d, lazy=lazy)
+        out.update(aside)
+        return out
