@@ -25,6 +25,8 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian
+from requests.adapters import HTTPAdapter
+from requests.models import PreparedRequest, Response
 
 from monai_tumor.errors import PacsError
 from monai_tumor.pacs.cache import InstanceCache
@@ -44,6 +46,23 @@ _STUDY_UID_TAG = "0020000D"
 _SERIES_UID_TAG = "0020000E"
 
 T = TypeVar("T")
+
+
+class _TrustAdapter(HTTPAdapter):
+    """Verify https against one CA bundle, whatever the environment says.
+
+    requests lets ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` override a session's
+    ``verify`` (set on many machines to the system bundle), so the site's CA given with
+    ``--ca-bundle`` would silently be ignored; the adapter applies it to every request.
+    """
+
+    def __init__(self, ca_bundle: str) -> None:
+        super().__init__()
+        self._ca_bundle = ca_bundle
+
+    def send(self, request: PreparedRequest, **kwargs: Any) -> Response:  # type: ignore[override]
+        kwargs["verify"] = self._ca_bundle
+        return super().send(request, **kwargs)
 
 
 def _no_bulk_data(_tag: str, _vr: str, _uri: str) -> bytes:
@@ -75,6 +94,7 @@ class DicomwebClient:
             session.auth = (config.username, config.password)
         if config.ca_bundle is not None:
             session.verify = str(config.ca_bundle)
+            session.mount("https://", _TrustAdapter(str(config.ca_bundle)))
         headers = {"Authorization": f"Bearer {config.token}"} if config.token else None
         self._client = DICOMwebClient(
             url=config.url,
@@ -121,6 +141,12 @@ class DicomwebClient:
                 requests.exceptions.ContentDecodingError,
             ) as exc:
                 raise TransientPacsError(f"{type(exc).__name__}: {_first_line(exc)}") from exc
+            except (ValueError, EOFError, InvalidDicomError) as exc:
+                # A garbled or short multipart answer (e.g. a proxy that cut the body
+                # without saying so): worth another try, never written to the cache.
+                raise TransientPacsError(
+                    f"the answer could not be decoded ({_first_line(exc)})"
+                ) from exc
 
         return with_retries(attempt, policy=self.config.retry, what=full)
 
@@ -195,28 +221,71 @@ class DicomwebClient:
         if cache.has(study_uid, series_uid, sop_uid):
             return cache.path_for(study_uid, series_uid, sop_uid), False
 
-        def download() -> Dataset:
-            try:
-                # "*": the instance as stored (no transcoding by the server).
-                ds = self._client.retrieve_instance(
-                    study_uid, series_uid, sop_uid, media_types=(("application/dicom", "*"),)
-                )
-            except (ValueError, EOFError, InvalidDicomError) as exc:
-                # A garbled or short multipart answer (e.g. a proxy that cut the body
-                # without saying so): worth another try, never written to the cache.
-                raise TransientPacsError(
-                    f"the answer could not be decoded ({_first_line(exc)})"
-                ) from exc
-            if str(ds.get("SOPInstanceUID", "")) != sop_uid:
-                raise TransientPacsError(
-                    f"asked for instance {sop_uid}, received "
-                    f"{str(ds.get('SOPInstanceUID', ''))[:64] or 'something else'}"
-                )
-            return ds
-
-        ds = self._call(f"WADO-RS instance {sop_uid}", download)
+        ds = self._call(
+            f"WADO-RS instance {sop_uid}", partial(self._download, study_uid, series_uid, sop_uid)
+        )
         path = cache.write(study_uid, series_uid, sop_uid, lambda tmp: _save(ds, tmp))
         return path, True
+
+    def _download(self, study_uid: str, series_uid: str, sop_uid: str) -> Dataset:
+        # "*": the instance as stored (no transcoding by the server).
+        ds = self._client.retrieve_instance(
+            study_uid, series_uid, sop_uid, media_types=(("application/dicom", "*"),)
+        )
+        if str(ds.get("SOPInstanceUID", "")) != sop_uid:
+            raise TransientPacsError(
+                f"asked for instance {sop_uid}, received "
+                f"{str(ds.get('SOPInstanceUID', ''))[:64] or 'something else'}"
+            )
+        return ds
+
+    def fetch_series(
+        self,
+        study_uid: str,
+        series_uid: str,
+        sop_uids: Sequence[str],
+        *,
+        cache: InstanceCache,
+    ) -> int:
+        """Make sure the given instances of a series are in ``cache``; return how many were fetched.
+
+        When most of them are missing, the series is retrieved in one WADO-RS request and
+        streamed: each instance is written to the cache as its part arrives (never the
+        whole series in memory), those already cached are skipped. A few missing ones
+        (a rerun after a cut) are retrieved one by one. A transfer cut half-way keeps the
+        instances that arrived whole and retries for the rest.
+        """
+        wanted = set(sop_uids)
+        fetched = 0
+
+        def attempt() -> None:
+            nonlocal fetched
+            missing = sorted(s for s in wanted if not cache.has(study_uid, series_uid, s))
+            if not missing:
+                return
+            if len(missing) <= max(1, len(wanted) // 4):
+                for sop in missing:
+                    ds = self._download(study_uid, series_uid, sop)
+                    cache.write(study_uid, series_uid, sop, partial(_save, ds))
+                    fetched += 1
+                return
+            todo = set(missing)
+            for ds in self._client.iter_series(
+                study_uid, series_uid, media_types=(("application/dicom", "*"),)
+            ):
+                sop = str(ds.get("SOPInstanceUID", ""))
+                if sop in todo:
+                    cache.write(study_uid, series_uid, sop, partial(_save, ds))
+                    todo.discard(sop)
+                    fetched += 1
+            if todo:
+                raise TransientPacsError(
+                    f"the server sent {len(missing) - len(todo)} of the {len(missing)} "
+                    "instances asked for"
+                )
+
+        self._call(f"WADO-RS series {series_uid}", attempt)
+        return fetched
 
     # ------------------------------------------------------------------------- STOW
 

@@ -6,9 +6,9 @@ WADO-RS *metadata* (headers, no Pixel Data) of each image series is turned into 
 (:func:`~monai_tumor.ingest.headers.inspect_dataset`), summarised per series
 (:func:`~monai_tumor.ingest.scan.summarize_series`) and given to the bundle's selection
 rules (:func:`~monai_tumor.ingest.selection.select_series`). Only the chosen series (plus,
-when asked, the study's RTSTRUCT/SEG objects for seed points) are retrieved, instance by
-instance, into the :class:`~monai_tumor.pacs.cache.InstanceCache`; cached instances are
-never fetched twice.
+when asked, the study's RTSTRUCT/SEG objects for seed points) are retrieved (streamed,
+each instance written as it arrives) into the :class:`~monai_tumor.pacs.cache.InstanceCache`;
+cached instances are never fetched twice.
 """
 
 from __future__ import annotations
@@ -202,11 +202,7 @@ def _fetch_series(
     series_uid: str,
     sop_uids: Sequence[str],
 ) -> int:
-    fetched = 0
-    for sop in sop_uids:
-        _, new = client.fetch_instance(study_uid, series_uid, sop, cache=cache)
-        fetched += int(new)
-    return fetched
+    return client.fetch_series(study_uid, series_uid, sop_uids, cache=cache)
 
 
 def pull_studies(

@@ -5,11 +5,14 @@ to the upstream server (Orthanc) and answers with the upstream's answer, except 
 otherwise through its control resource::
 
     POST /__faults__  {"status": 503, "count": 2}              next 2 requests get a 503
-    POST /__faults__  {"cut": 1, "match": "/instances/"}       next matching answer is cut
+    POST /__faults__  {"cut": 1, "match": "REGEX"}             next answer whose path matches is cut
                                                                half-way (headers announce the
                                                                full length, half the body is
                                                                sent, the connection closes)
     GET  /__faults__                                           counters of injected faults
+
+With a certificate and key (``python fault_proxy.py UPSTREAM PORT CERT KEY``) it serves
+HTTPS: a TLS front of the kind hospitals put before their PACS.
 
 :class:`FaultProxy` starts and stops it from a test.
 """
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
+import ssl
 import subprocess
 import sys
 import threading
@@ -96,7 +101,7 @@ def _handler(upstream: str, state: _State) -> type[BaseHTTPRequestHandler]:
                     status = state.status
                 else:
                     status = 0
-                cut = state.cut > 0 and state.match in self.path
+                cut = state.cut > 0 and re.search(state.match, self.path) is not None
                 if cut:
                     state.cut -= 1
                     state.injected["cut"] += 1
@@ -150,10 +155,14 @@ def _handler(upstream: str, state: _State) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(upstream: str, port: int) -> None:
-    """Run the proxy until killed."""
+def serve(upstream: str, port: int, certificate: str | None = None, key: str | None = None) -> None:
+    """Run the proxy until killed; with a certificate and key it speaks HTTPS (TLS)."""
     server = ThreadingHTTPServer(("127.0.0.1", port), _handler(upstream, _State()))
     server.daemon_threads = True
+    if certificate and key:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certificate, key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     server.serve_forever()
 
 
@@ -163,17 +172,28 @@ class FaultProxy:
 
     upstream: str
     port: int
+    tls: tuple[Path, Path, Path] | None = None  # certificate, key, CA that signed it
     process: subprocess.Popen[bytes] | None = field(default=None)
 
     @property
     def url(self) -> str:
         """The proxy's root URL."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def _verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=str(self.tls[2])) if self.tls else True
 
     def start(self, *, timeout: float = 30.0) -> FaultProxy:
         """Start the process and wait until it answers."""
         self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), self.upstream, str(self.port)]
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                self.upstream,
+                str(self.port),
+                *([str(self.tls[0]), str(self.tls[1])] if self.tls else []),
+            ]
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -194,16 +214,16 @@ class FaultProxy:
 
     def inject(self, **order: Any) -> dict[str, int]:
         """Order faults (see the module docstring); return the counters."""
-        response = httpx.post(f"{self.url}/__faults__", json=order, timeout=10)
+        response = httpx.post(f"{self.url}/__faults__", json=order, timeout=10, verify=self._verify)
         response.raise_for_status()
         return dict(response.json())
 
     def faults(self) -> dict[str, int]:
         """Counters of injected faults and forwarded requests."""
-        response = httpx.get(f"{self.url}/__faults__", timeout=2)
+        response = httpx.get(f"{self.url}/__faults__", timeout=2, verify=self._verify)
         response.raise_for_status()
         return dict(response.json())
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], int(sys.argv[2]))
+    serve(sys.argv[1], int(sys.argv[2]), *sys.argv[3:5])
