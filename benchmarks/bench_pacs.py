@@ -7,8 +7,8 @@ its DICOMweb plugin, started on loopback exactly as the tests start it (authenti
 Compared in the same run (median of N runs, each into an empty cache unless "warm"):
 
 * ``pull_studies`` cold: QIDO-RS series search, WADO-RS metadata of every image series,
-  selection with ``bundles/lung_nodule_ct``'s rules, then one WADO-RS request per
-  instance, each written atomically into the cache;
+  selection with ``bundles/lung_nodule_ct``'s rules, then the selected series in one
+  streamed WADO-RS request, each instance written atomically into the cache as it arrives;
 * ``pull_studies`` warm: the same with every instance already cached (a rerun: only QIDO
   and metadata travel);
 * the obvious alternative: dicomweb-client's ``retrieve_series`` (one multipart request for
@@ -110,7 +110,7 @@ def main() -> int:
 
             rows: list[dict[str, Any]] = []
             for name, fn in (
-                ("pull_studies, cold cache (select on metadata, per-instance WADO-RS)", cold),
+                ("pull_studies, cold cache (select on metadata, streamed series WADO-RS)", cold),
                 ("pull_studies, warm cache (rerun: QIDO + metadata only)", warm),
                 ("dicomweb-client retrieve_series + write (no selection, no resume)", alternative),
             ):

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from typer.testing import CliRunner
 
+from monai_tumor.cli.main import app
 from monai_tumor.errors import ConfigError, PacsError
 from monai_tumor.ingest.selection import load_rules
 from monai_tumor.pacs import (
@@ -140,6 +142,30 @@ def test_pull_segment_and_stow_back(
     assert all(r.reused for r in again.batch.records if r.status is SeriesStatus.DONE)
     assert again.delivery is not None and again.delivery.sent == ()
     assert len(orthanc.series_of_modality(study.study_uid, "SEG")) == 1
+
+    # The same rerun from the command line (password from the environment).
+    listing = tmp_path / "studies.csv"
+    listing.write_text(f"StudyInstanceUID\n{study.study_uid}\n", encoding="utf-8")
+    command = [
+        "batch",
+        "--dicomweb",
+        orthanc.dicomweb_url,
+        "--studies-from",
+        str(listing),
+        "--user",
+        "monai",
+        "--password-env",
+        "TEST_PACS_PASSWORD",
+        "--bundle",
+        str(BUNDLE),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    cli = CliRunner().invoke(app, command, env={"TEST_PACS_PASSWORD": "tumour-test-secret"})
+    assert cli.exit_code == 0, cli.output
+    assert f"0 instances fetched, {result.pull.fetched} already cached" in cli.output
+    assert "0 SEG(s) sent" in cli.output
 
 
 @pytest.mark.realdata
