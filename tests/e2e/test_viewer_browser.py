@@ -132,6 +132,11 @@ def test_viewer_from_file(chromium: Any, synthetic_run: Path) -> None:
         before = _canvas(page)
         page.select_option("#preset", "1")
         assert np.abs(_canvas(page).astype(int) - before.astype(int)).mean() > 1
+        # Every layout draws something: the three planes alone, the 3D rendering, all four.
+        for layout in ("render", "axial", "coronal", "sagittal", "all"):
+            page.click(f"#layouts button[data-layout='{layout}']")
+            assert _canvas(page).std() > 10, layout
+        assert page.evaluate("window.monaiTumorViewer.nv.opts.isOrientationTextVisible")
         assert page.locator("#where").inner_text().startswith("voxel ")
         assert not page.locator("#message").is_visible()
         assert log.errors == []
