@@ -20,11 +20,14 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
+from monai.data import MetaTensor
 
+from monai_tumor.export.seg import SegmentSpec
 from monai_tumor.geometry import patient_to_voxel, subsampled_affine
 from monai_tumor.pipeline.batch import BatchOptions, run_batch
 from monai_tumor.pipeline.outputs import MANIFEST_NAME
-from monai_tumor.report.viewer import DISPLAY_NAME, VIEWER_NAME, read_display
+from monai_tumor.report.viewer import DISPLAY_NAME, VIEWER_NAME, read_display, write_viewer
 from tests.support.browser import ConsoleLog, open_chromium, png_pixels
 from tests.support.pipeline_doubles import ThresholdSegmenter, fake_bundle_info
 from tests.support.viewer_cases import write_identified_series
@@ -139,6 +142,53 @@ def test_viewer_from_file(chromium: Any, synthetic_run: Path) -> None:
         assert page.evaluate("window.monaiTumorViewer.nv.opts.isOrientationTextVisible")
         assert page.locator("#where").inner_text().startswith("voxel ")
         assert not page.locator("#message").is_visible()
+        assert log.errors == []
+    finally:
+        page.close()
+
+
+COLOURS = {1: (255, 0, 0), 2: (0, 255, 0), 4: (0, 0, 255)}
+
+
+def _coloured(rgb: np.ndarray, colour: tuple[int, int, int]) -> int:
+    return int((np.abs(rgb.astype(int) - np.asarray(colour)).max(axis=-1) < 40).sum())
+
+
+def test_mr_labels_toggle_one_by_one(chromium: Any, tmp_path: Path) -> None:
+    """An MR label map with three labels (BraTS-like 1, 2, 4): each toggle hides its own."""
+    shape = (48, 40, 20)
+    data = torch.linspace(0.0, 3.0, int(np.prod(shape))).reshape(1, *shape)
+    image = MetaTensor(data, affine=torch.eye(4, dtype=torch.float64), meta={"Modality": "MR"})
+    labels = torch.zeros((1, *shape), dtype=torch.uint8)
+    labels[0, 5:15, 5:15, 6:14] = 1
+    labels[0, 20:30, 5:15, 6:14] = 2
+    labels[0, 35:45, 5:15, 6:14] = 4
+    segments = [SegmentSpec(n, f"label {n}", color_rgb=c) for n, c in COLOURS.items()]
+    files = write_viewer(
+        tmp_path / "series",
+        image=image,
+        mask=labels,
+        lesions=[],
+        segments=segments,
+        run_dir=tmp_path,
+        title="mr",
+    )
+    page, log = _open_viewer(chromium, files.page.as_uri())
+    try:
+        assert page.locator("#preset option").all_inner_texts() == ["auto"]
+        page.evaluate(
+            """() => { const v = window.monaiTumorViewer; v.setLayout('axial'); v.setOpacity(1);
+            v.nv.setCrosshairWidth(0); v.nv.scene.crosshairPos = v.nv.mm2frac([24, 20, 10]); }"""
+        )
+        shown = _canvas(page)
+        assert all(_coloured(shown, c) > 50 for c in COLOURS.values())
+        for number, colour in COLOURS.items():
+            page.uncheck(f"#labels input[data-label='{number}']")
+            hidden = _canvas(page)
+            assert _coloured(hidden, colour) == 0, number
+            others = [c for n, c in COLOURS.items() if n != number]
+            assert all(_coloured(hidden, c) > 50 for c in others), number
+            page.check(f"#labels input[data-label='{number}']")
         assert log.errors == []
     finally:
         page.close()
