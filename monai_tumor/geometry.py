@@ -42,6 +42,7 @@ __all__ = [
     "orientation_of",
     "patient_to_voxel",
     "ras_to_lps",
+    "residual_tolerance",
     "slice_normal",
     "sort_along_normal",
     "spacing_from_affine",
@@ -117,7 +118,7 @@ def orientation_of(
 
 @dataclass(frozen=True)
 class SliceStack:
-    """Slices of one stack ordered along their normal.
+    """Slices of one stack ordered along their normal, measured against a uniform grid.
 
     Attributes
     ----------
@@ -131,15 +132,29 @@ class SliceStack:
     steps
         Differences between consecutive sorted distances (mm), length ``n-1``.
     spacing
-        Median step (mm); ``0.0`` for a single slice.
+        Slice spacing (mm) of the best-fitting uniform grid (least squares of the
+        sorted distances against their grid indices); ``0.0`` for a single slice.
     uniform
-        True when every step is within the tolerance of ``spacing``.
+        True when the slices fill consecutive grid positions (no gap, no
+        duplicate) and every slice lies within ``tolerance`` of the grid.
     duplicates
-        Pairs of input indices whose positions coincide (step below tolerance).
+        Pairs of input indices whose positions coincide (step below ``tolerance_mm``).
     gaps
-        Indices ``g`` (into the sorted steps) where the step exceeds the
-        spacing by more than the tolerance: a slice is missing after sorted
-        slice ``g``.
+        Indices ``g`` (into the sorted steps) where the step spans two or more
+        grid spacings: a slice is missing after sorted slice ``g``.
+    grid_index
+        Grid position of each sorted slice (``0`` for the first); consecutive
+        integers for a complete stack.
+    origin
+        Distance (mm) along the normal of grid position 0 on the fitted grid.
+    residuals
+        Distance (mm) of each sorted slice from its grid position,
+        ``distances - (origin + spacing * grid_index)``.
+    max_residual_mm
+        Largest absolute residual (mm): how far the stored positions stray from
+        a uniform stack (rounding of stored positions shows up here).
+    tolerance
+        Largest residual (mm) still accepted as uniform.
     """
 
     order: npt.NDArray[np.intp]
@@ -150,6 +165,72 @@ class SliceStack:
     uniform: bool
     duplicates: tuple[tuple[int, int], ...]
     gaps: tuple[int, ...]
+    grid_index: npt.NDArray[np.intp]
+    origin: float
+    residuals: FloatArray
+    max_residual_mm: float
+    tolerance: float
+
+
+def residual_tolerance(
+    spacing: float,
+    *,
+    tolerance_mm: float = 0.01,
+    relative_tolerance: float = 0.1,
+    max_residual_mm: float = 0.5,
+) -> float:
+    """Largest distance (mm) of a slice from the uniform grid still counted as uniform.
+
+    ``max(tolerance_mm, min(relative_tolerance * spacing, max_residual_mm))``:
+    a fraction of the slice spacing, at most ``max_residual_mm``, at least the
+    floor ``tolerance_mm`` (float noise on sub-millimetre stacks).
+
+    Parameters
+    ----------
+    spacing
+        Slice spacing in mm.
+    tolerance_mm, relative_tolerance, max_residual_mm
+        Floor (mm), fraction of the spacing, cap (mm).
+
+    Returns
+    -------
+    float
+        Tolerance in mm.
+
+    Notes
+    -----
+    A missing slice is always caught while ``relative_tolerance < 0.5``: the
+    two slices on either side of the hole are two spacings apart but one grid
+    step apart on any grid without the hole, so one of them lies at least half
+    a spacing from it.
+    """
+    return max(tolerance_mm, min(relative_tolerance * spacing, max_residual_mm))
+
+
+def _fit_grid(
+    dist: FloatArray, steps: FloatArray, tolerance_mm: float
+) -> tuple[npt.NDArray[np.intp], float, float]:
+    """Grid index of each sorted distance, and the least-squares grid (origin, spacing).
+
+    Each step is counted in units of the nominal step (the median of the steps
+    shorter than 1.5 times the shortest one, so that gaps do not pull it up even
+    in a short stack), rounded per step (not from the first slice), so rounding
+    of the stored positions cannot accumulate into a wrong index over hundreds
+    of slices.
+    """
+    real = steps[steps >= tolerance_mm]
+    if real.size == 0:
+        return np.zeros(dist.size, dtype=np.intp), float(dist[0]), 0.0
+    nominal = float(np.median(real[real <= 1.5 * real.min()]))
+    increments = np.where(steps >= tolerance_mm, np.maximum(np.rint(steps / nominal), 1), 0)
+    index = np.concatenate([[0], np.cumsum(increments)]).astype(np.intp)
+    if index[-1] == 0:
+        return index, float(dist[0]), 0.0
+    slope, intercept = np.polyfit(index.astype(np.float64), dist, 1)
+    # Rounded to 1e-12 mm: an exactly uniform stack keeps its exact spacing
+    # (1.0, not 1.0000000000000002, the least-squares rounding error) without
+    # moving any slice measurably.
+    return index, float(intercept), round(float(slope), 12)
 
 
 def sort_along_normal(
@@ -157,9 +238,16 @@ def sort_along_normal(
     iop: Sequence[float] | npt.ArrayLike,
     *,
     tolerance_mm: float = 0.01,
-    relative_tolerance: float = 0.01,
+    relative_tolerance: float = 0.1,
+    max_residual_mm: float = 0.5,
 ) -> SliceStack:
-    """Order slices along the slice normal and measure their spacing.
+    """Order slices along the slice normal and measure them against a uniform grid.
+
+    Uniformity is each slice's distance from the best-fitting uniform grid,
+    not the spread of step-to-step differences: positions stored rounded
+    (e.g. to 0.01 mm, steps of 3.19 to 3.29 mm around 3.27 mm) lie within a few
+    hundredths of a millimetre of the grid and are uniform; a missing slice
+    (a step of about twice the spacing) is a gap.
 
     Parameters
     ----------
@@ -167,15 +255,18 @@ def sort_along_normal(
         ImagePositionPatient of each slice, shape ``(n, 3)``, LPS mm.
     iop
         The stack's shared ImageOrientationPatient.
-    tolerance_mm, relative_tolerance
-        A step is "the same" as the spacing when it differs by at most
-        ``max(tolerance_mm, relative_tolerance * spacing)``; a step below
-        ``tolerance_mm`` marks a duplicate position.
+    tolerance_mm
+        Steps below this (mm) mark duplicate positions; also the smallest
+        residual tolerance.
+    relative_tolerance, max_residual_mm
+        A slice may lie up to ``relative_tolerance * spacing``, at most
+        ``max_residual_mm``, from the grid (see :func:`residual_tolerance`).
 
     Returns
     -------
     SliceStack
-        The order, distances, spacing and any duplicates or gaps found.
+        The order, distances, grid spacing and residuals, and any duplicates
+        or gaps found.
     """
     pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
     normal = slice_normal(iop)
@@ -186,11 +277,18 @@ def sort_along_normal(
     duplicates = tuple(
         (int(order[i]), int(order[i + 1])) for i in np.flatnonzero(steps < tolerance_mm)
     )
-    real_steps = steps[steps >= tolerance_mm]
-    spacing = float(np.median(real_steps)) if real_steps.size else 0.0
-    tol = max(tolerance_mm, relative_tolerance * spacing)
-    gaps = tuple(int(i) for i in np.flatnonzero(steps > spacing + tol))
-    uniform = bool(real_steps.size == steps.size and np.all(np.abs(steps - spacing) <= tol))
+    index, origin, spacing = _fit_grid(sorted_dist, steps, tolerance_mm)
+    residuals = sorted_dist - (origin + spacing * index)
+    max_residual = float(np.max(np.abs(residuals))) if residuals.size else 0.0
+    tol = residual_tolerance(
+        spacing,
+        tolerance_mm=tolerance_mm,
+        relative_tolerance=relative_tolerance,
+        max_residual_mm=max_residual_mm,
+    )
+    increments = np.diff(index)
+    gaps = tuple(int(i) for i in np.flatnonzero(increments > 1))
+    uniform = bool(not duplicates and not gaps and max_residual <= tol)
     return SliceStack(
         order=order,
         distances=sorted_dist,
@@ -200,6 +298,11 @@ def sort_along_normal(
         uniform=uniform,
         duplicates=duplicates,
         gaps=gaps,
+        grid_index=index,
+        origin=origin,
+        residuals=residuals,
+        max_residual_mm=max_residual,
+        tolerance=tol,
     )
 
 

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from monai_tumor.cli._common import ViewerFlag, configure_logging, handle_errors, stdout_console
+from monai_tumor.cli._common import ViewerFlag, handle_errors, stdout_console
 from monai_tumor.cli._pacs import dicomweb_config, dimse_options, retry_policy, tls_config
 from monai_tumor.errors import ConfigError
+from monai_tumor.logs import RUN_LOG_NAME, routed_logging
 from monai_tumor.pacs.config import DicomwebConfig, RetryPolicy, TlsConfig, parse_node
 
 if TYPE_CHECKING:
@@ -131,7 +132,12 @@ def batch(
         bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")
     ] = True,
     viewer: ViewerFlag = True,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each series.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Also show the log (OUT/monai-tumor.log) on the terminal."
+        ),
+    ] = False,
 ) -> None:
     """Segment every selected series of an export; write SEG, NIfTI, lesions, overlays, report."""
     # Imported here: the pipeline pulls in torch and MONAI (seconds), which
@@ -140,7 +146,6 @@ def batch(
     from monai_tumor.pipeline.batch import BatchOptions, SeriesStatus, run_batch
     from monai_tumor.report.viewer import ViewerOptions
 
-    configure_logging(verbose)
     pacs: PacsBatchResult | None = None
     options = BatchOptions(
         rules=rules,
@@ -154,7 +159,7 @@ def batch(
         progress=progress,
         viewer=ViewerOptions() if viewer else None,
     )
-    with handle_errors():
+    with handle_errors(), routed_logging(verbose=verbose, log_file=out / RUN_LOG_NAME):
         sources = [x for x in (export_dir, dicomweb, dimse) if x is not None]
         if len(sources) != 1:
             raise ConfigError("give exactly one source: EXPORT_DIR, --dicomweb URL or --dimse NODE")

@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-from monai_tumor.cli._common import ViewerFlag, configure_logging, handle_errors, stdout_console
+from monai_tumor.cli._common import ViewerFlag, handle_errors, stdout_console
+from monai_tumor.logs import RUN_LOG_NAME, routed_logging
 
 __all__ = ["infer", "register"]
 
@@ -46,7 +47,12 @@ def infer(
         bool, typer.Option("--force", help="Redo even if complete outputs exist.")
     ] = False,
     viewer: ViewerFlag = True,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Also show the log (OUT/monai-tumor.log) on the terminal."
+        ),
+    ] = False,
 ) -> None:
     """Segment one series (or NIfTI file) and write mask, SEG, lesions, overlay."""
     # Imported here: the pipeline pulls in torch and MONAI (seconds), which
@@ -54,7 +60,6 @@ def infer(
     from monai_tumor.pipeline.infer import InferOptions, infer_one
     from monai_tumor.report.viewer import ViewerOptions
 
-    configure_logging(verbose)
     options = InferOptions(
         device=device,
         seeds_csv=seeds,
@@ -64,7 +69,7 @@ def infer(
         force=force,
         viewer=ViewerOptions() if viewer else None,
     )
-    with handle_errors():
+    with handle_errors(), routed_logging(verbose=verbose, log_file=out / RUN_LOG_NAME):
         result = infer_one(inputs, bundle=bundle, out_dir=out, options=options)
     stdout_console().print(
         f"{result.status}: {result.reason} ({result.seconds:.1f} s)", highlight=False

@@ -145,6 +145,7 @@ def convert_series(
             "VoxelSpacingMM": [round(s, 6) for s in spacing],
             "AxisCodesRAS": axis_codes(affine),
             "AffineRAS": affine.round(6).tolist(),
+            "SliceResidualMM": round(float(volume.meta.get("slice_residual_mm", 0.0)), 6),
             "ConversionSoftware": "monai-tumor",
             "ConversionSoftwareVersion": __version__,
         }

@@ -165,7 +165,8 @@ class SegExportConfig:
         Explicit VR Little Endian (default) or another syntax highdicom encodes.
     position_tolerance_mm
         Largest distance between a source slice's ImagePositionPatient and the
-        mask affine's slice origin before the export is refused.
+        mask affine's slice origin before the export is refused, on top of the
+        source's own ``meta["slice_residual_mm"]`` (positions stored rounded).
     series_instance_uid, sop_instance_uid
         UIDs to use; new ones are generated if ``None``.
     """
@@ -438,8 +439,12 @@ def write_dicom_seg(
             f"{len(by_uid)} datasets given (first: {missing[0]}); pass the whole source series"
         )
     affine_lps = ras_to_lps(np.asarray(mask.affine, dtype=np.float64))
+    # A source stored with rounded positions lies on the reader's best-fitting grid
+    # only up to the residual the reader measured and accepted (meta
+    # "slice_residual_mm"); anything farther is not this grid.
+    tolerance = cfg.position_tolerance_mm + float(mask.meta.get("slice_residual_mm", 0.0))
     for k, (uid, frame) in enumerate(zip(uids, frames, strict=True)):
-        _check_slice(by_uid[uid], frame, k, affine_lps, shape, cfg.position_tolerance_mm)
+        _check_slice(by_uid[uid], frame, k, affine_lps, shape, tolerance)
 
     distinct = list(dict.fromkeys(uids))
     multiframe = len(distinct) < len(uids)
@@ -473,6 +478,15 @@ def write_dicom_seg(
         with warnings.catch_warnings():
             # highdicom quotes the PatientName in this warning: keep it out of logs.
             warnings.filterwarnings("ignore", message=".*intended person name.*")
+            # The SEG copies the source's patient and study attributes verbatim, as it
+            # must; pydicom warns (when reading them and again when setting them) if
+            # the source's value is longer than its VR allows (real exports have
+            # 17-18 character StudyIDs, SH allows 16). Not ours to fix or to report.
+            warnings.filterwarnings(
+                "ignore",
+                message=r"The value length \(\d+\) exceeds the maximum length of \d+ allowed",
+                category=UserWarning,
+            )
             seg = hd.seg.Segmentation(
                 source_images=[_with_type2(ds) for ds in source_images],
                 pixel_array=stacked,

@@ -80,6 +80,7 @@ __all__ = [
     "inspect_dataset",
     "inspect_file",
     "patient_hash",
+    "pixel_data_truncation",
     "read_header",
 ]
 
@@ -191,14 +192,17 @@ def patient_hash(patient_id: str | None, key: bytes) -> str:
 # --------------------------------------------------------------------------- fast path
 
 
-def _walk(buf: bytes, pos: int, implicit: bool) -> tuple[dict[int, tuple[str, bytes]], int]:
+def _walk(
+    buf: bytes, pos: int, implicit: bool
+) -> tuple[dict[int, tuple[str, bytes]], int, tuple[int, int] | None]:
     """Collect the wanted top-level elements until Pixel Data or the end of ``buf``.
 
     Returns
     -------
     tuple
-        ``(raw, stop_tag)``: raw values by tag, and the tag reading stopped at
-        (``0`` at a clean end of the buffer).
+        ``(raw, stop_tag, pixel)``: raw values by tag, the tag reading stopped
+        at (``0`` at a clean end of the buffer), and the file offset and
+        declared length of the Pixel Data value if reading stopped there.
     """
     n = len(buf)
     # First up to SOPClassUID: RTSTRUCT/SEG go to pydicom (their referenced-series sequences)
@@ -225,10 +229,13 @@ def _walk(buf: bytes, pos: int, implicit: bool) -> tuple[dict[int, tuple[str, by
         )
         found += more
     stop = 0
+    pixel: tuple[int, int] | None = None
     if found and (found[-1][0] >= 0x7FE00008 or found[-1][0] in _FUNCTIONAL_GROUPS):
-        stop = found.pop()[0]  # pixel data (or a stray item tag, group FFFE): stop here
+        stop, _, stop_length, stop_pos = found.pop()  # pixel data (or a stray item tag)
         if stop in _FUNCTIONAL_GROUPS:
             raise FallbackError  # enhanced multi-frame: pydicom reads the sequences
+        if stop == _PIXEL_DATA:
+            pixel = (stop_pos, stop_length)
     raw: dict[int, tuple[str, bytes]] = {}
     for tag, vr_bytes, length, value_pos in found:
         if length == UNDEFINED_LENGTH:
@@ -237,7 +244,7 @@ def _walk(buf: bytes, pos: int, implicit: bool) -> tuple[dict[int, tuple[str, by
         if end > n:
             raise NeedMoreError
         raw[tag] = (_VR[tag] if vr_bytes is None else vr_bytes.decode(), buf[value_pos:end])
-    return raw, stop
+    return raw, stop, pixel
 
 
 def _decode_text(value: bytes, vr: str, encodings: list[str] | None) -> str:
@@ -401,6 +408,8 @@ def _pydicom_parse(
             # Stop at pixel data, or after an RTSTRUCT's references (before its contours).
             if tag >= 0x7FE00008 or 0x30060010 < tag <= 0x3006FFFF:
                 state["stop"] = int(tag)
+                if tag == _PIXEL_DATA:
+                    state["pixel_pos"], state["pixel_length"] = fp.tell(), length
                 return True
             if length != UNDEFINED_LENGTH:
                 state["last_end"] = fp.tell() + length
@@ -424,6 +433,11 @@ def _pydicom_parse(
         raise NeedMoreError
     if positions is not None:
         values["_frame_positions"] = positions
+    if "pixel_pos" in state and ts != "1.2.840.10008.1.2.1.99":
+        with open(path, "rb") as fp:
+            values["_truncated"] = pixel_data_truncation(
+                fp, size, state["pixel_pos"], state["pixel_length"]
+            )
     media = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else None
     if meta is not None and meta.get("MediaStorageSOPInstanceUID"):
         values["_MediaStorageSOPInstanceUID"] = str(meta.MediaStorageSOPInstanceUID)
@@ -455,10 +469,12 @@ def _fast_parse(fh: Any, size: int) -> tuple[dict[str, Any], int, str, str | Non
             ts = meta.get(0x0010, "")
             if not ts or ts in _FAST_SYNTAX_EXCLUDED:
                 raise FallbackError
-            raw, stop = _walk(buf, start, ts == IMPLICIT_VR_LE)
+            raw, stop, pixel = _walk(buf, start, ts == IMPLICIT_VR_LE)
             if stop == 0 and len(buf) < size:
                 raise NeedMoreError  # clean end of the buffer, but not of the file
             values = _decode_raw(raw)
+            if pixel is not None:
+                values["_truncated"] = pixel_data_truncation(fh, size, *pixel)
             if meta.get(0x0003):
                 values["_MediaStorageSOPInstanceUID"] = meta[0x0003]
             return values, stop, ts, meta.get(0x0002)
@@ -575,7 +591,71 @@ def _classify(
         slice_thickness=values.get("SliceThickness"),
         spacing_between_slices=values.get("SpacingBetweenSlices"),
         synthetic_uids=synthetic,
+        truncated=str(values.get("_truncated") or ""),
     )
+
+
+_PIXEL_DATA = 0x7FE00010
+_ITEM = b"\xfe\xff\x00\xe0"
+_SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0"
+#: Fragments walked in encapsulated Pixel Data before giving up (not judging the file).
+_MAX_FRAGMENTS = 100_000
+
+
+def pixel_data_truncation(fh: Any, size: int, value_pos: int, length: int) -> str:
+    """Say whether the Pixel Data value runs past the end of the file, from headers only.
+
+    Parameters
+    ----------
+    fh
+        The open file (binary, seekable).
+    size
+        The file's size in bytes.
+    value_pos
+        File offset of the Pixel Data value.
+    length
+        Its declared length (``0xFFFFFFFF`` for encapsulated data).
+
+    Returns
+    -------
+    str
+        ``""`` if the value fits in the file (or cannot be judged here: the
+        reader decides); otherwise what was declared against what is there.
+
+    Notes
+    -----
+    Native data: the declared length against the bytes after ``value_pos``.
+    Encapsulated data: the item headers are followed (a seek and an 8-byte
+    read per fragment, no pixel bytes read) up to the sequence delimiter; an
+    item that runs past the end, or an end of file before the delimiter, is a
+    truncation.
+    """
+    left = size - value_pos
+    if length != UNDEFINED_LENGTH:
+        if length > left:
+            return f"Pixel Data declares {length} bytes, the file holds {max(left, 0)}"
+        return ""
+    pos = value_pos
+    for _ in range(_MAX_FRAGMENTS):
+        fh.seek(pos)
+        head = fh.read(8)
+        if len(head) < 8:
+            return (
+                f"encapsulated Pixel Data ends after {pos - value_pos} bytes without its "
+                "sequence delimiter"
+            )
+        tag, item_length = head[:4], int.from_bytes(head[4:], "little")
+        if tag == _SEQUENCE_DELIMITER:
+            return ""
+        if tag != _ITEM:
+            return ""  # not what we expect: the reader judges it
+        pos += 8 + item_length
+        if pos > size:
+            return (
+                f"a Pixel Data fragment declares {item_length} bytes, the file holds "
+                f"{max(size - (pos - item_length), 0)}"
+            )
+    return ""
 
 
 def _fill_missing_uids(path: Path, values: dict[str, Any]) -> bool:
@@ -668,7 +748,7 @@ def inspect_file(
                 except (ValueError, LookupError, struct.error, UnicodeError):
                     pass  # malformed values: let pydicom judge the file
                 else:
-                    return _classify(path, values, stop, ts, media, None, key)
+                    return _classify_safely(path, values, stop, ts, media, None, key)
         return _parse_with_pydicom(path, size, key, force=False)
     except OSError as exc:
         return SkippedFile(path, SkipReason.UNREADABLE, f"{type(exc).__name__}: {exc.strerror}")
@@ -741,7 +821,27 @@ def _parse_with_pydicom(path: Path, size: int, key: bytes, *, force: bool) -> Fi
         return SkippedFile(path, SkipReason.CORRUPT, f"{type(exc).__name__}: {_first_line(exc)}")
     if force and not values.get("SOPClassUID") and not values.get("SeriesInstanceUID"):
         return SkippedFile(path, SkipReason.NOT_DICOM, "no DICM prefix and no DICOM UIDs")
-    return _classify(path, values, stop, ts, media, ds, key)
+    return _classify_safely(path, values, stop, ts, media, ds, key)
+
+
+def _classify_safely(
+    path: Path,
+    values: dict[str, Any],
+    stop_tag: int,
+    ts: str | None,
+    media: str | None,
+    ds: Dataset | None,
+    key: bytes,
+) -> FileRecord:
+    """Classify as :func:`_classify` does, never raising.
+
+    A value it cannot use (a list for Rows, text for a number) makes the file
+    a corrupt one instead of an exception.
+    """
+    try:
+        return _classify(path, values, stop_tag, ts, media, ds, key)
+    except (ValueError, TypeError, LookupError, OverflowError) as exc:
+        return SkippedFile(path, SkipReason.CORRUPT, f"{type(exc).__name__}: {_first_line(exc)}")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -41,8 +41,9 @@ logger = logging.getLogger(__name__)
 
 #: Version of the table layout and of what rows hold; a different stored version triggers a
 #: rebuild. 3: free-text values are stored with the PatientID redacted. 4: patient hashes are
-#: keyed (HMAC) and the key's fingerprint is stored.
-SCHEMA_VERSION = 4
+#: keyed (HMAC) and the key's fingerprint is stored. 5: image rows record whether the
+#: file's Pixel Data runs past its end (``InstanceHeader.truncated``).
+SCHEMA_VERSION = 5
 
 #: One ``files`` row: (path, size, mtime_ns, kind, series_uid, study_uid,
 #: patient_hash, sop_instance_uid, reason, payload JSON).
@@ -135,7 +136,14 @@ def record_to_row(record: FileRecord, size: int, mtime_ns: int) -> IndexRow:
 def split_duplicates(
     headers: Iterable[InstanceHeader],
 ) -> tuple[list[InstanceHeader], list[SkippedFile]]:
-    """Keep one file per SOPInstanceUID (the first path in sort order).
+    """Keep one file per SOPInstanceUID: an intact copy, the first path in sort order.
+
+    Copies of an instance are common after an interrupted transfer or a second
+    partial export. A copy the header scan found truncated
+    (:attr:`InstanceHeader.truncated`) is never kept while an intact copy
+    exists; it is listed with reason ``TRUNCATED`` and what the scan found. An
+    instance with no intact copy keeps its (truncated) file, so reading its
+    series fails with an error naming that file.
 
     Parameters
     ----------
@@ -146,14 +154,25 @@ def split_duplicates(
     -------
     tuple
         ``(unique, duplicates)``: the kept headers, sorted by path, and a
-        :class:`SkippedFile` with reason ``DUPLICATE_INSTANCE`` for each copy.
+        :class:`SkippedFile` for each other copy (``TRUNCATED`` for a truncated
+        copy, ``DUPLICATE_INSTANCE`` for an intact second copy).
     """
     kept: dict[str, InstanceHeader] = {}
     duplicates: list[SkippedFile] = []
-    for header in sorted(headers, key=lambda h: str(h.path)):
+    # Intact copies first, then by path: the kept copy is the first intact one.
+    for header in sorted(headers, key=lambda h: (bool(h.truncated), str(h.path))):
         first = kept.get(header.sop_instance_uid)
         if first is None:
             kept[header.sop_instance_uid] = header
+        elif header.truncated:
+            duplicates.append(
+                SkippedFile(
+                    header.path,
+                    SkipReason.TRUNCATED,
+                    f"truncated copy of the instance in {first.path}: {header.truncated}",
+                    header.sop_class_uid,
+                )
+            )
         else:
             duplicates.append(
                 SkippedFile(
@@ -163,7 +182,7 @@ def split_duplicates(
                     header.sop_class_uid,
                 )
             )
-    return list(kept.values()), duplicates
+    return sorted(kept.values(), key=lambda h: str(h.path)), duplicates
 
 
 def _under(root: Path | None) -> tuple[str, tuple[str, ...]]:

@@ -20,6 +20,7 @@ not care where a frame came from.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -190,6 +191,15 @@ def _frame(
             raise InvalidSeriesError(
                 f"{name}{frame_note} has {len(values)} values; expected {count}", path=path
             )
+    for name, values in (
+        ("ImagePositionPatient", ipp),
+        ("ImageOrientationPatient", iop),
+        ("PixelSpacing", ps),
+    ):
+        if not all(math.isfinite(v) for v in values):
+            raise InvalidSeriesError(
+                f"{name}{frame_note} is {list(values)}; expected finite numbers", path=path
+            )
     if ps[0] <= 0 or ps[1] <= 0:
         raise InvalidSeriesError(
             f"PixelSpacing{frame_note} is {list(ps)}; expected two positive distances (mm)",
@@ -208,6 +218,12 @@ def _frame(
         )
     slope = _pick(_SLOPE, path, rescale, ds)
     intercept = _pick(_INTERCEPT, path, rescale, ds)
+    for name, rescale_values in (("RescaleSlope", slope), ("RescaleIntercept", intercept)):
+        if rescale_values is not None and not all(math.isfinite(v) for v in rescale_values):
+            raise InvalidSeriesError(
+                f"{name}{frame_note} is {list(rescale_values)}; expected a finite number",
+                path=path,
+            )
     thickness = _pick(_SPACING_BETWEEN, path, measures, ds) or _pick(_THICKNESS, path, measures, ds)
     return FrameInfo(
         path=path,

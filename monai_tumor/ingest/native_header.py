@@ -189,7 +189,13 @@ def raw_us(ds: Dataset, tag: int, default: int) -> int:
         fmt = "<H" if elem.is_little_endian else ">H"
         return int(struct.unpack(fmt, elem.value)[0])
     value = ds[tag].value
-    return default if value in (None, "") else int(value)
+    if value is None or value == "":
+        return default
+    if isinstance(value, (bytes, bytearray)):  # an odd length: not a US value
+        raise ValueError(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) is not an unsigned short")
+    if not isinstance(value, int):  # several values where one is expected: the first
+        value = next(iter(value), default)
+    return int(value)
 
 
 def raw_ascii(ds: Dataset, tag: int, default: str = "") -> str:

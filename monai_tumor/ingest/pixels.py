@@ -24,7 +24,7 @@ from pydicom.pixels import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from monai_tumor.errors import IngestError
-from monai_tumor.ingest.codecs import can_decode, transfer_syntax_name
+from monai_tumor.ingest.codecs import can_decode, decoding_plugin, transfer_syntax_name
 from monai_tumor.ingest.native_header import (
     BITS_ALLOCATED,
     BITS_STORED,
@@ -36,18 +36,27 @@ from monai_tumor.ingest.native_header import (
     raw_us,
 )
 
-__all__ = ["decode_frames", "native_layout_ok", "read_native_frames", "stored_dtype"]
+__all__ = [
+    "MAX_DECODED_BYTES",
+    "check_declared_size",
+    "decode_frames",
+    "native_layout_ok",
+    "read_native_frames",
+    "stored_dtype",
+]
 
 _NATIVE_LE = {str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)}
 
 
-def stored_dtype(ds: Dataset) -> np.dtype[np.generic]:
+def stored_dtype(ds: Dataset, *, path: Path | None = None) -> np.dtype[np.generic]:
     """Return the numpy dtype of the stored values of a monochrome image.
 
     Parameters
     ----------
     ds
         A dataset with BitsAllocated (0028,0100) and PixelRepresentation (0028,0103).
+    path
+        The file, named in the error.
 
     Returns
     -------
@@ -57,8 +66,61 @@ def stored_dtype(ds: Dataset) -> np.dtype[np.generic]:
     bits = raw_us(ds, BITS_ALLOCATED, 0)
     signed = raw_us(ds, PIXEL_REPRESENTATION, 0) == 1
     if bits not in (8, 16, 32):
-        raise IngestError(f"BitsAllocated {bits} is not supported; expected 8, 16 or 32")
+        raise IngestError(f"BitsAllocated {bits} is not supported; expected 8, 16 or 32", path=path)
     return np.dtype(f"{'i' if signed else 'u'}{bits // 8}")
+
+
+#: Largest stored size of one instance (bytes) we allocate for: 2 GiB (8 GiB as
+#: float32 volume at 8 bits), far above any CT, MR or PET instance (a 2,000-frame
+#: 512 x 512 16-bit multi-frame is 1 GiB).
+MAX_DECODED_BYTES = 2 * 1024**3
+
+
+def check_declared_size(ds: Dataset, path: Path) -> None:
+    """Refuse an instance whose declared pixel size is absurd, before decoding it.
+
+    Compressed pixel data is decoded into an array of the declared size, so a
+    header declaring 65535 x 65535 x 999999 pixels must be refused from the
+    header alone. Checked: the decoded size against :data:`MAX_DECODED_BYTES`,
+    and for encapsulated data the declared number of frames against the number
+    of fragments (each frame takes at least one).
+
+    Parameters
+    ----------
+    ds
+        The dataset, pixel data included.
+    path
+        The file, named in the error.
+
+    Raises
+    ------
+    IngestError
+        With what was declared and what the limit is.
+    """
+    rows, cols = raw_us(ds, ROWS, 0), raw_us(ds, COLUMNS, 0)
+    n_frames = number_of_frames(ds)
+    samples = max(raw_us(ds, SAMPLES_PER_PIXEL, 1), 1)
+    bits = raw_us(ds, BITS_ALLOCATED, 0)
+    declared = rows * cols * n_frames * samples * max((bits + 7) // 8, 1)
+    if declared > MAX_DECODED_BYTES:
+        raise IngestError(
+            f"the header declares {n_frames} frame(s) of {rows}x{cols} pixels at {bits} bits "
+            f"({declared / 1024**3:.1f} GiB decoded); refused above "
+            f"{MAX_DECODED_BYTES / 1024**3:.0f} GiB per instance: the header is corrupt or "
+            "this is not a CT/MR/PET image",
+            path=path,
+        )
+    element = ds.get("PixelData") if "PixelData" in ds else None
+    value = getattr(element, "value", None) if element is not None else None
+    if isinstance(value, bytes) and value[:4] == b"\xfe\xff\x00\xe0" and n_frames > 1:
+        # Encapsulated: items of (FFFE,E000) after the basic offset table.
+        fragments = value.count(b"\xfe\xff\x00\xe0") - 1
+        if n_frames > fragments:
+            raise IngestError(
+                f"the header declares {n_frames} frames but the encapsulated pixel data holds "
+                f"at most {fragments} fragment(s); the file is truncated or its header is corrupt",
+                path=path,
+            )
 
 
 def native_layout_ok(ds: Dataset, transfer_syntax: str) -> bool:
@@ -108,7 +170,7 @@ def decode_frames(ds: Dataset, path: Path, transfer_syntax: str) -> npt.NDArray[
             path=path,
         )
     if "PixelData" in ds and native_layout_ok(ds, transfer_syntax):
-        dtype = stored_dtype(ds).newbyteorder("<")
+        dtype = stored_dtype(ds, path=path).newbyteorder("<")
         raw = ds.PixelData
         expected = rows * cols * n_frames * dtype.itemsize
         if len(raw) < expected:
@@ -120,6 +182,7 @@ def decode_frames(ds: Dataset, path: Path, transfer_syntax: str) -> npt.NDArray[
             )
         arr = np.frombuffer(raw, dtype=dtype, count=rows * cols * n_frames)
         return arr.reshape(n_frames, rows, cols)
+    check_declared_size(ds, path)
     if not can_decode(transfer_syntax):
         raise IngestError(
             f"no decoder installed for transfer syntax {transfer_syntax_name(transfer_syntax)}; "
@@ -127,7 +190,7 @@ def decode_frames(ds: Dataset, path: Path, transfer_syntax: str) -> npt.NDArray[
             path=path,
         )
     try:
-        arr = pixel_array(ds)
+        arr = pixel_array(ds, decoding_plugin=decoding_plugin(transfer_syntax))
     except Exception as exc:  # decoder plugins raise many different types
         raise IngestError(
             f"could not decode the pixel data ({transfer_syntax_name(transfer_syntax)}): {exc}",
@@ -166,7 +229,7 @@ def read_native_frames(
     """
     rows, cols = raw_us(ds, ROWS, 0), raw_us(ds, COLUMNS, 0)
     n_frames = number_of_frames(ds)
-    dtype = stored_dtype(ds).newbyteorder("<")
+    dtype = stored_dtype(ds, path=path).newbyteorder("<")
     count = rows * cols * n_frames
     expected = count * dtype.itemsize
     if length < expected:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import gc
 import io
 import os
+import struct
 import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,17 +50,27 @@ from pydicom.uid import (
 )
 
 from monai_tumor import geometry
-from monai_tumor.errors import IngestError, InvalidSeriesError, UnsupportedInputError
+from monai_tumor.errors import (
+    IngestError,
+    InvalidSeriesError,
+    MonaiTumorError,
+    UnsupportedInputError,
+)
 from monai_tumor.ingest.mosaic import is_mosaic, mosaic_frames, untile
 from monai_tumor.ingest.multiframe import FrameInfo, frames_of
 from monai_tumor.ingest.native_header import (
+    COLUMNS,
+    ROWS,
     SERIES_INSTANCE_UID,
     SOP_CLASS_UID,
+    number_of_frames,
     raw_ascii,
+    raw_us,
     scan_native,
     scan_native_header,
 )
 from monai_tumor.ingest.pixels import (
+    check_declared_size,
     decode_frames,
     native_layout_ok,
     read_native_frames,
@@ -124,8 +135,8 @@ class ReadOptions:
     nonuniform
         ``"error"`` (default): missing slices or uneven spacing raise
         InvalidSeriesError. ``"resample"``: linearly interpolate onto a uniform
-        grid along the normal from the first to the last slice, with the median
-        step as nominal spacing (slices that fall on an existing slice copy it
+        grid along the normal from the first to the last slice, with the spacing of
+        the best-fitting grid as nominal spacing (slices that fall on an existing slice copy it
         exactly).
     tilt
         ``"error"`` (default): a gantry-tilted stack raises InvalidSeriesError.
@@ -139,11 +150,14 @@ class ReadOptions:
         identity (slope 1, intercept 0); otherwise float32 anyway. Resampled
         volumes are always float32.
     tolerance_mm
-        Positions closer than this along the normal are duplicates; steps
-        within ``max(tolerance_mm, relative_tolerance * spacing)`` of the
-        spacing are uniform.
-    relative_tolerance
-        See ``tolerance_mm``.
+        Positions closer than this along the normal are duplicates.
+    relative_tolerance, max_residual_mm
+        A stack is uniform when every slice lies within
+        ``max(tolerance_mm, min(relative_tolerance * spacing, max_residual_mm))``
+        of the best-fitting uniform grid
+        (:func:`monai_tumor.geometry.sort_along_normal`): positions stored
+        rounded are accepted, a missing slice never is. The largest distance is
+        recorded as ``meta["slice_residual_mm"]``.
     tilt_tolerance_mm
         Largest in-plane displacement (mm) of any slice from the straight stack
         through the first slice that still counts as untilted (rounding of
@@ -164,7 +178,8 @@ class ReadOptions:
     tilt: TiltPolicy | str = TiltPolicy.ERROR
     dtype: OutputDtype | str = OutputDtype.FLOAT32
     tolerance_mm: float = 0.01
-    relative_tolerance: float = 0.01
+    relative_tolerance: float = 0.1
+    max_residual_mm: float = 0.5
     tilt_tolerance_mm: float = 0.05
     mosaic: bool = True
     workers: int | None = None
@@ -311,8 +326,22 @@ def _parse(path: Path, *, lenient: bool, mosaic: bool = True) -> _Instance | Non
 
     Native little-endian images are read header first (the pixels are read
     from disk after sorting, straight into the volume); everything else is
-    read whole and parsed by pydicom.
+    read whole and parsed by pydicom. Whatever a corrupt header makes the
+    parsing raise becomes an :class:`IngestError` naming the file.
     """
+    try:
+        return _parse_one(path, lenient=lenient, mosaic=mosaic)
+    except MonaiTumorError:
+        raise
+    except (ValueError, TypeError, LookupError, OverflowError, struct.error) as exc:
+        raise IngestError(
+            f"the DICOM header is corrupt ({type(exc).__name__}: {exc}); re-export or "
+            "re-transfer the file",
+            path=path,
+        ) from exc
+
+
+def _parse_one(path: Path, *, lenient: bool, mosaic: bool) -> _Instance | None:
     pixel_ref: tuple[int, int] | None = None
     header = _read_header_only(path)
     if header is not None:
@@ -348,6 +377,21 @@ def _parse(path: Path, *, lenient: bool, mosaic: bool = True) -> _Instance | Non
     tsyntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     if not tsyntax:
         tsyntax = ImplicitVRLittleEndian if ds.is_implicit_VR else ExplicitVRLittleEndian
+    check_declared_size(ds, path)  # before anything is allocated for its frames
+    if pixel_ref is not None:
+        expected = (
+            raw_us(ds, ROWS, 0)
+            * raw_us(ds, COLUMNS, 0)
+            * number_of_frames(ds)
+            * stored_dtype(ds, path=path).itemsize
+        )
+        if pixel_ref[1] < expected:
+            raise IngestError(
+                f"PixelData holds {pixel_ref[1]} bytes, expected {expected} for the declared "
+                "frames; the file is truncated or its header is corrupt: re-export or "
+                "re-transfer it",
+                path=path,
+            )
     try:
         frames = frames_of(ds, path)
         tiles = 0
@@ -492,6 +536,7 @@ def _drop_duplicates(slices: list[_Slice], options: ReadOptions) -> list[_Slice]
         slices[0].frame.iop,
         tolerance_mm=options.tolerance_mm,
         relative_tolerance=options.relative_tolerance,
+        max_residual_mm=options.max_residual_mm,
     )
     if not stack.duplicates:
         return slices
@@ -624,6 +669,7 @@ def _build(slices: list[_Slice], options: ReadOptions, *, filename: str) -> Meta
         iop,
         tolerance_mm=options.tolerance_mm,
         relative_tolerance=options.relative_tolerance,
+        max_residual_mm=options.max_residual_mm,
     )
     ordered = [slices[i] for i in stack.order]
     pos = positions[stack.order]
@@ -659,10 +705,12 @@ def _build(slices: list[_Slice], options: ReadOptions, *, filename: str) -> Meta
             f"{len(stack.gaps)} gap(s) of {steps} mm after sorted slice(s) "
             f"{', '.join(str(g) for g in stack.gaps[:10])}"
             if stack.gaps
-            else f"steps range {stack.steps.min():.3f}..{stack.steps.max():.3f} mm"
+            else f"a slice lies {stack.max_residual_mm:.3f} mm from the best-fitting uniform "
+            f"grid (tolerance {stack.tolerance:.3f} mm; steps range "
+            f"{stack.steps.min(initial=np.inf):.3f}..{stack.steps.max(initial=-np.inf):.3f} mm)"
         )
         raise InvalidSeriesError(
-            f"non-uniform slice spacing: nominal {stack.spacing:.4f} mm, {detail}; "
+            f"non-uniform slice spacing: grid spacing {stack.spacing:.4f} mm, {detail}; "
             "slices are missing or unevenly spaced. Find the missing files, or read with "
             "ReadOptions(nonuniform='resample') to interpolate onto a uniform grid",
             path=filename,
@@ -690,14 +738,26 @@ def _build(slices: list[_Slice], options: ReadOptions, *, filename: str) -> Meta
         frame_numbers = [frame_numbers[s] if s >= 0 else 0 for s in source]
         n = data.shape[0]
 
-    if n > 1:
-        spacing = float(dist[-1] - dist[0]) / (n - 1)
-        step: npt.NDArray[np.float64] | float = spacing
+    origin = pos[0]
+    if n > 1 and stack.uniform:
+        # The best-fitting uniform grid, not the first and last stored positions:
+        # with positions stored rounded it is the closer description of every slice.
+        step: npt.NDArray[np.float64] | float = stack.spacing
+        origin = pos[0] + stack.normal * (stack.origin - stack.distances[0])
         if tilted and options.tilt is TiltPolicy.SHEAR:
             step = (pos[-1] - pos[0]) / (n - 1)
+            origin = pos[0]
+    elif n > 1:
+        step = float(dist[-1] - dist[0]) / (n - 1)
     else:
         step = first.slice_thickness or 1.0
-    affine = geometry.affine_from_dicom(iop, pos[0], ps, step, ras=True)
+    affine = geometry.affine_from_dicom(iop, origin, ps, step, ras=True)
+    if not np.all(np.isfinite(affine)) or not np.all(geometry.spacing_from_affine(affine) > 0):
+        raise InvalidSeriesError(
+            f"the slices' geometry gives no valid grid (affine {np.round(affine, 4).tolist()}); "
+            "expected finite positions and positive spacings",
+            path=filename,
+        )
 
     ds0 = ordered[0].instance.ds
     volume = data.transpose(2, 1, 0)  # (K, rows, cols) -> [column, row, slice]
@@ -717,6 +777,7 @@ def _build(slices: list[_Slice], options: ReadOptions, *, filename: str) -> Meta
         "sop_instance_uids": sop_uids,
         "frame_numbers": frame_numbers,
         "gantry_tilt_degrees": tilt_deg,
+        "slice_residual_mm": stack.max_residual_mm,
         "resampled": bool(resampling),
         "rescaled": not identity,
     }
@@ -731,16 +792,20 @@ def _read_volume_file(path: Path, options: ReadOptions) -> MetaTensor:
     """Read NIfTI (MONAI's NibabelReader) or NRRD/MHA/MHD (SimpleITK) into the same conventions."""
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
-        from monai.transforms import LoadImage
+        from monai.data import NibabelReader
 
+        # MONAI's NibabelReader itself rather than LoadImage: LoadImage also builds
+        # every other registered reader, and the nvImageCodec one warns on every
+        # machine without that GPU codec.
+        reader = NibabelReader()
         try:
-            img = LoadImage(
-                reader="NibabelReader", image_only=True, ensure_channel_first=True, dtype=None
-            )(str(path))
+            data, header = reader.get_data(reader.read(str(path)))
         except Exception as exc:
             raise IngestError(f"cannot read the NIfTI file: {exc}", path=path) from exc
-        array = img.numpy()
-        affine = np.asarray(img.affine, dtype=np.float64)
+        array = np.asarray(data)
+        # channel first, as LoadImage(ensure_channel_first=True) does
+        array = array[None] if array.ndim == 3 else np.moveaxis(array, -1, 0)
+        affine = np.asarray(header["affine"], dtype=np.float64)
     else:
         import SimpleITK as sitk  # noqa: N813  (NRRD and MetaImage through ITK IO)
 
@@ -785,6 +850,7 @@ def _read_volume_file(path: Path, options: ReadOptions) -> MetaTensor:
         "sop_instance_uids": [],
         "frame_numbers": [],
         "gantry_tilt_degrees": 0.0,
+        "slice_residual_mm": 0.0,
         "resampled": False,
         "rescaled": False,
     }
@@ -809,7 +875,10 @@ def _stacks_of(
     where = str(source) if isinstance(source, (str, os.PathLike)) else f"the {len(paths)} files"
     instances = _parse_all(paths, lenient=lenient, options=options)
     chosen = _select_series(instances, series_uid, where)
-    filename = str(source) if isinstance(source, (str, os.PathLike)) else str(paths[0].parent)
+    if isinstance(source, (str, os.PathLike)):
+        filename = str(source)
+    else:  # one file: name it; several: their folder
+        filename = str(paths[0]) if len(paths) == 1 else str(paths[0].parent)
     return _split_stacks(chosen), filename
 
 
@@ -893,7 +962,8 @@ def read_series(
         frame-of-reference UIDs, ``Modality``, ``SeriesDescription``,
         ``sop_class_uid``, ``sop_instance_uids`` and ``frame_numbers`` (one per
         slice k; "" and 0 for slices created by resampling),
-        ``gantry_tilt_degrees``, ``resampled`` and ``rescaled``. For
+        ``gantry_tilt_degrees``, ``slice_residual_mm`` (largest distance of a
+        source slice from the uniform grid), ``resampled`` and ``rescaled``. For
         NIfTI/NRRD/MHA input the DICOM keys are empty.
 
     Raises

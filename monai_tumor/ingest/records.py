@@ -90,6 +90,11 @@ class InstanceHeader:
     synthetic_uids
         True when the file's StudyInstanceUID or SeriesInstanceUID was empty
         and a ``"missing-..."`` key derived from its folder stands in for it.
+    truncated
+        ``""`` for an intact file; otherwise what the header scan found (the
+        declared Pixel Data length against the bytes left in the file), e.g.
+        ``"Pixel Data declares 115200 bytes, the file holds 784"``. A
+        truncated copy of an instance is skipped when an intact copy exists.
     """
 
     path: Path
@@ -136,6 +141,7 @@ class InstanceHeader:
     magnetic_field_strength: float | None = None
     slice_thickness: float | None = None
     spacing_between_slices: float | None = None
+    truncated: str = ""
 
     @property
     def image_kind(self) -> ImageKind:

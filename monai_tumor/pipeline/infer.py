@@ -242,6 +242,7 @@ def source_provenance(
                 "SeriesInstanceUID": uid,
                 "FrameOfReferenceUID": str(img.meta.get("FrameOfReferenceUID", "")),
                 "number_of_slices": int(img.shape[-1]),
+                "slice_residual_mm": float(img.meta.get("slice_residual_mm", 0.0)),
             }
         else:
             sources[name] = {"file": Path(str(img.meta.get("filename_or_obj", ""))).name}

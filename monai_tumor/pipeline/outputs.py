@@ -240,7 +240,13 @@ def _mask_on_grid(mask: MetaTensor | torch.Tensor, reference: MetaTensor) -> Met
             "the model returned a mask whose affine differs from the source image's by more "
             "than 1e-3 mm; it is not on the source grid and would be written shifted"
         )
-    keep = ("sop_instance_uids", "frame_numbers", "StudyInstanceUID", "SeriesInstanceUID")
+    keep = (
+        "sop_instance_uids",
+        "frame_numbers",
+        "slice_residual_mm",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+    )
     meta = {k: reference.meta[k] for k in keep if k in reference.meta}
     meta["FrameOfReferenceUID"] = reference.meta.get("FrameOfReferenceUID", "")
     return MetaTensor(data.to(torch.uint8).cpu(), affine=ref_affine.clone(), meta=meta)

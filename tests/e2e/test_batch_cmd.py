@@ -63,6 +63,11 @@ def test_batch_run_then_rerun(data_dir: Path, tmp_path: Path) -> None:
     assert first.exit_code == 0, first.output
     assert "1 done (0 reused), 0 skipped, 0 failed" in first.output
     assert first.output.strip().endswith(str(out / "index.html"))
+    # Quiet terminal: the summary and the report's path, no library warnings; those
+    # (and the package's INFO records) are in the run's log file.
+    assert len(first.output.strip().splitlines()) == 2, first.output
+    assert "Warning" not in first.output and "WARNING" not in first.output
+    assert "done in" in (out / "monai-tumor.log").read_text()
     second = runner.invoke(app, args)
     assert second.exit_code == 0 and "1 done (1 reused)" in second.output
     summary = json.loads((out / "summary.json").read_text())

@@ -77,3 +77,43 @@ def test_unknown_uid_names_the_fix(tmp_path: Path) -> None:
     result = runner.invoke(app, ["convert", "1.2.3.4.5", str(tmp_path / "x.nii.gz")])
     assert result.exit_code == 50
     assert "--index" in result.output
+
+
+def _copy_with_rounded_positions(src: Path, dest: Path, *, decimals: int) -> list[Path]:
+    """The real series with ImagePositionPatient stored rounded, as some exports do."""
+    dest.mkdir()
+    written = []
+    for path in sorted(src.iterdir()):
+        ds = pydicom.dcmread(path)
+        ds.ImagePositionPatient = [round(float(v), decimals) for v in ds.ImagePositionPatient]
+        out = dest / path.name
+        ds.save_as(out)
+        written.append(out)
+    return written
+
+
+def test_real_pet_with_rounded_positions_converts(data_dir: Path, tmp_path: Path) -> None:
+    # The STS GE PET (3.27 mm) with positions rounded to 0.1 mm: steps of 3.2..3.3 mm,
+    # every slice within 0.06 mm of the uniform grid.
+    case = data_dir / "sts" / "STS_003" / "PET"
+    files = _copy_with_rounded_positions(case / "dicom" / "image", tmp_path / "pet", decimals=1)
+    z = sorted(
+        float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]) for f in files
+    )
+    steps = np.diff(z)
+    assert steps.min() < 3.25 and steps.max() > 3.29  # refused by a step-to-step test
+    out = tmp_path / "pet.nii.gz"
+    result = runner.invoke(app, ["convert", str(tmp_path / "pet"), str(out)])
+    assert result.exit_code == 0, result.output
+    ours = nib.Nifti1Image.from_filename(out)
+    ref = nib.Nifti1Image.from_filename(case / "nifti" / "image" / "image.nii.gz")
+    np.testing.assert_array_equal(np.asarray(ours.dataobj), np.asarray(ref.dataobj))
+    np.testing.assert_allclose(ours.affine, ref.affine, atol=0.06)
+    sidecar = _assert_sidecar_clean(sidecar_path_for(out), _identifiers(case / "dicom" / "image"))
+    assert isinstance(sidecar["SliceResidualMM"], float)
+    assert 0.01 < sidecar["SliceResidualMM"] <= 0.06
+
+    files[len(files) // 2].unlink()  # a genuinely missing slice is still refused
+    refused = runner.invoke(app, ["convert", str(tmp_path / "pet"), str(tmp_path / "gap.nii.gz")])
+    assert refused.exit_code == 11, refused.output
+    assert "gap" in refused.output

@@ -185,3 +185,73 @@ def test_subsampled_affine_maps_to_the_original_voxel(a, b, c, sx, sy, sz, o, st
 def test_subsampled_affine_refuses_bad_steps(steps) -> None:
     with pytest.raises(ValueError, match="positive integer"):
         geometry.subsampled_affine(np.eye(4), steps)
+
+
+def _rounded_stack(
+    a: float, b: float, c: float, step: float, n: int, o: tuple[float, float, float], quantum: float
+) -> tuple[np.ndarray, list[float], np.ndarray]:
+    """A uniform oblique stack whose stored positions are rounded to ``quantum`` mm."""
+    rot = random_rotation(a, b, c)
+    iop = [*rot[:, 0], *rot[:, 1]]
+    exact = np.array(o) + np.arange(n)[:, None] * (rot[:, 2] * step)
+    return np.round(exact / quantum) * quantum, iop, exact
+
+
+#: Orientation (3 angles), spacing, slice count, origin, rounding as a share of the tolerance.
+ROUNDED_STACKS = (
+    unit,
+    unit,
+    unit,
+    st.floats(0.5, 6.0, allow_nan=False),
+    st.integers(4, 300),
+    st.tuples(coord, coord, coord),
+    st.floats(0.0, 0.8, allow_nan=False),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(*ROUNDED_STACKS)
+def test_rounded_positions_of_a_uniform_stack_are_uniform(a, b, c, step, n, o, fraction) -> None:
+    # Rounding each coordinate to q moves a slice by at most q*sqrt(3)/2 along the
+    # normal; q is drawn so that this stays within `fraction` of the tolerance.
+    tol = geometry.residual_tolerance(step)
+    quantum = max(fraction * tol / np.sqrt(3) / 1.2, 1e-6)
+    positions, iop, _ = _rounded_stack(a, b, c, step, n, o, quantum)
+    stack = geometry.sort_along_normal(positions, iop)
+    assert stack.uniform, (stack.max_residual_mm, stack.tolerance, stack.gaps)
+    assert not stack.gaps and not stack.duplicates
+    np.testing.assert_array_equal(stack.grid_index, np.arange(n))
+    assert stack.spacing == pytest.approx(step, abs=2 * quantum)
+    assert stack.max_residual_mm <= stack.tolerance
+
+
+@settings(max_examples=200, deadline=None)
+@given(*ROUNDED_STACKS, st.data())
+def test_one_removed_slice_is_refused(a, b, c, step, n, o, fraction, data) -> None:
+    tol = geometry.residual_tolerance(step)
+    quantum = max(fraction * tol / np.sqrt(3) / 1.2, 1e-6)
+    positions, iop, _ = _rounded_stack(a, b, c, step, n, o, quantum)
+    removed = data.draw(st.integers(1, n - 2), label="removed")
+    kept = np.delete(positions, removed, axis=0)
+    stack = geometry.sort_along_normal(kept[::-1], iop)
+    assert not stack.uniform
+    assert stack.gaps == (removed - 1,)
+
+
+def test_ge_pet_rounding_is_uniform_and_a_missing_slice_is_not() -> None:
+    # The case reported from a GE PET export: 267 slices, 3.27 mm, positions stored
+    # to 0.1 mm along z so that the steps range over 3.2..3.3 mm.
+    z = np.round(-881.3 + 3.27 * np.arange(267), 1)
+    positions = np.c_[np.full(267, -21.09), np.full(267, -86.72), z]
+    stack = geometry.sort_along_normal(positions, [1, 0, 0, 0, 1, 0])
+    assert stack.steps.min() < 3.25 and stack.steps.max() > 3.29
+    assert stack.uniform and stack.max_residual_mm <= 0.06
+    assert stack.spacing == pytest.approx(3.27, abs=1e-3)
+    missing = geometry.sort_along_normal(np.delete(positions, 100, axis=0), [1, 0, 0, 0, 1, 0])
+    assert not missing.uniform and missing.gaps == (99,)
+
+
+def test_residual_tolerance_is_a_capped_fraction_of_the_spacing() -> None:
+    assert geometry.residual_tolerance(3.27) == pytest.approx(0.327)
+    assert geometry.residual_tolerance(8.0) == pytest.approx(0.5)
+    assert geometry.residual_tolerance(0.05) == pytest.approx(0.01)

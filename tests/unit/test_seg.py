@@ -332,3 +332,27 @@ def test_source_character_set_is_carried_or_defaulted(
         stored = list(stored)
     assert stored == expected
     np.testing.assert_array_equal(read_back_seg(out, sources), labels)
+
+
+def test_source_with_rounded_positions(tmp_path: Path) -> None:
+    # Positions stored to 0.1 mm (steps 2.4 or 2.5 mm around 2.47 mm): the reader
+    # accepts them (each within 0.06 mm of its grid), and the SEG frames sit on the
+    # stored source positions; a mask one slice off is still refused.
+    aff = lps_affine(pixel_spacing=(0.7, 0.8), slice_step=2.47, origin=(-40.0, 20.0, -100.0))
+    exact = aff[:3, 3] + np.arange(SHAPE[2])[:, None] * aff[:3, 2]
+    stored = np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE)
+    files = write_series(tmp_path / "src", stored, affine_lps=aff, positions=np.round(exact, 1))
+    image = read_series(tmp_path / "src")
+    assert 0.01 < image.meta["slice_residual_mm"] <= 0.06
+    datasets: list[pydicom.Dataset] = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    mask = _mask(image, _asymmetric_labels())
+    mask.meta["slice_residual_mm"] = image.meta["slice_residual_mm"]
+    out = write_dicom_seg(mask, datasets, tmp_path / "seg.dcm", segments=TUMOR, algorithm=ALGO)
+    _check_seg(out, mask, datasets, TUMOR)
+    shifted = _mask(image, _asymmetric_labels())
+    shifted.meta["slice_residual_mm"] = image.meta["slice_residual_mm"]
+    moved = shifted.affine.clone()
+    moved[:3, 3] += moved[:3, 2]
+    shifted.affine = moved
+    with pytest.raises(ExportError, match="not on the source grid"):
+        write_dicom_seg(shifted, datasets, tmp_path / "off.dcm", segments=TUMOR, algorithm=ALGO)

@@ -128,7 +128,8 @@ class KeepLargestComponentd(MapTransform):
             result = torch.as_tensor(img).clone()
             result[0] = largest_component(result[0]).to(result.dtype)
             if isinstance(img, MetaTensor):
-                result = MetaTensor(result, affine=img.affine, meta=img.meta)
+                # the affine travels in meta["affine"]; passing it twice makes MONAI warn
+                result = MetaTensor(result, meta=img.meta)
                 result.applied_operations = img.applied_operations
             d[key] = result
         return d
@@ -169,7 +170,7 @@ class FlipTTAInferer(Inferer):
         # log of the mean probability: softmax(log p) == p, so the config's softmax stays valid
         logp = torch.log(mean.clamp_min(1e-8))
         if isinstance(base, MetaTensor):
-            return MetaTensor(logp, affine=base.affine, meta=base.meta)
+            return MetaTensor(logp, meta=base.meta)  # affine in meta["affine"]
         return logp
 
 
