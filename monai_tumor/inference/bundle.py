@@ -60,6 +60,7 @@ from monai_tumor.export.seg import SegmentSpec
 from monai_tumor.geometry import patient_to_voxel, ras_to_lps
 from monai_tumor.inference.device import select_device
 from monai_tumor.inference.seeds import Seed
+from monai_tumor.postprocess.review import TTA_AGREEMENT_KEY, ReviewSpec, read_review_spec
 from monai_tumor.transforms.voi import CropVOIAroundPoint, VOISpec, paste_voi_mask
 
 __all__ = [
@@ -157,6 +158,9 @@ class BundleInfo:
         ``(low, high)`` intensity window for pictures of the input (``monai_tumor.
         display_window`` ``{"center": c, "width": w}``), e.g. a lung window for the
         nodule bundle; ``None`` leaves the choice to the overlay (soft tissue for CT).
+    review
+        Thresholds of the plausibility review of each result (``monai_tumor.review``,
+        :mod:`monai_tumor.postprocess.review`); ``None``: results are not reviewed.
     """
 
     root: Path
@@ -172,6 +176,7 @@ class BundleInfo:
     voi: VOISpec | None = None
     display_window: tuple[float, float] | None = None
     configs_sha256: str = ""
+    review: ReviewSpec | None = None
 
     @property
     def weights(self) -> Path:
@@ -385,6 +390,7 @@ def read_bundle_info(path: str | Path) -> BundleInfo:
         )
     voi = _voi_spec(block["voi"], meta_path) if "voi" in block else None
     window = _display_window(block.get("display_window"), meta_path)
+    review = read_review_spec(block["review"], path=meta_path) if "review" in block else None
     return BundleInfo(
         root=root,
         name=root.name,
@@ -399,6 +405,7 @@ def read_bundle_info(path: str | Path) -> BundleInfo:
         reference_input=str(reference),
         voi=voi,
         display_window=window,
+        review=review,
     )
 
 
@@ -675,22 +682,29 @@ class LoadedBundle:
                 "monai_tumor.ingest.selection.load_inputs(order=info.input_names)"
             )
         with _threads(self.num_threads), _deterministic(self.device), torch.no_grad():
+            agreement: dict[str, Any] | None = None
             if self.info.kind == BundleKind.VOI:
                 label = self._segment_vois(image, seeds)
             else:
-                label = self._run(image)
+                label, agreement = self._run(image)
         meta = {
             k: copy.deepcopy(v)
             for k, v in image.meta.items()
             if k not in {"affine", "channel_names"}
         }
         meta["bundle"] = self.info.provenance()
+        if agreement is not None:
+            meta[TTA_AGREEMENT_KEY] = agreement
         return MetaTensor(label.to(torch.uint8), affine=_affine(image).clone(), meta=meta)
 
     # ----------------------------------------------------------------------- internals
 
-    def _run(self, image: MetaTensor) -> torch.Tensor:
-        """Bundle preprocessing -> inferer -> postprocessing; (1, I, J, K) on image's grid."""
+    def _run(self, image: MetaTensor) -> tuple[torch.Tensor, dict[str, Any] | None]:
+        """Bundle preprocessing -> inferer -> postprocessing; (1, I, J, K) on image's grid.
+
+        Also returns the TTA agreement the bundle's inferer recorded in its output's meta
+        (``"tta_agreement"``, see :mod:`monai_tumor.postprocess.review`), or ``None``.
+        """
         source = MetaTensor(
             image.as_tensor().detach().to(torch.float32).clone(),
             affine=_affine(image).clone(),
@@ -700,11 +714,13 @@ class LoadedBundle:
         x = data[self.image_key]
         batch = x.unsqueeze(0).to(self.device)
         pred = self.inferer(batch, self.network)
+        recorded = pred.meta.get(TTA_AGREEMENT_KEY) if isinstance(pred, MetaTensor) else None
+        agreement = dict(recorded) if isinstance(recorded, Mapping) else None
         data[self.pred_key] = pred[0].detach().cpu() if self.device.type != "cpu" else pred[0]
         if isinstance(x, MetaTensor) and self.device.type != "cpu":
             data[self.image_key] = x.cpu()
         out = self.postprocessing(data)[self.pred_key]
-        return self._check_grid(out, image)
+        return self._check_grid(out, image), agreement
 
     def _check_grid(self, out: Any, image: MetaTensor) -> torch.Tensor:
         shape = tuple(int(s) for s in image.shape[1:])
@@ -761,7 +777,7 @@ class LoadedBundle:
                     "is in DICOM LPS millimetres"
                 )
             voi = cropper(image, point)
-            mask_voi = self._run(voi)
+            mask_voi, _ = self._run(voi)
             pasted = paste_voi_mask(mask_voi, voi, image)
             union = torch.maximum(union, pasted.as_tensor().to(torch.uint8))
         return union

@@ -6,10 +6,26 @@ from .lesions import (
     lesions_report,
     measure_lesions,
 )
+from .review import (
+    TTA_AGREEMENT_KEY,
+    ReviewResult,
+    ReviewSpec,
+    input_statistics,
+    read_review_spec,
+    review_segmentation,
+    rim_fraction,
+)
 
 __all__ = [
     "LESIONS_SCHEMA",
+    "TTA_AGREEMENT_KEY",
     "Lesion",
+    "ReviewResult",
+    "ReviewSpec",
+    "input_statistics",
+    "read_review_spec",
+    "review_segmentation",
+    "rim_fraction",
     "lesions_report",
     "measure_lesions",
 ]
