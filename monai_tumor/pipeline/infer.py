@@ -39,6 +39,7 @@ from monai_tumor.pipeline.outputs import (
     software_versions,
     write_series_outputs,
 )
+from monai_tumor.postprocess.review import review_prediction
 from monai_tumor.report.viewer import ViewerOptions
 
 if TYPE_CHECKING:
@@ -209,11 +210,16 @@ def segment_and_write(
         Seed points (LPS mm) for a VOI bundle.
     overlay, viewer, extra
         See :func:`~monai_tumor.pipeline.outputs.write_series_outputs`.
+
+    The result is reviewed when the bundle declares a review
+    (:func:`monai_tumor.postprocess.review.review_prediction`); the review goes into
+    ``lesions.json`` and the manifest.
     """
     t0 = time.perf_counter()
     mask = segmenter.segment(image, seeds=tuple(seeds))
     infer_s = time.perf_counter() - t0
     fields = {"seconds_inference": round(infer_s, 3), **dict(extra or {})}
+    review = review_prediction(image, mask, spec=bundle.review, input_names=bundle.input_names)
     return write_series_outputs(
         folder,
         image=reference,
@@ -226,6 +232,7 @@ def segment_and_write(
         overlay=overlay,
         viewer=viewer,
         extra=fields,
+        review=review,
     )
 
 

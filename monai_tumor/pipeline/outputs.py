@@ -49,6 +49,7 @@ from monai_tumor.export.overlay import render_overlay
 from monai_tumor.export.seg import AlgorithmInfo, SegExportConfig, write_dicom_seg
 from monai_tumor.inference.bundle import BundleInfo
 from monai_tumor.postprocess.lesions import lesions_report, measure_lesions
+from monai_tumor.postprocess.review import ReviewResult
 from monai_tumor.report.viewer import ViewerOptions, write_viewer
 
 __all__ = [
@@ -266,6 +267,7 @@ def write_series_outputs(
     viewer: ViewerOptions | None = None,
     run_dir: str | os.PathLike[str] | None = None,
     extra: Mapping[str, Any] | None = None,
+    review: ReviewResult | None = None,
 ) -> SeriesOutputs:
     """Write every output of one series atomically, then the manifest.
 
@@ -303,6 +305,10 @@ def write_series_outputs(
         default: ``folder`` itself (a single series written on its own).
     extra
         More JSON-ready fields for the manifest (seeds, selection...).
+    review
+        Plausibility review of the result (:func:`monai_tumor.postprocess.review.
+        review_segmentation`), written as ``"review"`` into ``lesions.json`` and the
+        manifest; ``None`` when the bundle declares no review.
 
     Returns
     -------
@@ -354,6 +360,8 @@ def write_series_outputs(
     t0 = time.perf_counter()
     lesions = measure_lesions(label_map, image)
     report = lesions_report(lesions, provenance=provenance)
+    if review is not None:
+        report["review"] = review.to_dict()
     atomic_write_json(out / LESIONS_NAME, report)
     files.append(LESIONS_NAME)
     seconds["lesions"] = time.perf_counter() - t0
@@ -425,6 +433,7 @@ def write_series_outputs(
         "segment_volumes_ml": segment_volumes,
         "provenance": report["provenance"],
         "viewer": viewer_info,
+        **({"review": review.to_dict()} if review is not None else {}),
         **dict(extra or {}),
         "files": {
             name: {"bytes": (out / name).stat().st_size, "sha256": _sha256_file(out / name)}

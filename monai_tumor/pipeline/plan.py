@@ -43,7 +43,7 @@ from monai_tumor.pipeline.outputs import (
     series_key,
     study_key,
 )
-from monai_tumor.pipeline.records import SeriesRecord, SeriesStatus
+from monai_tumor.pipeline.records import SeriesRecord, SeriesStatus, review_fields
 from monai_tumor.report.viewer import ViewerOptions
 
 __all__ = ["BatchPlan", "RunContext", "WorkItem", "plan_batch"]
@@ -182,6 +182,7 @@ class BatchPlan:
                     lesion_count=manifest.get("lesion_count"),
                     total_volume_ml=manifest.get("total_volume_ml"),
                     largest_diameter_mm=manifest.get("largest_diameter_3d_mm"),
+                    **review_fields(manifest.get("review")),
                     seconds=0.0,
                 )
             )

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
 
-__all__ = ["SeriesRecord", "SeriesStatus"]
+__all__ = ["SeriesRecord", "SeriesStatus", "review_fields"]
 
 
 class SeriesStatus(str, Enum):
@@ -62,6 +62,9 @@ class SeriesRecord:
         Model input name -> SeriesInstanceUID (done/failed series).
     lesion_count, total_volume_ml, largest_diameter_mm
         From ``lesions.json`` (done series).
+    review, review_reasons
+        Done series: the plausibility review (:mod:`monai_tumor.postprocess.review`) found
+        the result implausible, and why; a person should look before using it.
     seconds
         Time spent on the series (read + inference + writing).
     error_type
@@ -93,6 +96,8 @@ class SeriesRecord:
     lesion_count: int | None = None
     total_volume_ml: float | None = None
     largest_diameter_mm: float | None = None
+    review: bool = False
+    review_reasons: tuple[str, ...] = ()
     seconds: float | None = None
     error_type: str | None = None
     worker: str | None = None
@@ -110,7 +115,26 @@ class SeriesRecord:
                 value = value.value
             elif isinstance(value, Mapping):
                 value = dict(value)
+            elif isinstance(value, tuple):
+                value = list(value)
             elif f.name == "seconds" and value is not None:
                 value = round(value, 3)
             row[f.name] = value
         return row
+
+
+def review_fields(review: Any) -> dict[str, Any]:
+    """``review`` / ``review_reasons`` record fields from a review dict.
+
+    Parameters
+    ----------
+    review
+        ``ReviewResult.to_dict()`` as written into ``lesions.json`` and the manifest, or
+        ``None`` (no review declared): then no fields.
+    """
+    if not isinstance(review, Mapping):
+        return {}
+    return {
+        "review": bool(review.get("review")),
+        "review_reasons": tuple(str(r) for r in review.get("reasons", ())),
+    }

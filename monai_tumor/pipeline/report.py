@@ -55,6 +55,8 @@ CSV_COLUMNS: tuple[str, ...] = (
     "number_of_slices",
     "status",
     "reason",
+    "review",
+    "review_reasons",
     "reused",
     "lesion_count",
     "total_volume_ml",
@@ -78,6 +80,7 @@ img.thumb{width:420px;background:#000}.lesions td{font-size:.8em}code{font-size:
 .counts span{margin-right:1.5em}
 table.series th{cursor:pointer}table.series td{font-size:.85em}
 figure.plot{display:inline-block;margin:0 2em 0 0}figcaption{font-size:.85em;color:#444}
+.review{color:#fff;background:#b35c00;font-weight:bold;padding:0 .3em}
 """
 
 
@@ -120,6 +123,7 @@ SERIES_COLUMNS: tuple[Column, ...] = (
         cell=_series_cell,
     ),
     Column("status", "status", "text", lambda r: r.get("status")),
+    Column("review", "needs review", "text", lambda r: "review" if r.get("review") else ""),
     Column("lesions", "lesions", "number", lambda r: r.get("lesion_count")),
     Column("volume", "volume (mL)", "number", lambda r: r.get("total_volume_ml"), digits=3),
     Column(
@@ -166,13 +170,17 @@ def _csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for row in rows:
-        writer.writerow(
-            [
-                _fmt(row.get(c), 4) if c != "reused" else str(bool(row.get(c))).lower()
-                for c in CSV_COLUMNS
-            ]
-        )
+        writer.writerow([_csv_cell(row, c) for c in CSV_COLUMNS])
     return buffer.getvalue()
+
+
+def _csv_cell(row: Mapping[str, Any], column: str) -> str:
+    value = row.get(column)
+    if column in ("reused", "review"):
+        return str(bool(value)).lower()
+    if column == "review_reasons":
+        return " | ".join(str(r) for r in value or ())
+    return _fmt(value, 4)
 
 
 def _counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
@@ -287,6 +295,7 @@ def _html(
     viewer_bytes = sum(
         int(r["_extra"].get("viewer_bytes") or 0) for r in table_rows if "_extra" in r
     )
+    needs_review = sum(1 for row in rows if row.get("review"))
     skipped_files = run_info.get("skipped_files", 0)
     bundle = run_info.get("bundle") or {}
     title = "monai-tumor batch report"
@@ -300,6 +309,7 @@ def _html(
         + "</code></p>",
         "<p class='counts'>"
         + "".join(f"<span class='{esc(k)}'>{esc(k)}: {v}</span>" for k, v in counts.items() if v)
+        + (f"<span class='review'>needs review: {needs_review}</span>" if needs_review else "")
         + f"<span>series: {len(rows)}</span>"
         + f"<span>files skipped by the scan: {esc(str(skipped_files))}</span>"
         + f"<span>3D viewer display copies: {viewer_bytes / 1e6:.1f} MB</span></p>",
@@ -332,7 +342,12 @@ def _html(
             state = (
                 f"<span class='{esc(status)}'>{esc(status)}</span>"
                 + (" (reused)" if row.get("reused") else "")
+                + (" <span class='review'>REVIEW</span>" if row.get("review") else "")
                 + f"<div class='reason'>{esc(str(row.get('reason', '')))}</div>"
+                + "".join(
+                    f"<div class='reason'>review: {esc(str(r))}</div>"
+                    for r in row.get("review_reasons") or ()
+                )
             )
             thumb = measures = ""
             if status == "done" and folder:

@@ -42,7 +42,8 @@ from monai_tumor.pipeline.infer import (
 )
 from monai_tumor.pipeline.outputs import write_series_outputs
 from monai_tumor.pipeline.plan import RunContext, WorkItem
-from monai_tumor.pipeline.records import SeriesRecord, SeriesStatus
+from monai_tumor.pipeline.records import SeriesRecord, SeriesStatus, review_fields
+from monai_tumor.postprocess.review import ReviewResult, review_prediction
 
 if TYPE_CHECKING:
     from monai_tumor.inference.seeds import Seed
@@ -215,6 +216,7 @@ def write_item(
     t0 = time.perf_counter()
     assert loaded.reference is not None and item.record.folder is not None
     try:
+        review = _review(loaded, mask, context)
         outputs = write_series_outputs(
             context.out_dir / item.record.folder,
             image=loaded.reference,
@@ -232,6 +234,7 @@ def write_item(
                 "seconds_read": round(loaded.seconds, 3),
                 "seconds_inference": round(infer_seconds, 3),
             },
+            review=review,
         )
     except Exception as exc:  # one bad series never stops the run
         seconds = loaded.seconds + infer_seconds + time.perf_counter() - t0
@@ -246,7 +249,21 @@ def write_item(
         total_volume_ml=outputs.total_volume_ml,
         largest_diameter_mm=outputs.largest_diameter_mm,
         seconds=total,
+        **review_fields(review.to_dict() if review is not None else None),
     )
+
+
+def _review(loaded: LoadedItem, mask: MetaTensor, context: RunContext) -> ReviewResult | None:
+    """Review one result as the bundle declares (None without a review block)."""
+    if loaded.image is None:
+        return None
+    bundle = context.bundle
+    result = review_prediction(
+        loaded.image, mask, spec=bundle.review, input_names=bundle.input_names
+    )
+    if result is not None and result.review:
+        _log.warning("series %s needs review: %s", loaded.item.record.series_key, result.reasons)
+    return result
 
 
 def _segment(

@@ -12,6 +12,7 @@ from .review import (
     ReviewSpec,
     input_statistics,
     read_review_spec,
+    review_prediction,
     review_segmentation,
     rim_fraction,
 )
@@ -23,9 +24,10 @@ __all__ = [
     "ReviewResult",
     "ReviewSpec",
     "input_statistics",
-    "read_review_spec",
-    "review_segmentation",
-    "rim_fraction",
     "lesions_report",
     "measure_lesions",
+    "read_review_spec",
+    "review_prediction",
+    "review_segmentation",
+    "rim_fraction",
 ]

@@ -50,6 +50,7 @@ __all__ = [
     "ReviewSpec",
     "input_statistics",
     "read_review_spec",
+    "review_prediction",
     "review_segmentation",
     "rim_fraction",
 ]
@@ -328,3 +329,27 @@ def review_segmentation(
                 + "; check that the series are skull-stripped FLAIR and T1c of the same study"
             )
     return ReviewResult(review=bool(reasons), reasons=tuple(reasons), measures=measures)
+
+
+def review_prediction(
+    image: MetaTensor,
+    label: MetaTensor,
+    *,
+    spec: ReviewSpec | None,
+    input_names: Sequence[str],
+) -> ReviewResult | None:
+    """Review a label map returned by ``LoadedBundle.segment`` (None without a spec).
+
+    The TTA agreement is read from the label's meta (``"tta_agreement"``, put there by
+    :meth:`monai_tumor.inference.bundle.LoadedBundle.segment` from the bundle's inferer).
+    """
+    if spec is None:
+        return None
+    agreement = label.meta.get(TTA_AGREEMENT_KEY)
+    return review_segmentation(
+        image,
+        label,
+        spec=spec,
+        input_names=input_names,
+        tta_agreement=agreement if isinstance(agreement, Mapping) else None,
+    )

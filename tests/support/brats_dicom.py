@@ -88,7 +88,8 @@ MR_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.4")
 SEQUENCES: tuple[str, ...] = ("flair", "t1c")
 #: Distractor series the fixture can add.
 DISTRACTORS: tuple[str, ...] = ("flair_mpr", "localizer")
-_SOURCE_GLOB = {"flair": "Flair*.nii*", "t1c": "T1c*.nii*"}
+#: Source files per role: the brats/ layout first, then BraTS 2017+ naming (brats2018/).
+_SOURCE_GLOB = {"flair": ("Flair*.nii*", "*_flair.nii*"), "t1c": ("T1c*.nii*", "*_t1ce.nii*")}
 _LEVELS = 65534  # uint16 levels used (one spare so DS rounding of the slope never overflows)
 
 #: Per-role header attributes (acquisition parameters of a typical 3 T brain protocol).
@@ -228,9 +229,10 @@ class BratsStudy:
     series
         Role -> written series (``flair``, ``t1c`` and any distractors).
     label_nifti
-        Reference label map (``OTMultiClass.nii.gz``: 0-4, stored as float).
+        Reference label map (``OTMultiClass.nii.gz``: 0-4, stored as float; or BraTS 2017+
+        ``<case>_seg.nii.gz``: 0, 1, 2, 4).
     brainmask_nifti
-        ``brainmask.nii.gz`` of the case.
+        ``brainmask.nii.gz`` of the case (``Path()`` for BraTS 2018 cases, which have none).
     """
 
     root: Path
@@ -272,14 +274,19 @@ def brats_case_dir(data_dir: Path, case: str) -> Path:
     data_dir
         The shared data root (``tests/conftest.py``'s ``data_dir``).
     case
-        Case folder name, e.g. ``"brats_2013_pat0003_1"``.
+        Case folder name, e.g. ``"brats_2013_pat0003_1"`` or ``"Brats18_2013_11_1"``.
     """
-    for split in ("train", "validation"):
-        candidate = data_dir / "brats" / split / case
+    for folder in (
+        data_dir / "brats" / "train",
+        data_dir / "brats" / "validation",
+        data_dir / "brats2018",
+    ):
+        candidate = folder / case
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(
-        f"no BraTS case {case!r} under {data_dir / 'brats'}/{{train,validation}}"
+        f"no BraTS case {case!r} under {data_dir / 'brats'}/{{train,validation}} or "
+        f"{data_dir / 'brats2018'}"
     )
 
 
@@ -300,12 +307,22 @@ def _ds_list(values: Iterable[float]) -> list[str]:
 
 
 def _source(case_dir: Path, role: str) -> Path:
-    found = sorted(case_dir.glob(_SOURCE_GLOB[role]))
-    if len(found) != 1:
-        raise FileNotFoundError(
-            f"expected one {_SOURCE_GLOB[role]} in {case_dir}, found {[p.name for p in found]}"
-        )
-    return found[0]
+    for pattern in _SOURCE_GLOB[role]:
+        found = sorted(case_dir.glob(pattern))
+        if len(found) == 1:
+            return found[0]
+    raise FileNotFoundError(
+        f"expected one of {_SOURCE_GLOB[role]} in {case_dir}, found "
+        f"{sorted(p.name for p in case_dir.iterdir())}"
+    )
+
+
+def _reference_label(case_dir: Path) -> Path:
+    """``OTMultiClass.nii.gz`` (brats/) or ``<case>_seg.nii.gz`` (BraTS 2017+ naming)."""
+    for candidate in (case_dir / "OTMultiClass.nii.gz", case_dir / f"{case_dir.name}_seg.nii.gz"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no OTMultiClass.nii.gz or {case_dir.name}_seg.nii.gz in {case_dir}")
 
 
 @dataclass(frozen=True)
@@ -623,8 +640,10 @@ def write_brats_study(
         study_uid=study_uid,
         frame_of_reference_uid=for_uid,
         series=written,
-        label_nifti=case_path / "OTMultiClass.nii.gz",
-        brainmask_nifti=case_path / "brainmask.nii.gz",
+        label_nifti=_reference_label(case_path),
+        brainmask_nifti=brainmask
+        if (brainmask := case_path / "brainmask.nii.gz").is_file()
+        else Path(),
     )
 
 

@@ -26,6 +26,7 @@ from monai_tumor.pipeline.outputs import (
     study_key,
     write_series_outputs,
 )
+from monai_tumor.postprocess.review import ReviewResult
 from tests.support.dicom_factory import lps_affine, write_series
 from tests.support.pipeline_doubles import fake_bundle_info
 
@@ -198,3 +199,29 @@ def test_mask_off_the_source_grid_is_refused(
             source_datasets=datasets,
         )
     assert not (tmp_path / "x" / MANIFEST_NAME).exists()
+
+
+def test_review_goes_into_lesions_json_and_manifest(
+    tmp_path: Path, bundle: BundleInfo, series: tuple[MetaTensor, list[pydicom.Dataset]]
+) -> None:
+    image, datasets = series
+    key = cache_key_for([str(image.meta["SeriesInstanceUID"])], bundle)
+    review = ReviewResult(
+        review=True, reasons=("90% of the segmented voxels lie within 3 mm",), measures={"a": 0.9}
+    )
+    out = tmp_path / "out" / "s"
+    write_series_outputs(
+        out,
+        image=image,
+        mask=_mask(image),
+        bundle=bundle,
+        cache_key=key,
+        provenance={},
+        source_datasets=datasets,
+        review=review,
+    )
+    lesions = json.loads((out / "lesions.json").read_text())
+    assert lesions["review"] == review.to_dict()
+    assert lesions["review"]["reasons"] == ["90% of the segmented voxels lie within 3 mm"]
+    manifest = completed_manifest(out, key)
+    assert manifest is not None and manifest["review"]["review"] is True

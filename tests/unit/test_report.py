@@ -161,3 +161,20 @@ def test_histogram_svg() -> None:
     svg = histogram_svg([0.01, 0.1, 1.0, 10.0, float("nan"), -1.0], title="v", unit="mL", log=True)
     assert svg.count("<rect") == 12 and "(n = 4)" in svg and "log scale" in svg
     assert "nothing to plot" in histogram_svg([], title="t", unit="s")
+
+
+def test_review_flag_and_reasons_in_every_summary(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    reasons = ["92% of the segmented voxels lie within 3 mm of the brain's outer rim <rim>"]
+    rows[0] = {**rows[0], "review": True, "review_reasons": reasons}
+    write_report(tmp_path, rows)
+    with open(tmp_path / "summary.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert table[0]["review"] == "true" and table[0]["review_reasons"] == reasons[0]
+    assert table[1]["review"] == "false" and table[1]["review_reasons"] == ""
+    series = read_summary(tmp_path)["series"]
+    assert series[0]["review"] is True and series[0]["review_reasons"] == reasons
+    text = (tmp_path / "index.html").read_text()
+    assert "REVIEW" in text and "needs review: 1" in text
+    assert "brain&#x27;s outer rim &lt;rim&gt;" in text

@@ -80,7 +80,10 @@ def test_review_passes_a_plausible_result() -> None:
     image = _ball_image()
     dist, _ = _shells(image)
     result = review_segmentation(
-        image, _label(dist <= 6.0), spec=SPEC, input_names=NAMES,
+        image,
+        _label(dist <= 6.0),
+        spec=SPEC,
+        input_names=NAMES,
         tta_agreement={"passes": 8, "TC": 0.9, "WT": 0.95, "ET": 0.7},
     )
     assert not result.review and result.reasons == ()
@@ -93,7 +96,10 @@ def test_review_flags_each_failed_check_with_its_reason() -> None:
     image = _ball_image()
     dist, brain = _shells(image)
     result = review_segmentation(
-        image, _label(brain & (dist > 13.0)), spec=SPEC, input_names=NAMES,
+        image,
+        _label(brain & (dist > 13.0)),
+        spec=SPEC,
+        input_names=NAMES,
         tta_agreement={"passes": 8, "WT": 0.4},
     )
     assert result.review
@@ -113,12 +119,17 @@ def test_review_flags_each_failed_check_with_its_reason() -> None:
 def test_read_review_spec_validates(tmp_path: Path) -> None:
     path = tmp_path / "metadata.json"
     spec = read_review_spec(
-        {"rim_mm": 2, "max_rim_fraction": 0.4, "min_tta_dice": {"WT": 0.7},
-         "intensity_ranges": {"brain_volume_ml": [800, 2200]}},
+        {
+            "rim_mm": 2,
+            "max_rim_fraction": 0.4,
+            "min_tta_dice": {"WT": 0.7},
+            "intensity_ranges": {"brain_volume_ml": [800, 2200]},
+        },
         path=path,
     )
     assert spec == ReviewSpec(2.0, 0.4, {"WT": 0.7}, {"brain_volume_ml": (800.0, 2200.0)})
     assert read_review_spec({}, path=path) == ReviewSpec()
+    bad: object
     for bad in (
         [],
         {"rim_mm": 0},
