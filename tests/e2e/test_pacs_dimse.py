@@ -249,7 +249,9 @@ def test_restart_resumes_pending_study_and_unsent_seg(study: BratsStudy, tmp_pat
 def test_batch_dimse_find_get_and_store_back(
     orthanc: OrthancServer, study: BratsStudy, tmp_path: Path
 ) -> None:
-    orthanc.load(_all_files(study))
+    # the 240-slice reformat is left out: C-GET fetches every image series, and the point
+    # here is the network path (selection among series is tested on folders and DICOMweb)
+    orthanc.load([*study.flair.files, *study.t1c.files, *study.series["localizer"].files])
     out = tmp_path / "out"
 
     def run() -> PacsBatchResult:
@@ -265,7 +267,7 @@ def test_batch_dimse_find_get_and_store_back(
 
     result = run()
     assert result.exit_code == 0, [r.reason for r in result.batch.records]
-    assert result.pull.fetched == len(_all_files(study))
+    assert result.pull.fetched == len(study.flair.files) + len(study.t1c.files) + 3
     assert result.delivery is not None and len(result.delivery.sent) == 1
     sop = result.delivery.sent[0]
     assert orthanc.find("Instance", {"SOPInstanceUID": sop})

@@ -1,7 +1,8 @@
-"""TLS: DICOMweb over HTTPS to a real Orthanc, and DICOM TLS to our listener.
+"""TLS and tokens: DICOMweb over HTTPS with a bearer token, and DICOM TLS to our listener.
 
 A throw-away CA signs a certificate for 127.0.0.1 (tests/support/pki.py, ``openssl``).
-The client trusts the server only through the CA bundle it is given.
+The client trusts the server only through the CA bundle it is given. Orthanc sits behind
+an HTTPS token gateway (tests/support/fault_proxy.py), as at sites that issue tokens.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from tests.support.pki import Pki, have_openssl, make_pki
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "brats_glioma_mri"
 ONCE = RetryPolicy(attempts=1)
+TOKEN = "test-bearer-token-0123456789"
 
 pytestmark = [
     pytest.mark.tools,
@@ -55,7 +57,12 @@ def https_front(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[
     if orthanc_binary() is None or dicomweb_plugin() is None:
         pytest.skip("needs Debian's orthanc and orthanc-dicomweb (scripts/setup.sh)")
     server = OrthancServer(tmp_path_factory.mktemp("orthanc")).start()
-    front = FaultProxy(server.url, free_port(), tls=(pki.certificate, pki.key, pki.ca))
+    front = FaultProxy(
+        server.url,
+        free_port(),
+        tls=(pki.certificate, pki.key, pki.ca),
+        bearer=(TOKEN, f"{USER}:{PASSWORD}"),
+    )
     try:
         yield front.start()
     finally:
@@ -63,12 +70,15 @@ def https_front(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[
         server.stop()
 
 
-def test_dicomweb_over_https_trusts_only_the_given_ca(https_front: FaultProxy, pki: Pki) -> None:
+def test_dicomweb_over_https_with_a_bearer_token(https_front: FaultProxy, pki: Pki) -> None:
     url = f"{https_front.url}/dicom-web"
     assert url.startswith("https://")
-    trusted = DicomwebConfig(url, username=USER, password=PASSWORD, ca_bundle=pki.ca, retry=ONCE)
+    trusted = DicomwebConfig(url, token=TOKEN, ca_bundle=pki.ca, retry=ONCE)
     assert DicomwebClient(trusted).search_studies({}) == []
-    unknown = DicomwebConfig(url, username=USER, password=PASSWORD, retry=ONCE)
+    wrong = DicomwebConfig(url, token="expired", ca_bundle=pki.ca, retry=ONCE)
+    with pytest.raises(PacsError, match="refused our credentials"):
+        DicomwebClient(wrong).search_studies({})
+    unknown = DicomwebConfig(url, token=TOKEN, retry=ONCE)
     with pytest.raises(PacsError, match=r"TLS certificate was not accepted.*--ca-bundle"):
         DicomwebClient(unknown).search_studies({})
 

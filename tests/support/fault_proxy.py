@@ -12,15 +12,20 @@ otherwise through its control resource::
     GET  /__faults__                                           counters of injected faults
 
 With a certificate and key (``python fault_proxy.py UPSTREAM PORT CERT KEY``) it serves
-HTTPS: a TLS front of the kind hospitals put before their PACS.
+HTTPS: a TLS front of the kind hospitals put before their PACS. With
+``FAULT_PROXY_BEARER=token`` and ``FAULT_PROXY_UPSTREAM_AUTH=user:password`` in its
+environment it is a token gateway: requests without that bearer token get a 401, the
+others reach the PACS with basic authentication.
 
 :class:`FaultProxy` starts and stops it from a test.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
+import os
 import re
 import ssl
 import subprocess
@@ -62,6 +67,8 @@ class _State:
 
 def _handler(upstream: str, state: _State) -> type[BaseHTTPRequestHandler]:
     target = urlsplit(upstream)
+    bearer = os.environ.get("FAULT_PROXY_BEARER", "")
+    upstream_auth = os.environ.get("FAULT_PROXY_UPSTREAM_AUTH", "").encode()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -94,6 +101,12 @@ def _handler(upstream: str, state: _State) -> type[BaseHTTPRequestHandler]:
                 return
             length = int(self.headers.get("Content-Length", 0))
             body = self.rfile.read(length) if length else None
+            if bearer and self.headers.get("Authorization") != f"Bearer {bearer}":
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", "Bearer")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             with state.lock:
                 if state.status_count > 0:
                     state.status_count -= 1
@@ -117,6 +130,8 @@ def _handler(upstream: str, state: _State) -> type[BaseHTTPRequestHandler]:
                 target.hostname or "127.0.0.1", target.port, timeout=120
             )
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+            if bearer:  # a token gateway: the token is checked here, the PACS sees basic auth
+                headers["Authorization"] = "Basic " + base64.b64encode(upstream_auth).decode()
             if body is not None:
                 headers["Content-Length"] = str(len(body))
             try:
@@ -173,6 +188,9 @@ class FaultProxy:
     upstream: str
     port: int
     tls: tuple[Path, Path, Path] | None = None  # certificate, key, CA that signed it
+    #: ``(token, "user:password")``: require ``Authorization: Bearer token`` and forward
+    #: with basic authentication instead (a token gateway in front of the PACS).
+    bearer: tuple[str, str] | None = None
     process: subprocess.Popen[bytes] | None = field(default=None)
 
     @property
@@ -193,7 +211,18 @@ class FaultProxy:
                 self.upstream,
                 str(self.port),
                 *([str(self.tls[0]), str(self.tls[1])] if self.tls else []),
-            ]
+            ],
+            env={
+                **os.environ,
+                **(
+                    {
+                        "FAULT_PROXY_BEARER": self.bearer[0],
+                        "FAULT_PROXY_UPSTREAM_AUTH": self.bearer[1],
+                    }
+                    if self.bearer
+                    else {}
+                ),
+            },
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
