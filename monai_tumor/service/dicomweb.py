@@ -6,7 +6,9 @@ and read with the project's reader. Every new ``final`` label is also written as
 SEG on its source series (:func:`monai_tumor.export.seg.write_dicom_seg`) and stored back
 with STOW-RS, so viewers that read the server (OHIF) see the corrected segmentation.
 
-``dicomweb-client`` does the HTTP (QIDO/WADO/STOW); image ids are SeriesInstanceUIDs.
+The HTTP goes through :class:`monai_tumor.pacs.DicomwebClient` (authentication, timeouts,
+retries, errors as :class:`~monai_tumor.errors.PacsError`) and the instances land in its
+:class:`~monai_tumor.pacs.InstanceCache`; image ids are SeriesInstanceUIDs.
 """
 
 from __future__ import annotations
@@ -16,14 +18,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import pydicom
 import torch
 from monai.data import MetaTensor
 
-from monai_tumor.errors import PacsError, RequestError
-from monai_tumor.export.atomic import atomic_path
+from monai_tumor.errors import RequestError
 from monai_tumor.export.seg import AlgorithmInfo, SegExportConfig, SegmentSpec
 from monai_tumor.service.datastore import ID_PATTERN, Datastore, LabelVersion, check_id
 
@@ -36,11 +36,6 @@ NON_IMAGE_MODALITIES = frozenset({"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "SR", "
 
 #: Given an image (its meta carries ``Modality``), the SEG segments and algorithm to write.
 SegmentsFor = Callable[[MetaTensor], tuple[Sequence[SegmentSpec], AlgorithmInfo]]
-
-
-def _value(item: dict[str, Any], tag: str) -> str:
-    values = item.get(tag, {}).get("Value") or [""]
-    return str(values[0])
 
 
 class DicomWebDatastore(Datastore):
@@ -64,21 +59,20 @@ class DicomWebDatastore(Datastore):
     def __init__(
         self, url: str, state_dir: Path, *, image_cache: int = 4, listing_ttl: float = 10.0
     ) -> None:
-        from urllib.parse import urlsplit, urlunsplit
+        from urllib.parse import unquote, urlsplit, urlunsplit
 
-        import requests
-        from dicomweb_client.api import DICOMwebClient
+        from monai_tumor.pacs import DicomwebClient, DicomwebConfig, InstanceCache
 
         super().__init__(state_dir, image_cache=image_cache)
         parts = urlsplit(url.rstrip("/"))
-        session = requests.Session()
-        if parts.username:  # http://user:password@host/dicom-web: HTTP basic authentication
-            session.auth = (parts.username, parts.password or "")
-            host = parts.hostname or ""
-            parts = parts._replace(netloc=host + (f":{parts.port}" if parts.port else ""))
-        self.url = urlunsplit(parts)  # never the password (it appears in messages)
+        user = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password or "") if parts.username else None
+        host = parts.hostname or ""
+        plain = urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
+        self.url = plain  # never the password (it appears in messages)
         self.description = f"DICOMweb {self.url}"
-        self._client = DICOMwebClient(url=self.url, session=session)
+        self._client = DicomwebClient(DicomwebConfig(plain, username=user, password=password))
+        self._instances = InstanceCache(self.state_dir / "cache" / "dicom")
         self._ttl = listing_ttl
         self._listing: tuple[float, dict[str, str]] = (0.0, {})
         self._fetch_lock = threading.Lock()
@@ -89,23 +83,24 @@ class DicomWebDatastore(Datastore):
         stamp, cached = self._listing
         if time.monotonic() - stamp < self._ttl:
             return cached
-        try:
-            found = self._client.search_for_series(fields=["0020000D", "0020000E", "00080060"])
-        except Exception as exc:  # requests/HTTP errors of many kinds
-            raise PacsError(f"QIDO-RS series search on {self.url} failed: {exc}") from exc
         listing = {}
-        for item in found:
-            series, study = _value(item, "0020000E"), _value(item, "0020000D")
-            if _value(item, "00080060").upper() in NON_IMAGE_MODALITIES:
+        for study in self._client.search_studies():
+            study_uid = str(study.get("StudyInstanceUID", ""))
+            if not study_uid:
                 continue
-            if ID_PATTERN.fullmatch(series) and ".." not in series and study:
-                listing[series] = study
+            for item in self._client.search_series(study_uid):
+                series = str(item.get("SeriesInstanceUID", ""))
+                if str(item.get("Modality", "")).upper() in NON_IMAGE_MODALITIES:
+                    continue
+                if ID_PATTERN.fullmatch(series) and ".." not in series:
+                    listing[series] = study_uid
         self._listing = (time.monotonic(), listing)
         return listing
 
     def _discover(self) -> dict[str, Path]:
-        cache = self.state_dir / "cache" / "dicom"
-        return {uid: cache / uid for uid in self._series()}
+        return {
+            uid: self._instances.study_folder(study) / uid for uid, study in self._series().items()
+        }
 
     def image_path(self, image_id: str) -> Path:
         """Return the local folder of a series, fetching it with WADO-RS the first time.
@@ -124,26 +119,16 @@ class DicomWebDatastore(Datastore):
             if uploaded is not None:
                 return uploaded
             raise RequestError(f"series {image_id!r} not found on {self.url}", status=404)
-        folder = self.state_dir / "cache" / "dicom" / image_id
+        study = series[image_id]
+        folder = self._instances.study_folder(study) / image_id
         done = folder / ".complete"
         with self._fetch_lock:
             if not done.is_file():
-                self._fetch(series[image_id], image_id, folder)
+                for instance in self._client.series_metadata(study, image_id):
+                    sop = str(instance.get("SOPInstanceUID", ""))
+                    self._client.fetch_instance(study, image_id, sop, cache=self._instances)
                 done.write_text("ok", encoding="utf-8")
         return folder
-
-    def _fetch(self, study: str, series: str, folder: Path) -> None:
-        try:
-            instances = self._client.retrieve_series(study, series)
-        except Exception as exc:  # requests/HTTP errors of many kinds
-            raise PacsError(f"WADO-RS retrieve of series {series} failed: {exc}") from exc
-        folder.mkdir(parents=True, exist_ok=True)
-        for ds in instances:
-            uid = str(ds.SOPInstanceUID)
-            if not ID_PATTERN.fullmatch(uid):
-                continue
-            with atomic_path(folder / f"{uid}.dcm") as tmp:
-                ds.save_as(tmp, enforce_file_format=True)
 
     def on_final_label(self, label: LabelVersion) -> None:
         """Store the new final label as a DICOM SEG on its series (STOW-RS).
@@ -151,7 +136,8 @@ class DicomWebDatastore(Datastore):
         Raises
         ------
         PacsError
-            If the server refuses the SEG (the label itself is already saved locally).
+            If the server refuses the SEG (the label itself is already saved locally as
+            ``label.version``).
         """
         from monai_tumor.export.seg import write_dicom_seg
         from monai_tumor.service.labels import read_label
@@ -175,12 +161,5 @@ class DicomWebDatastore(Datastore):
                 algorithm=algorithm,
                 config=SegExportConfig(series_description=f"final label v{label.version}"[:64]),
             )
-            seg = pydicom.dcmread(tmp)
-            try:
-                self._client.store_instances([seg])
-            except Exception as exc:  # requests/HTTP errors of many kinds
-                raise PacsError(
-                    f"STOW-RS of the SEG for series {label.image} failed: {exc}; the label "
-                    f"is saved locally as version {label.version}"
-                ) from exc
+            self._client.store([tmp], study_uid=str(image.meta.get("StudyInstanceUID", "")) or None)
         self._listing = (0.0, {})  # the SEG series is new on the server

@@ -394,5 +394,4 @@ def test_twenty_clients_for_one_minute(
     assert sorted(saved) == on_disk[before:]  # each got its own version
     grown_mb = (server.rss_kb() - rss_start) / 1024
     assert grown_mb < 1024, f"server RSS grew by {grown_mb:.0f} MB"
-    with open(server.state.parent / "load.json", "w", encoding="utf-8") as f:
-        json.dump({"codes": dict(codes), "saved": len(saved), "rss_growth_mb": grown_mb}, f)
+    print(json.dumps({"codes": dict(codes), "saved": len(saved), "rss_growth_mb": grown_mb}))
