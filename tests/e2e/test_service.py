@@ -395,3 +395,19 @@ def test_twenty_clients_for_one_minute(
     grown_mb = (server.rss_kb() - rss_start) / 1024
     assert grown_mb < 1024, f"server RSS grew by {grown_mb:.0f} MB"
     print(json.dumps({"codes": dict(codes), "saved": len(saved), "rss_growth_mb": grown_mb}))
+
+
+def test_upload_image_then_annotate(
+    ml: ModuleType, client: Any, data_dir: Path, tmp_path: Path
+) -> None:
+    """PUT /datastore/image adds an image (409 for a taken id); it is annotated like the rest."""
+    name = "LIDC-IDRI-0004_R_1"
+    source = data_dir / "lidc_nodules" / "image" / f"{name}.nii.gz"
+    assert client.upload_image(str(source), image_id="uploaded-voi")["image"] == "uploaded-voi"
+    code, msg = _status(ml, lambda: client.upload_image(str(source), image_id="uploaded-voi"))
+    assert code == 409 and "exists" in msg
+    assert "uploaded-voi" in client.datastore()["objects"]
+    mask = data_dir / "lidc_nodules" / "nodule_mask" / f"{name}.nii.gz"
+    assert client.save_label("uploaded-voi", str(mask))["version"] == 1
+    got = read_nifti(Path(client.download_label("uploaded-voi", "final")))[0]
+    np.testing.assert_array_equal(got, read_nifti(mask)[0].astype(np.uint8))

@@ -8,6 +8,7 @@ driven with MONAI Label 0.8.5's client.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -122,6 +123,18 @@ def test_dicomweb_datastore_round_trip(
         for item in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
     }
     assert refs == set(reference.meta["sop_instance_uids"])
+    # the model's output as DICOM SEG on the source series (output=dicom_seg)
+    answer = httpx.post(
+        f"{web_server.url}/infer/lung_nodule_ct",
+        params={"image": series_uid, "output": "dicom_seg"},
+        files={"params": (None, json.dumps({"foreground": [point]}))},
+        timeout=600,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/dicom"
+    predicted = pydicom.dcmread(io.BytesIO(answer.content))
+    assert predicted.Modality == "SEG"
+    assert predicted.SegmentSequence[0].SegmentAlgorithmType == "AUTOMATIC"
     # the SEG is not offered as an image to annotate
     assert list(client.datastore()["objects"]) == [series_uid]
     assert client.info()["datastore"]["completed"] == 1
