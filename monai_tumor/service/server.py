@@ -26,4 +26,13 @@ def serve(config: ServiceConfig, *, host: str = "127.0.0.1", port: int = 8000) -
     import uvicorn
 
     app = create_app(config)
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+    # No access log: request lines carry image ids (file or folder names, SeriesInstanceUIDs),
+    # and exports often name files after patients; logs never hold patient identifiers.
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
