@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "brats_glioma_mri"
 CONFIGS = BUNDLE / "configs"
 HELD_OUT_CASE = "brats_2013_pat0003_1"  # validation case of fold 0, whose weights ship
+BRATS18_CASE = "Brats18_2013_11_1"  # BraTS 2018 file naming, raw intensities
 
 
 def _metadata() -> dict[str, Any]:
@@ -218,6 +219,9 @@ def test_inference_on_held_out_case(data_dir: Path, tmp_path: Path) -> None:
     dataset_dir = tmp_path / "in"
     dataset_dir.mkdir()
     (dataset_dir / HELD_OUT_CASE).symlink_to(case_dir, target_is_directory=True)
+    # a second case in BraTS file naming (<case>_flair.nii.gz, <case>_t1ce.nii.gz, raw intensities)
+    brats18 = data_dir / "brats2018" / BRATS18_CASE
+    (dataset_dir / BRATS18_CASE).symlink_to(brats18, target_is_directory=True)
     out = tmp_path / "out"
     proc = _run_bundle(
         [
@@ -239,9 +243,14 @@ def test_inference_on_held_out_case(data_dir: Path, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     written = sorted(p.name for p in out.iterdir())
-    assert written == [f"{HELD_OUT_CASE}.nii.gz"]
+    assert written == [f"{BRATS18_CASE}.nii.gz", f"{HELD_OUT_CASE}.nii.gz"]
+    other = nib.Nifti1Image.from_filename(str(out / f"{BRATS18_CASE}.nii.gz"))
+    other_flair = nib.Nifti1Image.from_filename(str(brats18 / f"{BRATS18_CASE}_flair.nii.gz"))
+    assert other.shape == other_flair.shape
+    np.testing.assert_allclose(other.affine, other_flair.affine, atol=1e-4)
+    assert set(np.unique(np.asarray(other.dataobj)).tolist()) <= {0, 1, 2, 4}
 
-    pred_img = nib.Nifti1Image.from_filename(str(out / written[0]))
+    pred_img = nib.Nifti1Image.from_filename(str(out / f"{HELD_OUT_CASE}.nii.gz"))
     flair = nib.Nifti1Image.from_filename(str(case_dir / "Flair_subtrMeanDivStd.nii.gz"))
     assert pred_img.shape == flair.shape
     np.testing.assert_allclose(pred_img.affine, flair.affine, atol=1e-4)
@@ -328,3 +337,84 @@ def test_preprocessing_ideas_are_switchable_monai_transforms(
     assert out["image"].shape == image.shape
     if expected == ("Identityd", "Identityd"):
         assert torch.equal(torch.as_tensor(out["image"]), image)
+
+
+# --- datalist: both file layouts ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["Flair_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd.nii.gz"], (0, 1)),
+        (["{case}_flair.nii.gz", "{case}_t1ce.nii.gz", "{case}_seg.nii.gz"], (0, 1)),
+        (["{case}_t1gd.nii.gz", "{case}_flair.nii.gz", "{case}_t1.nii.gz"], (1, 0)),
+        (["{case}-t2f.nii.gz", "{case}-t1c.nii.gz", "{case}-t1n.nii.gz", "{case}-t2w.nii"], (0, 1)),
+    ],
+)
+def test_inference_datalist_reads_both_layouts(
+    tmp_path: Path, names: list[str], expected: tuple[int, int]
+) -> None:
+    datalist = _bundle_module("datalist")
+    case = "Brats18_CBICA_XYZ_1"
+    (tmp_path / case).mkdir()
+    files = [n.format(case=case) for n in names]
+    for name in files:
+        (tmp_path / case / name).write_bytes(b"")
+    (item,) = datalist.inference_datalist(str(tmp_path))
+    assert item["case"] == case
+    assert [Path(p).name for p in item["image"]] == [files[expected[0]], files[expected[1]]]
+
+
+def test_inference_datalist_names_the_folder_and_the_patterns(tmp_path: Path) -> None:
+    datalist = _bundle_module("datalist")
+    good = tmp_path / "case_a"
+    good.mkdir()
+    for name in ("case_a_flair.nii.gz", "case_a_t1ce.nii.gz"):
+        (good / name).write_bytes(b"")
+    bad = tmp_path / "case_b"
+    bad.mkdir()
+    (bad / "case_b_flair.nii.gz").write_bytes(b"")  # no T1c in any naming
+    (bad / "case_b_t1.nii.gz").write_bytes(b"")
+    with pytest.raises(FileNotFoundError) as info:
+        datalist.inference_datalist(str(tmp_path))
+    message = str(info.value)
+    assert str(bad) in message
+    for pattern in (
+        "Flair*.nii*",
+        "T1c*.nii*",
+        "<case>_flair.nii*",
+        "<case>_t1ce.nii*",
+        "<case>_t1gd.nii*",
+        "<case>-t2f.nii*",
+        "<case>-t1c.nii*",
+    ):
+        assert pattern in message
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no case folder"):
+        datalist.inference_datalist(str(tmp_path / "empty"))
+
+
+# --- TTA agreement (read by the pipeline's plausibility review) ---------------------------------
+
+
+def test_tta_inferer_records_agreement_of_its_passes() -> None:
+    transforms = _bundle_module("transforms")
+    from monai.inferers import SimpleInferer
+
+    x = torch.zeros(1, 2, 8, 8, 8)
+    x[0, :, 1:3, 1:3, 1:3] = 1.0  # off-centre: flipped passes see it elsewhere
+
+    def lopsided(t: torch.Tensor) -> torch.Tensor:
+        logits = torch.full((t.shape[0], 3, 8, 8, 8), -5.0)
+        logits[:, 1, :4, :4, :4] = 5.0  # WT always in one corner of the array: passes disagree
+        logits[:, 0] = torch.where(t[:, 0] > 0, 5.0, -5.0)  # TC follows the image: agree
+        return logits
+
+    tta = transforms.FlipTTASigmoidInferer(SimpleInferer(), spatial_axes=(0, 1, 2))
+    out = tta(x, lopsided)
+    agreement = out.meta["tta_agreement"]
+    assert agreement["passes"] == 8
+    assert agreement["TC"] == 1.0 and agreement["ET"] == 1.0  # ET empty everywhere: 1
+    assert agreement["WT"] < 0.2
+    plain = transforms.FlipTTASigmoidInferer(SimpleInferer(), enabled="false")(x, lopsided)
+    assert "tta_agreement" not in getattr(plain, "meta", {})

@@ -13,6 +13,7 @@ measured on the NIfTI files.
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from monai_tumor.ingest.index import SeriesIndex
 from monai_tumor.ingest.reader import read_series
 from monai_tumor.ingest.scan import scan_export
 from monai_tumor.ingest.selection import load_inputs, select_series
+from monai_tumor.pipeline.batch import BatchOptions, run_batch
+from monai_tumor.pipeline.records import SeriesStatus
 from tests.support.brats_dicom import BratsStudy, brats_case_dir, write_brats_study
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "brats_glioma_mri"
@@ -79,3 +82,48 @@ def test_held_out_case_through_dicom_matches_the_model_card(
     expected = card["eval_metrics"]["fold0_held_out_per_case"][CASE]
     for region in REGIONS:
         assert abs(metrics[region] - expected[region]) <= 0.02, (region, metrics, expected)
+
+
+FAILING_CASE = "Brats18_2013_11_1"
+
+
+@pytest.fixture(scope="module")
+def failing_study(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> BratsStudy:
+    """A BraTS 2018 case (raw intensities) as a two-series MR study: FLAIR and T1c only."""
+    return write_brats_study(
+        brats_case_dir(data_dir, FAILING_CASE),
+        tmp_path_factory.mktemp("glioma_failing"),
+        seed=7,
+        distractors=(),
+    )
+
+
+def test_rim_outline_on_a_case_from_another_site_is_flagged_for_review(
+    failing_study: BratsStudy, tmp_path: Path
+) -> None:
+    """This model outlines the brain's bright posterior rim here; the batch must not pass it."""
+    assert set(failing_study.series) == {"flair", "t1c"}
+    out = tmp_path / "out"
+    result = run_batch(
+        failing_study.root,
+        out,
+        bundle=BUNDLE,
+        options=BatchOptions(workers=1, device="cpu", index_path=tmp_path / "index.sqlite"),
+    )
+    (record,) = [r for r in result.records if r.status is SeriesStatus.DONE]
+    assert record.series_instance_uid == failing_study.flair.series_uid
+    assert record.review is True
+    assert any("outer rim" in reason for reason in record.review_reasons)
+    assert record.folder is not None
+    lesions = json.loads((out / record.folder / "lesions.json").read_text())
+    limit = json.loads((BUNDLE / "configs" / "metadata.json").read_text())["monai_tumor"]["review"]
+    assert lesions["review"]["review"] is True
+    assert lesions["review"]["measures"]["rim_fraction"] > limit["max_rim_fraction"]
+    summary = json.loads((out / "summary.json").read_text())
+    (row,) = [r for r in summary["series"] if r["status"] == "done"]
+    assert row["review"] is True and row["review_reasons"] == list(record.review_reasons)
+    with open(out / "summary.csv", newline="") as handle:
+        (csv_row,) = [r for r in csv.DictReader(handle) if r["status"] == "done"]
+    assert csv_row["review"] == "true" and "outer rim" in csv_row["review_reasons"]
+    html_text = (out / "index.html").read_text()
+    assert "REVIEW" in html_text and "needs review: 1" in html_text

@@ -20,6 +20,7 @@ from monai.inferers import Inferer
 from monai.transforms import MapTransform, Spacingd
 
 __all__ = [
+    "TTA_AGREEMENT_KEY",
     "BratsLabelsToTcWtEtd",
     "FlipTTASigmoidInferer",
     "KeepLargestComponentPerChanneld",
@@ -270,6 +271,15 @@ def as_bool(value: Any) -> bool:
     return bool(value)
 
 
+#: Output meta key under which :class:`FlipTTASigmoidInferer` records how its passes agree.
+TTA_AGREEMENT_KEY = "tta_agreement"
+
+
+def _dice(a: torch.Tensor, b: torch.Tensor) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
 class FlipTTASigmoidInferer(Inferer):
     """Mirroring test-time augmentation for sigmoid outputs (nnU-Net style).
 
@@ -277,6 +287,12 @@ class FlipTTASigmoidInferer(Inferer):
     averages the sigmoid probabilities and returns their logit, so the config's
     ``Activationsd(sigmoid=True)`` still yields the mean probability. Disabled (the
     default in ``inference.json``), it is exactly ``inferer``.
+
+    Enabled, it also measures how far the passes agree: each pass's TC, WT and ET masks
+    (probability >= 0.5, first sample of the batch) are compared with the masks of the mean
+    (Dice; 1 when both are empty) and the smallest Dice per region is recorded in the output's
+    meta under ``"tta_agreement"`` (``{"passes": n, "TC": d, "WT": d, "ET": d}``), where the
+    monai-tumor pipeline's plausibility review reads it.
     """
 
     def __init__(
@@ -296,16 +312,24 @@ class FlipTTASigmoidInferer(Inferer):
         subsets: list[tuple[int, ...]] = [()]
         for a in self.spatial_axes:
             subsets += [(*s, a) for s in subsets]
-        total = torch.sigmoid(torch.as_tensor(base))
+        first = torch.sigmoid(torch.as_tensor(base))
+        total = first.clone()
+        masks = [first[0] >= 0.5]
         for s in subsets[1:]:
             dims = [2 + a for a in s]
             out = self.inferer(torch.flip(inputs, dims), network, *args, **kwargs)
-            total = total + torch.flip(torch.sigmoid(torch.as_tensor(out)), dims)
+            prob = torch.flip(torch.sigmoid(torch.as_tensor(out)), dims)
+            masks.append(prob[0] >= 0.5)
+            total = total + prob
         mean = (total / len(subsets)).clamp(1e-6, 1 - 1e-6)
+        consensus = mean[0] >= 0.5
+        agreement: dict[str, float | int] = {"passes": len(subsets)}
+        for c, region in enumerate(("TC", "WT", "ET")[: consensus.shape[0]]):
+            agreement[region] = round(min(_dice(m[c], consensus[c]) for m in masks), 4)
         logit = torch.log(mean) - torch.log1p(-mean)
-        if isinstance(base, MetaTensor):
-            return MetaTensor(logit, meta=base.meta)
-        return logit
+        meta = dict(base.meta) if isinstance(base, MetaTensor) else {}
+        meta[TTA_AGREEMENT_KEY] = agreement
+        return MetaTensor(logit, meta=meta)
 
 
 class MetaSafeSpacingd(Spacingd):
