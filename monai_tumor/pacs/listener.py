@@ -7,7 +7,8 @@
   ``OUT/.monai-tumor/incoming/<study>/<series>/<sop>.dcm`` (de-duplicated by SOP Instance
   UID) and enqueues the study. No inference ever runs inside an association.
 * **wait**: a study is complete when no instance of it has arrived for ``idle_seconds``.
-  Its folder then moves to ``OUT/.monai-tumor/ready/``.
+  Its folder then moves to ``OUT/.monai-tumor/ready/``. A study that receives more
+  instances after it was segmented is segmented again (and the new SEG forwarded).
 * **process**: :func:`monai_tumor.pipeline.batch.run_batch` on the ready studies (the same
   pipeline as for an export folder; finished series are reused), outputs and the report
   in ``OUT``.
@@ -52,6 +53,7 @@ from monai_tumor.pacs.dimse import (
 from monai_tumor.pacs.outbox import Delivery
 from monai_tumor.pipeline.batch import BatchOptions, BatchResult, run_batch
 from monai_tumor.pipeline.infer import Segmenter, load_segmenter
+from monai_tumor.pipeline.outputs import MANIFEST_NAME, study_key
 
 __all__ = ["Listener", "ListenerOptions"]
 
@@ -275,12 +277,37 @@ class Listener:
                 self._resend()
 
     def _promote(self, study: str) -> None:
-        """Move a complete study from incoming to ready (instance by instance, atomically)."""
+        """Move a complete study from incoming to ready (instance by instance, atomically).
+
+        If the study was segmented before and new instances arrived since (a sender that
+        paused longer than ``idle_seconds``), its finished outputs are marked incomplete
+        (their manifests removed) so the next run segments the whole study again, and its
+        SEGs still waiting in the outbox are withdrawn: a SEG of a partial series must not
+        stand as the result.
+        """
         source = self.incoming.study_folder(study)
+        added = 0
         for path in list(self.incoming.instances(study)):
             series = path.parent.name
-            self.ready.adopt(study, series, path.stem, path)
+            _, new = self.ready.adopt(study, series, path.stem, path)
+            added += int(new)
         shutil.rmtree(source, ignore_errors=True)
+        outputs = self.out / study_key(study)
+        stale = sorted(outputs.glob(f"*/{MANIFEST_NAME}")) if added else []
+        for manifest in stale:
+            manifest.unlink(missing_ok=True)
+        if stale:
+            withdrawn = 0
+            if self.options.forward is not None:
+                outbox = outbox_for(self.out, str(self.options.forward))
+                withdrawn = outbox.withdraw_study(study)
+            _log.warning(
+                "study %s received %d more instance(s) after it was segmented: redone "
+                "(%d unsent SEG(s) of it withdrawn)",
+                study_key(study),
+                added,
+                withdrawn,
+            )
 
     def _model(self) -> Segmenter:
         if self._segmenter is None:

@@ -107,6 +107,19 @@ class Outbox:
         files = [p for p in self._pending.glob("*.dcm") if not p.name.startswith(".")]
         return sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
 
+    def withdraw_study(self, study_uid: str) -> int:
+        """Drop the pending objects of a study (superseded results); return how many."""
+        dropped = 0
+        for path in self.pending():
+            try:
+                study = str(dcmread(path, stop_before_pixels=True).StudyInstanceUID)
+            except Exception:  # unreadable: leave it for flush to report
+                continue
+            if study == study_uid:
+                path.unlink(missing_ok=True)
+                dropped += 1
+        return dropped
+
     def flush(self, send: Callable[[Sequence[Path]], None]) -> Delivery:
         """Send every pending object (one call of ``send`` per object).
 

@@ -209,8 +209,9 @@ def test_restart_resumes_pending_study_and_unsent_seg(study: BratsStudy, tmp_pat
         )
 
     first = listener(3600).start()
+    # The last two FLAIR slices come late (after the study was segmented, below).
+    files = [*study.flair.files[:-2], *study.t1c.files]
     try:
-        files = [*study.flair.files, *study.t1c.files]
         storescu(files, host="127.0.0.1", port=port, called=US)
         storescu(files[:5], host="127.0.0.1", port=port, called=US)  # sent twice
     finally:
@@ -228,8 +229,29 @@ def test_restart_resumes_pending_study_and_unsent_seg(study: BratsStudy, tmp_pat
     assert [r.series_instance_uid for r in run.records if r.status is SeriesStatus.DONE] == [
         study.flair.series_uid
     ]
-    (pending,) = outbox_for(out, str(node)).pending()
-    seg_uid = str(dcmread(pending).SOPInstanceUID)
+    (partial,) = outbox_for(out, str(node)).pending()
+    assert dcmread(partial).NumberOfFrames <= len(study.flair.files) - 2
+
+    # The late slices arrive: the study is segmented again, the SEG now covers every slice.
+    again = listener(0.2).start()
+    try:
+        storescu(study.flair.files[-2:], host="127.0.0.1", port=port, called=US)
+        # runs[0] resumes what is ready (all reused); runs[1] follows the late slices
+        _wait_for(lambda: len(again.runs) >= 2, "the study redone")
+    finally:
+        again.stop()
+    redone = [r for r in again.runs[-1].records if r.status is SeriesStatus.DONE]
+    assert [r.reused for r in redone] == [False]
+    (pending,) = outbox_for(out, str(node)).pending()  # the partial SEG was withdrawn
+    seg = dcmread(pending)
+    sources = {
+        str(s.ReferencedSOPInstanceUID)
+        for s in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+    }
+    assert sources == {
+        str(dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in study.flair.files
+    }
+    seg_uid = str(seg.SOPInstanceUID)
 
     # Restarted again with the destination up: the kept SEG is sent, nothing is lost.
     later.start()
