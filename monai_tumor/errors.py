@@ -20,6 +20,7 @@ __all__ = [
     "InvalidSeriesError",
     "MonaiTumorError",
     "PacsError",
+    "RadiomicsError",
     "RequestError",
     "UnsupportedInputError",
 ]
@@ -86,6 +87,10 @@ class RequestError(MonaiTumorError):
         self.status = status
 
 
+class RadiomicsError(MonaiTumorError):
+    """Radiomics features of a lesion could not be computed (MIRP failed or gave no value)."""
+
+
 #: Stable process exit codes used by the CLI, most specific class first.
 EXIT_CODES: dict[type[MonaiTumorError], int] = {
     InvalidSeriesError: 11,
@@ -96,5 +101,6 @@ EXIT_CODES: dict[type[MonaiTumorError], int] = {
     PacsError: 40,
     ConfigError: 50,
     RequestError: 60,
+    RadiomicsError: 61,
     MonaiTumorError: 1,
 }

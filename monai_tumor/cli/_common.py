@@ -15,6 +15,8 @@ from monai_tumor.errors import EXIT_CODES, MonaiTumorError
 from monai_tumor.export.atomic import atomic_write_json
 
 __all__ = [
+    "ClassifierOption",
+    "FeaturesFlag",
     "ViewerFlag",
     "configure_logging",
     "exit_code_for",
@@ -30,6 +32,24 @@ ViewerFlag = Annotated[
     typer.Option(
         "--viewer/--no-viewer",
         help="Write each series' 3D viewer page and display copy (viewer.html, display.js).",
+    ),
+]
+
+#: ``--features/--no-features``: IBSI radiomics per lesion (batch, infer).
+FeaturesFlag = Annotated[
+    bool,
+    typer.Option(
+        "--features/--no-features",
+        help="IBSI radiomics features per lesion (when the bundle has configs/radiomics.json).",
+    ),
+]
+
+#: ``--classifier BUNDLE``: a lesion classification bundle (batch, infer).
+ClassifierOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--classifier",
+        help="Classification bundle run on every lesion (default: the one the bundle names).",
     ),
 ]
 

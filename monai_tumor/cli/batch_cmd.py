@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from monai_tumor.cli._common import ViewerFlag, handle_errors, stdout_console
+from monai_tumor.cli._common import (
+    ClassifierOption,
+    FeaturesFlag,
+    ViewerFlag,
+    handle_errors,
+    stdout_console,
+)
 from monai_tumor.cli._pacs import dicomweb_config, dimse_options, retry_policy, tls_config
 from monai_tumor.errors import ConfigError
 from monai_tumor.logs import RUN_LOG_NAME, routed_logging
@@ -132,6 +138,8 @@ def batch(
         bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")
     ] = True,
     viewer: ViewerFlag = True,
+    features: FeaturesFlag = True,
+    classifier: ClassifierOption = None,
     verbose: Annotated[
         bool,
         typer.Option(
@@ -158,6 +166,8 @@ def batch(
         force=force,
         progress=progress,
         viewer=ViewerOptions() if viewer else None,
+        features=features,
+        classifier=classifier,
     )
     with handle_errors(), routed_logging(verbose=verbose, log_file=out / RUN_LOG_NAME):
         sources = [x for x in (export_dir, dicomweb, dimse) if x is not None]

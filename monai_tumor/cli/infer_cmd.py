@@ -13,7 +13,13 @@ from typing import Annotated
 
 import typer
 
-from monai_tumor.cli._common import ViewerFlag, handle_errors, stdout_console
+from monai_tumor.cli._common import (
+    ClassifierOption,
+    FeaturesFlag,
+    ViewerFlag,
+    handle_errors,
+    stdout_console,
+)
 from monai_tumor.logs import RUN_LOG_NAME, routed_logging
 
 __all__ = ["infer", "register"]
@@ -47,6 +53,8 @@ def infer(
         bool, typer.Option("--force", help="Redo even if complete outputs exist.")
     ] = False,
     viewer: ViewerFlag = True,
+    features: FeaturesFlag = True,
+    classifier: ClassifierOption = None,
     verbose: Annotated[
         bool,
         typer.Option(
@@ -68,6 +76,8 @@ def infer(
         workers=workers,
         force=force,
         viewer=ViewerOptions() if viewer else None,
+        features=features,
+        classifier=classifier,
     )
     with handle_errors(), routed_logging(verbose=verbose, log_file=out / RUN_LOG_NAME):
         result = infer_one(inputs, bundle=bundle, out_dir=out, options=options)

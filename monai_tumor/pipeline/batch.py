@@ -46,6 +46,7 @@ from monai_tumor.inference.bundle import BundleInfo, read_bundle_info
 from monai_tumor.ingest.index import SeriesIndex
 from monai_tumor.ingest.scan import ScanResult, default_index_path, scan_export
 from monai_tumor.ingest.selection import load_rules
+from monai_tumor.pipeline.analysis import analysis_spec_for, write_features_table
 from monai_tumor.pipeline.infer import Segmenter, load_segmenter
 from monai_tumor.pipeline.outputs import OverlayStyle
 from monai_tumor.pipeline.plan import RunContext, plan_batch
@@ -100,6 +101,12 @@ class BatchOptions:
     viewer
         Options of the 3D viewer page of each series; ``None`` writes none
         (``--no-viewer``).
+    features
+        Radiomics features per lesion when the bundle has ``configs/radiomics.json``
+        (``lesions.json`` and the run's ``features.csv``; ``--no-features``).
+    classifier
+        Classification bundle run on every lesion; default: the one the bundle's metadata
+        names (``monai_tumor.classifier``), if any.
     """
 
     rules: Path | None = None
@@ -113,6 +120,8 @@ class BatchOptions:
     progress: bool = True
     overlay: OverlayStyle = field(default_factory=OverlayStyle)
     viewer: ViewerOptions | None = field(default_factory=ViewerOptions)
+    features: bool = True
+    classifier: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -289,6 +298,7 @@ def run_batch(
         seed_roi=opts.seed_roi,
         overlay=opts.overlay,
         viewer=opts.viewer,
+        analysis=analysis_spec_for(info.root, features=opts.features, classifier=opts.classifier),
     )
     with SeriesIndex(index_path) as index:
         plan = plan_batch(
@@ -331,6 +341,10 @@ def run_batch(
                 advance(f"{record.series_key} {record.status.value}")
 
             run_items_locally(todo, context, model, writers=opts.workers, on_result=on_result)
+    if not context.analysis.empty:
+        write_features_table(
+            out, [r.folder for r in report.records if r.status is SeriesStatus.DONE and r.folder]
+        )
     paths = report.finish()
     return BatchResult(
         out_dir=out,

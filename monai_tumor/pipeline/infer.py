@@ -31,6 +31,11 @@ from monai_tumor.ingest.reader import ReadOptions, is_volume_file, read_series
 from monai_tumor.ingest.records import SEG_SOP_CLASSES
 from monai_tumor.ingest.selection import load_inputs
 from monai_tumor.ingest.sidecar import acquisition_fields
+from monai_tumor.pipeline.analysis import (
+    LesionAnalysis,
+    analysis_spec_for,
+    write_features_table,
+)
 from monai_tumor.pipeline.outputs import (
     OverlayStyle,
     SeriesOutputs,
@@ -95,6 +100,12 @@ class InferOptions:
         Quick-look options.
     viewer
         Options of the 3D viewer page; ``None`` writes none (``--no-viewer``).
+    features
+        Radiomics features per lesion when the bundle has ``configs/radiomics.json``
+        (``lesions.json`` and ``features.csv`` in the output folder; ``--no-features``).
+    classifier
+        Classification bundle run on every lesion; default: the one the bundle's metadata
+        names (``monai_tumor.classifier``), if any.
     """
 
     device: str = "auto"
@@ -105,6 +116,8 @@ class InferOptions:
     force: bool = False
     overlay: OverlayStyle = field(default_factory=OverlayStyle)
     viewer: ViewerOptions | None = field(default_factory=ViewerOptions)
+    features: bool = True
+    classifier: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +201,7 @@ def segment_and_write(
     overlay: OverlayStyle | None = None,
     viewer: ViewerOptions | None = None,
     extra: Mapping[str, Any] | None = None,
+    analysis: LesionAnalysis | None = None,
 ) -> SeriesOutputs:
     """Run the model on ``image`` and write every output of the series.
 
@@ -208,7 +222,7 @@ def segment_and_write(
         Reference series headers for the SEG; ``None`` for NIfTI input.
     seeds
         Seed points (LPS mm) for a VOI bundle.
-    overlay, viewer, extra
+    overlay, viewer, extra, analysis
         See :func:`~monai_tumor.pipeline.outputs.write_series_outputs`.
 
     The result is reviewed when the bundle declares a review
@@ -233,6 +247,7 @@ def segment_and_write(
         viewer=viewer,
         extra=fields,
         review=review,
+        analysis=analysis,
     )
 
 
@@ -361,7 +376,12 @@ def infer_one(
         str(img.meta.get("SeriesInstanceUID") or p.resolve())
         for img, p in zip(images.values(), paths, strict=True)
     ]
-    key = cache_key_for(key_parts, info, seeds=[seed_origin, *[s.point_lps for s in seeds]])
+    spec = analysis_spec_for(info.root, features=opts.features, classifier=opts.classifier)
+    key = cache_key_for(
+        key_parts,
+        info,
+        seeds=[seed_origin, spec.cache_token(), *[s.point_lps for s in seeds]],
+    )
     out = Path(out_dir)
     if info.kind == "voi" and not seeds:
         return InferResult(
@@ -404,7 +424,10 @@ def infer_one(
         overlay=opts.overlay,
         viewer=opts.viewer,
         extra=extra,
+        analysis=spec.load() if not spec.empty else None,
     )
+    if not spec.empty:
+        write_features_table(out, ["."])
     return InferResult(
         "done",
         f"SEG {outputs.seg_status}",

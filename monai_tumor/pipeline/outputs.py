@@ -48,6 +48,7 @@ from monai_tumor.export.nifti import write_nifti
 from monai_tumor.export.overlay import render_overlay
 from monai_tumor.export.seg import AlgorithmInfo, SegExportConfig, write_dicom_seg
 from monai_tumor.inference.bundle import BundleInfo
+from monai_tumor.pipeline.analysis import LesionAnalysis
 from monai_tumor.postprocess.lesions import lesions_report, measure_lesions
 from monai_tumor.postprocess.review import ReviewResult
 from monai_tumor.report.viewer import ViewerOptions, write_viewer
@@ -268,6 +269,7 @@ def write_series_outputs(
     run_dir: str | os.PathLike[str] | None = None,
     extra: Mapping[str, Any] | None = None,
     review: ReviewResult | None = None,
+    analysis: LesionAnalysis | None = None,
 ) -> SeriesOutputs:
     """Write every output of one series atomically, then the manifest.
 
@@ -309,6 +311,9 @@ def write_series_outputs(
         Plausibility review of the result (:func:`monai_tumor.postprocess.review.
         review_segmentation`), written as ``"review"`` into ``lesions.json`` and the
         manifest; ``None`` when the bundle declares no review.
+    analysis
+        Radiomics features and a classifier per lesion, added to ``lesions.json``
+        (:class:`~monai_tumor.pipeline.analysis.LesionAnalysis`); ``None``: none.
 
     Returns
     -------
@@ -362,6 +367,8 @@ def write_series_outputs(
     report = lesions_report(lesions, provenance=provenance)
     if review is not None:
         report["review"] = review.to_dict()
+    if analysis is not None and not analysis.empty:
+        analysis.annotate(report, image=image, mask=label_map, lesions=lesions)
     atomic_write_json(out / LESIONS_NAME, report)
     files.append(LESIONS_NAME)
     seconds["lesions"] = time.perf_counter() - t0
@@ -431,6 +438,12 @@ def write_series_outputs(
         "total_volume_ml": float(report["total_volume_ml"]),
         "largest_diameter_3d_mm": float(largest),
         "segment_volumes_ml": segment_volumes,
+        "malignancy_probabilities": [
+            les["malignancy_probability"]
+            for les in report["lesions"]
+            if "malignancy_probability" in les
+        ],
+        "malignancy_model": report.get("malignancy_model"),
         "provenance": report["provenance"],
         "viewer": viewer_info,
         **({"review": review.to_dict()} if review is not None else {}),

@@ -35,6 +35,11 @@ from monai_tumor.ingest.scan import ScanResult
 from monai_tumor.ingest.selection import SelectionResult, SelectionRules, select_series
 from monai_tumor.ingest.series import SeriesInfo, StudyInfo
 from monai_tumor.ingest.sidecar import acquisition_fields, identifier_strings, redact_identifiers
+from monai_tumor.pipeline.analysis import (
+    AnalysisSpec,
+    malignancy_model_name,
+    malignancy_probabilities,
+)
 from monai_tumor.pipeline.infer import reference_input
 from monai_tumor.pipeline.outputs import (
     OverlayStyle,
@@ -70,6 +75,8 @@ class RunContext:
         Quick-look options.
     viewer
         Options of each series' 3D viewer page; ``None`` writes none.
+    analysis
+        Radiomics features and classifier per lesion (part of the cache key).
     """
 
     export_dir: Path
@@ -79,6 +86,7 @@ class RunContext:
     seed_roi: str | None = "(?i)gtv"
     overlay: OverlayStyle = field(default_factory=OverlayStyle)
     viewer: ViewerOptions | None = field(default_factory=ViewerOptions)
+    analysis: AnalysisSpec = field(default_factory=AnalysisSpec)
 
 
 @dataclass(frozen=True)
@@ -183,6 +191,8 @@ class BatchPlan:
                     total_volume_ml=manifest.get("total_volume_ml"),
                     largest_diameter_mm=manifest.get("largest_diameter_3d_mm"),
                     **review_fields(manifest.get("review")),
+                    malignancy_probabilities=malignancy_probabilities(manifest),
+                    malignancy_model=malignancy_model_name(manifest),
                     seconds=0.0,
                 )
             )
@@ -302,7 +312,11 @@ def plan_batch(
                         reference=ref_name,
                         files={n: files[u] for n, u in inputs.items()},
                         seed_objects=seed_objects,
-                        cache_key=cache_key_for(list(inputs.values()), bundle, seeds=[seed_source]),
+                        cache_key=cache_key_for(
+                            list(inputs.values()),
+                            bundle,
+                            seeds=[seed_source, context.analysis.cache_token()],
+                        ),
                         identifiers=identifiers[uid],
                     )
                 )

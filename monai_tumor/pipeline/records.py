@@ -65,6 +65,9 @@ class SeriesRecord:
     review, review_reasons
         Done series: the plausibility review (:mod:`monai_tumor.postprocess.review`) found
         the result implausible, and why; a person should look before using it.
+    malignancy_probabilities, malignancy_model
+        Per-lesion probabilities of the classification bundle, in lesion order, and its
+        folder name and version (done series of a run with a classifier).
     seconds
         Time spent on the series (read + inference + writing).
     error_type
@@ -98,6 +101,8 @@ class SeriesRecord:
     largest_diameter_mm: float | None = None
     review: bool = False
     review_reasons: tuple[str, ...] = ()
+    malignancy_probabilities: tuple[float, ...] | None = None
+    malignancy_model: str | None = None
     seconds: float | None = None
     error_type: str | None = None
     worker: str | None = None

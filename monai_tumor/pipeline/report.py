@@ -61,6 +61,8 @@ CSV_COLUMNS: tuple[str, ...] = (
     "lesion_count",
     "total_volume_ml",
     "largest_diameter_mm",
+    "malignancy_probabilities",
+    "malignancy_model",
     "seconds",
     "folder",
     "study_instance_uid",
@@ -134,6 +136,12 @@ SERIES_COLUMNS: tuple[Column, ...] = (
         digits=1,
     ),
     Column(
+        "malignancy",
+        "highest malignancy probability (research model)",
+        "number",
+        lambda r: max(r.get("malignancy_probabilities") or [], default=None),
+    ),
+    Column(
         "truncated",
         "lesions at the volume's edge",
         "number",
@@ -162,6 +170,8 @@ def _fmt(value: Any, digits: int = 2) -> str:
         return "yes" if value else ""
     if isinstance(value, float):
         return f"{value:.{digits}f}"
+    if isinstance(value, (list, tuple)):
+        return "; ".join(_fmt(v, digits) for v in value)
     return str(value)
 
 
@@ -237,9 +247,19 @@ def _manifest_extra(out_dir: Path, folder: str | None, cache: dict[str, Any]) ->
 def _lesion_table(lesions: Sequence[Mapping[str, Any]]) -> str:
     if not lesions:
         return "<p>no lesion</p>"
+    classified = any("malignancy_probability" in les for les in lesions)
     head = (
         "<tr><th>#</th><th>volume (mL)</th><th>3D diameter (mm)</th><th>axial diameter (mm)"
-        "</th><th>centroid LPS (mm)</th><th>mean / max</th><th>slices</th></tr>"
+        "</th><th>centroid LPS (mm)</th><th>mean / max</th><th>slices</th>"
+        + ("<th>malignancy probability</th>" if classified else "")
+        + "</tr>"
+    )
+    notices = sorted(
+        {
+            f"{les['malignancy'].get('model', '')}: {les['malignancy'].get('notice', '')}"
+            for les in lesions
+            if isinstance(les.get("malignancy"), Mapping)
+        }
     )
     rows = []
     for les in lesions[:20]:
@@ -254,10 +274,12 @@ def _lesion_table(lesions: Sequence[Mapping[str, Any]]) -> str:
             f"<td>{_fmt(les.get('intensity_mean'), 1)} / {_fmt(les.get('intensity_max'), 1)} "
             f"{html.escape(str(les.get('intensity_unit', '')))}</td>"
             f"<td>{_fmt(les.get('first_slice'))}-{_fmt(les.get('last_slice'))}</td>"
-            "</tr>"
+            + (f"<td>{_fmt(les.get('malignancy_probability'), 2)}</td>" if classified else "")
+            + "</tr>"
         )
     more = f"<p>... {len(lesions) - 20} more in lesions.json</p>" if len(lesions) > 20 else ""
-    return f"<table class='lesions'>{head}{''.join(rows)}</table>{more}"
+    notice = "".join(f"<p class='notice'>{html.escape(n)}</p>" for n in notices)
+    return f"<table class='lesions'>{head}{''.join(rows)}</table>{more}{notice}"
 
 
 def _plots(out_dir: Path, rows: Sequence[Mapping[str, Any]], cache: dict[str, Any]) -> str:

@@ -34,6 +34,7 @@ from monai_tumor.errors import EXIT_CODES, MonaiTumorError
 from monai_tumor.ingest.reader import ReadOptions, read_series
 from monai_tumor.ingest.selection import load_inputs
 from monai_tumor.ingest.sidecar import acquisition_fields
+from monai_tumor.pipeline.analysis import malignancy_model_name, malignancy_probabilities
 from monai_tumor.pipeline.infer import (
     Segmenter,
     filter_seeds,
@@ -217,6 +218,7 @@ def write_item(
     assert loaded.reference is not None and item.record.folder is not None
     try:
         review = _review(loaded, mask, context)
+        analysis = context.analysis.load() if not context.analysis.empty else None
         outputs = write_series_outputs(
             context.out_dir / item.record.folder,
             image=loaded.reference,
@@ -235,6 +237,7 @@ def write_item(
                 "seconds_inference": round(infer_seconds, 3),
             },
             review=review,
+            analysis=analysis,
         )
     except Exception as exc:  # one bad series never stops the run
         seconds = loaded.seconds + infer_seconds + time.perf_counter() - t0
@@ -248,6 +251,8 @@ def write_item(
         lesion_count=outputs.lesion_count,
         total_volume_ml=outputs.total_volume_ml,
         largest_diameter_mm=outputs.largest_diameter_mm,
+        malignancy_probabilities=malignancy_probabilities(outputs.manifest),
+        malignancy_model=malignancy_model_name(outputs.manifest),
         seconds=total,
         **review_fields(review.to_dict() if review is not None else None),
     )

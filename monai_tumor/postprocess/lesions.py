@@ -62,7 +62,7 @@ from monai_tumor.geometry import (
     voxel_to_patient,
 )
 
-__all__ = ["LESIONS_SCHEMA", "Lesion", "lesions_report", "measure_lesions"]
+__all__ = ["LESIONS_SCHEMA", "Lesion", "lesion_mask", "lesions_report", "measure_lesions"]
 
 #: Identifier of the ``lesions.json`` layout written by :func:`lesions_report`.
 LESIONS_SCHEMA = "monai-tumor/lesions/v1"
@@ -354,6 +354,39 @@ def measure_lesions(
         )
     found.sort(key=lambda les: (-les.voxel_count, les.centroid_voxel))
     return [replace(les, index=i) for i, les in enumerate(found, start=1)]
+
+
+def lesion_mask(
+    mask: MetaTensor | torch.Tensor | npt.ArrayLike, lesion: Lesion
+) -> npt.NDArray[np.bool_]:
+    """Boolean ``(I, J, K)`` mask of one lesion found by :func:`measure_lesions` on ``mask``.
+
+    The lesion is the 26-connected component inside its bounding box with its voxel count
+    (other lesions may reach into the box, but they are not connected to it).
+
+    Raises
+    ------
+    MonaiTumorError
+        If no such component exists (the lesion was measured on another mask).
+    """
+    m = _to_numpy(mask)
+    binary = (m == lesion.label) if lesion.label is not None else (m != 0)
+    (i0, j0, k0), (i1, j1, k1) = lesion.bbox_voxel
+    box = (slice(i0, i1 + 1), slice(j0, j1 + 1), slice(k0, k1 + 1))
+    labelled, _ = ndimage.label(binary[box], structure=_CONNECTIVITY_26)
+    box_shape = (i1 - i0 + 1, j1 - j0 + 1, k1 - k0 + 1)
+    for number, sub in enumerate(ndimage.find_objects(labelled), start=1):
+        if sub is None or tuple(s.stop - s.start for s in sub) != box_shape:
+            continue
+        component = labelled == number
+        if int(np.count_nonzero(component)) == lesion.voxel_count:
+            out = np.zeros(binary.shape, dtype=bool)
+            out[box] = component
+            return out
+    raise MonaiTumorError(
+        f"lesion {lesion.index} ({lesion.voxel_count} voxels in box {lesion.bbox_voxel}) is "
+        "not a connected component of this mask; pass the mask it was measured on"
+    )
 
 
 def lesions_report(lesions: list[Lesion], *, provenance: Mapping[str, Any]) -> dict[str, Any]:
