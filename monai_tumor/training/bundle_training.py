@@ -178,7 +178,13 @@ def export_torchscript(
     from monai.bundle import ckpt_export
 
     bundle = Path(bundle_dir).resolve()
-    configs = _configs(bundle)
+    configs = bundle / "configs"
+    # only inference.json and metadata.json are needed (a bundle trained elsewhere, such as
+    # lung_nodule_malignancy, has no train.json)
+    if not (configs / "inference.json").is_file():
+        raise BundleError(
+            f"{bundle}: configs/inference.json not found; expected a MONAI bundle folder"
+        )
     ckpt = Path(ckpt_file) if ckpt_file is not None else bundle / "models" / "model.pt"
     target = Path(filepath) if filepath is not None else bundle / "models" / "model.ts"
     if not ckpt.is_file():

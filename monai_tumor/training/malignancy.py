@@ -296,10 +296,11 @@ def binary_metrics(
     }
 
 
-#: Families of the radiomics baseline: MIRP's intensity and texture families. Morphology is
-#: left to the bundle's own shape features (volume, surface, compactness): MIRP's Moran's I /
-#: Geary's C cost seconds per nodule in pure Python, too slow for 794 nodules on a shared CPU.
-BASELINE_FAMILIES = ("stat", "ih", "glcm", "glrlm", "glszm", "gldzm", "ngtdm", "ngldm")
+#: Families of the radiomics baseline: MIRP's intensity statistics, histogram and the GLCM,
+#: GLRLM and GLSZM texture families. Morphology is left to the bundle's own shape features
+#: (volume, surface, compactness): MIRP's Moran's I / Geary's C cost seconds per nodule in
+#: pure Python, too slow for 794 nodules on a shared CPU.
+BASELINE_FAMILIES = ("stat", "ih", "glcm", "glrlm", "glszm")
 
 
 def radiomics_table(
@@ -411,32 +412,20 @@ def assemble_release(
 
 
 def export_release(bundle_dir: str | Path, model: torch.nn.Module) -> tuple[Path, Path]:
-    """Write ``models/model.pt`` (state dict) and ``models/model.ts`` (TorchScript) atomically.
+    """Write ``models/model.pt`` (state dict, atomically) and ``models/model.ts``.
 
-    The TorchScript file comes from :func:`monai.bundle.ckpt_export` with the bundle's
-    ``inference.json`` and ``metadata.json`` embedded, as Model Zoo bundles carry them. (Not
-    :func:`monai_tumor.training.export_torchscript`: that one expects a ``train.json``,
-    which this bundle does not have; its training is this module.)
+    The TorchScript file comes from :func:`monai_tumor.training.export_torchscript`
+    (``monai.bundle.ckpt_export`` with ``inference.json`` and ``metadata.json`` embedded,
+    machine paths stripped).
     """
-    from monai.bundle import ckpt_export
-
     from monai_tumor.export.atomic import atomic_path
+    from monai_tumor.training.bundle_training import export_torchscript
 
     bundle = Path(bundle_dir).resolve()
     pt = bundle / "models" / "model.pt"
-    ts = bundle / "models" / "model.ts"
     with atomic_path(pt) as tmp:
         torch.save(model.state_dict(), tmp)
-    with atomic_path(ts) as tmp, bundle_scripts(bundle):
-        ckpt_export(
-            net_id="network_def",
-            filepath=str(tmp),
-            ckpt_file=str(pt),
-            meta_file=str(bundle / "configs" / "metadata.json"),
-            config_file=str(bundle / "configs" / "inference.json"),
-            bundle_root=str(bundle),
-        )
-    return pt, ts
+    return pt, export_torchscript(bundle, ckpt_file=pt)
 
 
 def release_features_model(
@@ -461,6 +450,61 @@ def release_features_model(
     return binary_metrics(data.y[test], p, [data.patients[i] for i in test])
 
 
+def reliability_plot(
+    y: npt.NDArray[np.int64],
+    predictions: dict[str, FloatArray],
+    path: Path,
+    *,
+    bins: int = 5,
+) -> Path:
+    """Reliability diagram (observed malignant fraction per bin of predicted probability).
+
+    Bins are quantiles of each model's predictions (equal counts), so every point rests on
+    the same number of nodules; the diagonal is perfect calibration.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from monai_tumor.export.atomic import atomic_path
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    ax.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1, label="perfect")
+    for name, p in predictions.items():
+        edges = np.quantile(p, np.linspace(0, 1, bins + 1))
+        which = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, bins - 1)
+        xs = [float(p[which == b].mean()) for b in range(bins) if np.any(which == b)]
+        ys = [float(y[which == b].mean()) for b in range(bins) if np.any(which == b)]
+        ax.plot(xs, ys, marker="o", label=name)
+    ax.set_xlabel("predicted probability (bin mean)")
+    ax.set_ylabel("observed fraction malignant")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+def split_labels(
+    split_file: str | Path, data_root: Path
+) -> tuple[list[str], npt.NDArray[np.int64], list[str], npt.NDArray[np.bool_]]:
+    """Cases, labels, patients and held-out flags of the labelled VOIs, in split order."""
+    split = json.loads(Path(split_file).read_text(encoding="utf-8"))
+    held = set(split["folds"][0]["validation"])
+    labels = load_labels(data_root / "lidc_nodules" / "MetadatabyNoduleMaxVoting.xlsx")
+    cases = [c for c in split["cases"] if c["case"] in labels]
+    return (
+        [c["case"] for c in cases],
+        np.array([labels[c["case"]][0] for c in cases], dtype=np.int64),
+        [c["patient"] for c in cases],
+        np.array([c["case"] in held for c in cases], dtype=bool),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Cross-validate on the training patients, train the release, evaluate on the held-out set."""
     ap = argparse.ArgumentParser(description=main.__doc__)
@@ -471,6 +515,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument(
         "--radiomics-only", action="store_true", help="only fill the MIRP baseline feature table"
+    )
+    ap.add_argument(
+        "--plot", type=Path, help="write the held-out reliability diagram to this PNG and stop"
     )
     ap.add_argument(
         "--release-features",
@@ -484,6 +531,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(1)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    if args.plot is not None:
+        _, y, _, held = split_labels(args.split, data_root())
+        curves = {
+            name: np.load(out / f"heldout_{key}.npy")
+            for key, name in (
+                ("volume", "volume alone"),
+                ("features", "feature model (released)"),
+                ("cnn", "CNN"),
+                ("ensemble", "CNN + features"),
+            )
+            if (out / f"heldout_{key}.npy").is_file()
+        }
+        reliability_plot(y[held], curves, args.plot)
+        return
     if args.release_features:
         metrics = release_features_model(args.bundle, out, args.split)
         logger.info("released the feature model; held out: %s", metrics)

@@ -18,7 +18,10 @@ def test_ibsi_reference_values(configuration: str, data_dir: Path) -> None:
     print(report.summary())
     for check in report.failed:
         print(f"  outside tolerance: {check}")
-    assert len(report.checked) > 150
+    assert len(report.checked) > 300
     assert not report.failed, report.summary()
-    # the reference lists nothing MIRP does not compute, except features it names differently
-    assert len(report.unsupported) <= 0.05 * len(report.checks), [c.tag for c in report.unsupported]
+    assert not report.unsupported, [c.tag for c in report.unsupported]
+    # only Moran's I is estimated, and only for the large CT phantom region
+    assert {c.tag for c in report.approximated} <= {"morph_moran_i"}
+    if configuration == "digital":
+        assert not report.approximated
