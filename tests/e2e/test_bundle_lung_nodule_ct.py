@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from importlib.resources import as_file
 from pathlib import Path
 from types import ModuleType
@@ -21,35 +19,14 @@ from monai.networks.nets import UNet
 
 from monai_tumor.bundle.imports import bundle_scripts
 from monai_tumor.bundle.verify import default_schema
-from tests.support.bundle_modules import load_bundle_script
+from tests.support.bundle_modules import load_bundle_script, run_bundle_standalone
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "lung_nodule_ct"
 SPLIT = BUNDLE.parent.parent / "data" / "datasets" / "lidc_nodules_split.json"
 
-# Runs `python -m monai.bundle ...` with monai_tumor made unimportable: the bundle must be
-# self-contained (monai, torch, nibabel only).
-_STANDALONE = (
-    "import sys, runpy; sys.modules['monai_tumor'] = None; "
-    "sys.argv = ['monai.bundle'] + sys.argv[1:]; "
-    "runpy.run_module('monai.bundle', run_name='__main__')"
-)
-
 
 def _run_bundle(args: list[str], data_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MONAI_TUMOR_DATA=str(data_dir))
-    proc = subprocess.run(
-        [sys.executable, "-c", _STANDALONE, *args],
-        cwd=BUNDLE,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if proc.returncode != 0:
-        errors = [ln for ln in proc.stderr.splitlines() if "Error" in ln]
-        pytest.fail(f"bundle run failed: {errors[:3]}\n{proc.stderr[-3000:]}")
-    return proc
+    return run_bundle_standalone(BUNDLE, args, data_dir)
 
 
 def _held_out_cases(count: int) -> list[str]:

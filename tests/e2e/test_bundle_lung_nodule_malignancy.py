@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from importlib.resources import as_file
 from pathlib import Path
 
@@ -28,17 +25,12 @@ from monai_tumor.pipeline.analysis import FEATURES_NAME
 from monai_tumor.pipeline.infer import InferOptions, infer_one
 from monai_tumor.postprocess.lesions import measure_lesions
 from monai_tumor.training.malignancy import TrainOptions, binary_metrics, train_model
+from tests.support.bundle_modules import run_bundle_standalone
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = ROOT / "bundles" / "lung_nodule_malignancy"
 NODULE = ROOT / "bundles" / "lung_nodule_ct"
 CASES = ("LIDC-IDRI-0001_R_1", "LIDC-IDRI-0003_R_2", "LIDC-IDRI-0007_R_1")
-
-_STANDALONE = (
-    "import sys, runpy; sys.modules['monai_tumor'] = None; "
-    "sys.argv = ['monai.bundle'] + sys.argv[1:]; "
-    "runpy.run_module('monai.bundle', run_name='__main__')"
-)
 
 
 def _dataset(data_dir: Path, tmp_path: Path) -> Path:
@@ -85,12 +77,9 @@ def test_torchscript_matches_state_dict() -> None:
 def test_standalone_run_matches_the_pipeline_classifier(data_dir: Path, tmp_path: Path) -> None:
     dataset = _dataset(data_dir, tmp_path)
     out = tmp_path / "out"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(
+    run_bundle_standalone(
+        BUNDLE,
         [
-            sys.executable,
-            "-c",
-            _STANDALONE,
             "run",
             "--config_file",
             "configs/inference.json",
@@ -99,14 +88,8 @@ def test_standalone_run_matches_the_pipeline_classifier(data_dir: Path, tmp_path
             "--output_dir",
             str(out),
         ],
-        cwd=BUNDLE,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+        data_dir,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     with (out / "predictions.csv").open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert [r["case"] for r in rows] == list(CASES)

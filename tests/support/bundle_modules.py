@@ -9,11 +9,43 @@ up there), and never as ``scripts``.
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["load_bundle_script"]
+import pytest
+
+__all__ = ["load_bundle_script", "run_bundle_standalone"]
+
+# Runs `python -m monai.bundle ...` with monai_tumor made unimportable: the bundle must be
+# self-contained (monai, torch, nibabel only).
+_STANDALONE = (
+    "import sys, runpy; sys.modules['monai_tumor'] = None; "
+    "sys.argv = ['monai.bundle'] + sys.argv[1:]; "
+    "runpy.run_module('monai.bundle', run_name='__main__')"
+)
+
+
+def run_bundle_standalone(
+    bundle: Path, args: list[str], data_dir: Path
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m monai.bundle ARGS`` in ``bundle`` without monai_tumor; fail on error."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MONAI_TUMOR_DATA=str(data_dir))
+    proc = subprocess.run(
+        [sys.executable, "-c", _STANDALONE, *args],
+        cwd=bundle,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        errors = [ln for ln in proc.stderr.splitlines() if "Error" in ln]
+        pytest.fail(f"bundle run failed: {errors[:3]}\n{proc.stderr[-3000:]}")
+    return proc
 
 
 def load_bundle_script(bundle: Path, name: str) -> ModuleType:
