@@ -418,3 +418,24 @@ def test_tta_inferer_records_agreement_of_its_passes() -> None:
     assert agreement["WT"] < 0.2
     plain = transforms.FlipTTASigmoidInferer(SimpleInferer(), enabled="false")(x, lopsided)
     assert "tta_agreement" not in getattr(plain, "meta", {})
+
+
+def test_split_is_patient_level_five_fold() -> None:
+    split = json.loads((REPO / "data" / "datasets" / "brats26_split.json").read_text())
+    cases = {c["case"]: c for c in split["cases"]}
+    assert len(cases) == 26 and len(split["folds"]) == 5
+    validation = [set(f["validation"]) for f in split["folds"]]
+    assert set().union(*validation) == set(cases)
+    assert sum(len(v) for v in validation) == 26  # each case validated exactly once
+    for fold, val in zip(split["folds"], validation, strict=True):
+        assert not val & set(fold["training"])
+        assert set(fold["training"]) | val == set(cases)
+        patients_val = {cases[c]["patient"] for c in val}
+        assert not patients_val & {cases[c]["patient"] for c in fold["training"]}
+    assert cases["Brats18_2013_20_1"]["patient"] == cases["brats_2013_pat0006_1"]["patient"]
+    datalist = _bundle_module("datalist")
+    items = datalist.load_split(
+        str(REPO / "data" / "datasets" / "brats26_split.json"), "/d", 1, "validation"
+    )
+    assert {it["patient"] for it in items} >= {"brats_2013_pat0006_1"}  # copied, not joined
+    assert all(p.startswith("/d/") for it in items for p in [*it["image"], it["label"]])

@@ -29,10 +29,15 @@ CHANNEL_PATTERNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )
 
 
+#: Split-file keys holding paths relative to the data root (others, e.g. ``case``, ``patient``,
+#: ``site``, ``grade``, are copied as they are).
+_PATH_KEYS = ("image", "label", "brainmask")
+
+
 def _abs(root: str, item: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in item.items():
-        if key == "case":
+        if key not in _PATH_KEYS:
             out[key] = value
         elif isinstance(value, list):
             out[key] = [os.path.join(root, v) for v in value]
