@@ -9,13 +9,18 @@ from pathlib import Path
 import pytest
 
 from monai_tumor.bundle.verify import verify_bundle
+from tests.support.bundle_modules import is_classification_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _real_bundles() -> list[Path]:
     root = REPO / "bundles"
-    return sorted(p for p in root.iterdir() if (p / "configs").is_dir()) if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    return sorted(
+        p for p in root.iterdir() if (p / "configs").is_dir() and not is_classification_bundle(p)
+    )
 
 
 @pytest.mark.slow

@@ -27,12 +27,15 @@ import numpy as np
 import pytest
 
 from monai_tumor.bundle.verify import LayoutKind, read_input_layout
+from tests.support.bundle_modules import is_classification_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = sorted(
     p
     for p in (REPO / "bundles").glob("*")
-    if (p / "configs" / "inference.json").is_file() and (p / "configs" / "metadata.json").is_file()
+    if (p / "configs" / "inference.json").is_file()
+    and (p / "configs" / "metadata.json").is_file()
+    and not is_classification_bundle(p)
 )
 DEFAULT_INPUTS = {
     LayoutKind.CASE_FOLDERS: ["brats/validation/brats_2013_pat0003_1"],

@@ -17,7 +17,24 @@ from types import ModuleType
 
 import pytest
 
-__all__ = ["load_bundle_script", "run_bundle_standalone"]
+__all__ = ["is_classification_bundle", "load_bundle_script", "run_bundle_standalone"]
+
+
+def is_classification_bundle(bundle: Path) -> bool:
+    """``monai_tumor.task`` of the bundle's metadata is ``"classification"``.
+
+    Classification bundles (``lung_nodule_malignancy``) write ``predictions.csv``, not label
+    maps: ``bundle verify``, the segmentation layouts and the shared segmentation helpers do
+    not apply to them; their own test file checks metadata, TorchScript and a standalone run.
+    """
+    import json
+
+    meta = bundle / "configs" / "metadata.json"
+    if not meta.is_file():
+        return False
+    block = json.loads(meta.read_text(encoding="utf-8")).get("monai_tumor") or {}
+    return block.get("task") == "classification"
+
 
 # Runs `python -m monai.bundle ...` with monai_tumor made unimportable: the bundle must be
 # self-contained (monai, torch, nibabel only).

@@ -12,9 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.bundle_modules import is_classification_bundle
+
 REPO = Path(__file__).resolve().parents[2]
 CANONICAL = REPO / "bundles" / "_shared" / "helpers.py"
-BUNDLES = sorted(p for p in (REPO / "bundles").iterdir() if (p / "configs").is_dir())
+BUNDLES = sorted(
+    p
+    for p in (REPO / "bundles").iterdir()
+    if (p / "configs").is_dir() and not is_classification_bundle(p)
+)
 
 
 def _definitions(path: Path) -> dict[str, str]:
