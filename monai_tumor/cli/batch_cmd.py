@@ -137,6 +137,39 @@ def batch(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")
     ] = True,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="Run the series on a Dask cluster: its scheduler address (tcp://HOST:PORT). "
+            "Export and OUT must be visible to every worker at the same paths.",
+        ),
+    ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            help="local:N starts a local Dask cluster of N worker processes for the run "
+            "(or a scheduler address, as --scheduler).",
+        ),
+    ] = None,
+    worker_resources: Annotated[
+        str | None,
+        typer.Option(
+            "--worker-resources",
+            help="Resources each series needs on a Dask worker, e.g. GPU=1 (workers started "
+            "with `dask worker --resources GPU=1`).",
+        ),
+    ] = None,
+    allowed_failures: Annotated[
+        int,
+        typer.Option(
+            "--allowed-failures",
+            min=0,
+            help="Local cluster: worker deaths tolerated per series before it is failed "
+            "(a remote scheduler uses its distributed.scheduler.allowed-failures).",
+        ),
+    ] = 2,
     viewer: ViewerFlag = True,
     features: FeaturesFlag = True,
     classifier: ClassifierOption = None,
@@ -155,6 +188,17 @@ def batch(
     from monai_tumor.report.viewer import ViewerOptions
 
     pacs: PacsBatchResult | None = None
+    dask_options = None
+    if scheduler is not None or cluster is not None or worker_resources is not None:
+        from monai_tumor.pipeline.cluster import cluster_options
+
+        with handle_errors():
+            dask_options = cluster_options(
+                scheduler=scheduler,
+                cluster=cluster,
+                worker_resources=worker_resources,
+                allowed_failures=allowed_failures,
+            )
     options = BatchOptions(
         rules=rules,
         workers=workers,
@@ -168,6 +212,7 @@ def batch(
         viewer=ViewerOptions() if viewer else None,
         features=features,
         classifier=classifier,
+        cluster=dask_options,
     )
     with handle_errors(), routed_logging(verbose=verbose, log_file=out / RUN_LOG_NAME):
         sources = [x for x in (export_dir, dicomweb, dimse) if x is not None]

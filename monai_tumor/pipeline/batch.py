@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from monai_tumor.errors import ConfigError
 from monai_tumor.inference.bundle import BundleInfo, read_bundle_info
@@ -54,6 +55,9 @@ from monai_tumor.pipeline.records import SeriesRecord, SeriesStatus
 from monai_tumor.pipeline.report import BatchReport
 from monai_tumor.pipeline.runner import run_items_locally
 from monai_tumor.report.viewer import ViewerOptions
+
+if TYPE_CHECKING:
+    from monai_tumor.pipeline.cluster import DaskOptions
 
 __all__ = [
     "BatchOptions",
@@ -107,6 +111,10 @@ class BatchOptions:
     classifier
         Classification bundle run on every lesion; default: the one the bundle's metadata
         names (``monai_tumor.classifier``), if any.
+    cluster
+        Run the series as tasks on a Dask cluster (a scheduler address or a
+        local cluster, :class:`~monai_tumor.pipeline.cluster.DaskOptions`)
+        instead of in this process; scanning, planning and the report stay here.
     """
 
     rules: Path | None = None
@@ -122,6 +130,7 @@ class BatchOptions:
     viewer: ViewerOptions | None = field(default_factory=ViewerOptions)
     features: bool = True
     classifier: Path | None = None
+    cluster: DaskOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -237,7 +246,9 @@ def run_batch(
         Rules, workers, device, seeds, index, resume behaviour.
     segmenter
         A loaded model; default: the bundle loaded on ``options.device``
-        (only if some series needs segmenting).
+        (only if some series needs segmenting). With ``options.cluster`` it
+        must be picklable: it is shipped to every worker instead of the bundle
+        being loaded there.
 
     Returns
     -------
@@ -247,7 +258,7 @@ def run_batch(
     Raises
     ------
     ConfigError
-        Bad rules, options or index.
+        Bad rules, options or index; the Dask scheduler cannot be reached.
     IngestError
         The export folder does not exist.
     BundleError
@@ -333,14 +344,30 @@ def run_batch(
         len(plan.records) - len(plan.items),
     )
     if todo:
-        model = segmenter or load_segmenter(info, device=opts.device)
+        model = segmenter
+        if model is None and opts.cluster is None:
+            model = load_segmenter(info, device=opts.device)
         with _progress_bar(opts.progress, len(todo)) as advance:
 
             def on_result(record: SeriesRecord) -> None:
                 report.update(record)
                 advance(f"{record.series_key} {record.status.value}")
 
-            run_items_locally(todo, context, model, writers=opts.workers, on_result=on_result)
+            if opts.cluster is not None:
+                # Imported here: Dask is only needed for cluster runs.
+                from monai_tumor.pipeline.cluster import run_items_on_dask
+
+                run_items_on_dask(
+                    todo,
+                    context,
+                    options=opts.cluster,
+                    device=opts.device,
+                    segmenter=segmenter,
+                    on_result=on_result,
+                )
+            else:
+                assert model is not None
+                run_items_locally(todo, context, model, writers=opts.workers, on_result=on_result)
     if not context.analysis.empty:
         write_features_table(
             out, [r.folder for r in report.records if r.status is SeriesStatus.DONE and r.folder]

@@ -19,7 +19,11 @@ runner = CliRunner()
     [
         (
             "batch",
-            ["--bundle", "--out", "--rules", "--workers", "--device", "--seeds-from-rtstruct"],
+            [
+                *("--bundle", "--out", "--rules", "--workers", "--device"),
+                *("--seeds-from-rtstruct", "--scheduler", "--cluster"),
+                *("--worker-resources", "--allowed-failures"),
+            ],
         ),
         ("infer", ["--bundle", "--out", "--device", "--seeds", "--seeds-from"]),
     ],
@@ -29,6 +33,23 @@ def test_help_lists_the_options(command: str, options: list[str]) -> None:
     assert result.exit_code == 0
     for option in options:
         assert option in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--cluster", "local:0"],
+        ["--scheduler", "localhost:8786"],
+        ["--worker-resources", "GPU=1"],
+        ["--cluster", "local:2", "--worker-resources", "GPU"],
+    ],
+    ids=["no-workers", "no-scheme", "resources-alone", "bad-resources"],
+)
+def test_bad_cluster_options_are_config_errors(args: list[str], tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["batch", str(tmp_path), "--bundle", str(NODULE), "--out", str(tmp_path / "o"), *args]
+    )
+    assert result.exit_code == 50, result.output
 
 
 def test_missing_export_is_an_ingest_error(tmp_path: Path) -> None:

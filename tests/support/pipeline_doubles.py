@@ -1,12 +1,15 @@
-"""Test doubles shared by the pipeline tests (batch, infer, outputs).
+"""Test doubles shared by the pipeline tests (batch, infer, outputs, Dask cluster).
 
 ``ThresholdSegmenter`` stands in for ``LoadedBundle`` so the orchestration is tested without
-a network; ``fake_bundle_info`` describes a one-input CT bundle with one segment. Real-data
-tests use the real bundles instead.
+a network; ``DyingSegmenter`` also kills its process on chosen series (Dask fault tests);
+``fake_bundle_info`` describes a one-input CT bundle with one segment. Real-data tests use the
+real bundles instead.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,3 +53,41 @@ def fake_bundle_info(root: Path, *, selection_rules: Path | None = None) -> Bund
         selection_rules=selection_rules or root / "rules.json",
         reference_input="ct",
     )
+
+
+class DyingSegmenter(ThresholdSegmenter):
+    """``ThresholdSegmenter`` that kills its process on chosen series (Dask fault tests).
+
+    On an image whose maximum is in ``poison`` the process exits at once, every time (a series
+    that kills workers). On one whose maximum is in ``die_once`` it exits only on the first
+    attempt: the attempt leaves a marker file in ``marker_dir``, shared by every worker process.
+    ``pause_s`` waits before each segmentation so a test can act while a series is running.
+    Picklable: Dask ships it to the workers.
+    """
+
+    def __init__(
+        self,
+        *,
+        poison: Sequence[float] = (),
+        die_once: Sequence[float] = (),
+        marker_dir: Path | None = None,
+        pause_s: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.poison = tuple(poison)
+        self.die_once = tuple(die_once)
+        self.marker_dir = marker_dir
+        self.pause_s = pause_s
+
+    def segment(self, image: MetaTensor, *, seeds: Sequence[Seed] = ()) -> MetaTensor:
+        peak = float(image.max())
+        if peak in self.poison:
+            os._exit(1)
+        if peak in self.die_once and self.marker_dir is not None:
+            marker = self.marker_dir / f"died-on-{peak:g}"
+            if not marker.exists():
+                marker.touch()
+                os._exit(1)
+        if self.pause_s:
+            time.sleep(self.pause_s)
+        return super().segment(image, seeds=seeds)
