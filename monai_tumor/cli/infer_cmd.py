@@ -81,9 +81,12 @@ def infer(
     )
     with handle_errors(), routed_logging(verbose=verbose, log_file=out / RUN_LOG_NAME):
         result = infer_one(inputs, bundle=bundle, out_dir=out, options=options)
+    flag = " + review" if result.review else ""
     stdout_console().print(
-        f"{result.status}: {result.reason} ({result.seconds:.1f} s)", highlight=False
+        f"{result.status}{flag}: {result.reason} ({result.seconds:.1f} s)", highlight=False
     )
+    for reason in result.review:
+        stdout_console().print(f"review: {reason}", highlight=False)
     typer.echo(str(result.folder))
 
 

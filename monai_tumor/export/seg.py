@@ -113,6 +113,9 @@ class SegmentSpec:
         Display colour, 8-bit sRGB; stored as RecommendedDisplayCIELabValue.
     algorithm_type
         AUTOMATIC for a model output.
+    description
+        Segment Description (0062,0006), at most 64 characters, e.g. a warning that a
+        lesion of this segment is truncated (``None``: not written).
     """
 
     number: int
@@ -121,6 +124,7 @@ class SegmentSpec:
     property_type: Code = codes.SCT.Neoplasm
     color_rgb: tuple[int, int, int] = (255, 64, 64)
     algorithm_type: SegmentAlgorithmType = SegmentAlgorithmType.AUTOMATIC
+    description: str | None = None
 
 
 @dataclass(frozen=True)
@@ -322,7 +326,7 @@ def _segment_description(
             source=algorithm.source,
             parameters=dict(algorithm.parameters) or None,
         )
-    return hd.seg.SegmentDescription(
+    item = hd.seg.SegmentDescription(
         segment_number=seg_number,
         segment_label=spec.label,
         segmented_property_category=spec.category,
@@ -331,6 +335,9 @@ def _segment_description(
         algorithm_identification=algo,
         display_color=hd.color.CIELabColor.from_rgb(*spec.color_rgb),
     )
+    if spec.description:
+        item.SegmentDescription = spec.description[:64]  # LO: at most 64 characters
+    return item
 
 
 def write_dicom_seg(

@@ -61,7 +61,12 @@ from monai_tumor.geometry import patient_to_voxel, ras_to_lps
 from monai_tumor.inference.device import select_device
 from monai_tumor.inference.seeds import Seed
 from monai_tumor.postprocess.review import TTA_AGREEMENT_KEY, ReviewSpec, read_review_spec
-from monai_tumor.transforms.voi import CropVOIAroundPoint, VOISpec, paste_voi_mask
+from monai_tumor.transforms.voi import (
+    FIELDS_OF_VIEW_KEY,
+    VOIGrowth,
+    VOISpec,
+    segment_growing_voi,
+)
 
 __all__ = [
     "BundleInfo",
@@ -154,6 +159,9 @@ class BundleInfo:
         label map is returned.
     voi
         The VOI cut around each seed (``kind == "voi"`` only).
+    voi_growth
+        How that VOI grows while the lesion reaches its border (``monai_tumor.voi.growth``;
+        ``None``: a fixed box, contact with its border is still reported as truncation).
     display_window
         ``(low, high)`` intensity window for pictures of the input (``monai_tumor.
         display_window`` ``{"center": c, "width": w}``), e.g. a lung window for the
@@ -174,6 +182,7 @@ class BundleInfo:
     title: str = ""
     reference_input: str = ""
     voi: VOISpec | None = None
+    voi_growth: VOIGrowth | None = None
     display_window: tuple[float, float] | None = None
     configs_sha256: str = ""
     review: ReviewSpec | None = None
@@ -313,6 +322,23 @@ def _voi_spec(raw: Any, path: Path) -> VOISpec:
     )
 
 
+def _voi_growth(raw: Any, path: Path) -> VOIGrowth | None:
+    if raw is None:
+        return None
+    where = f"{META_KEY}.voi.growth"
+    factor = raw.get("factor", 1.5) if isinstance(raw, Mapping) else None
+    if not isinstance(raw, Mapping) or not isinstance(factor, (int, float)) or not factor > 1:
+        raise BundleError(
+            f"{where} must be an object with max_size_mm (3 numbers, mm) and factor (> 1), "
+            f"found {raw!r}",
+            path=path,
+        )
+    return VOIGrowth(
+        max_size_mm=_triple(raw.get("max_size_mm"), f"{where}.max_size_mm", path),
+        factor=float(factor),
+    )
+
+
 def read_bundle_info(path: str | Path) -> BundleInfo:
     """Read a bundle's identity and interface from its files (no network is built).
 
@@ -389,6 +415,7 @@ def read_bundle_info(path: str | Path) -> BundleInfo:
             f"{META_KEY}.reference_input {reference!r} is not one of {raw_names}", path=meta_path
         )
     voi = _voi_spec(block["voi"], meta_path) if "voi" in block else None
+    growth = _voi_growth(block["voi"].get("growth"), meta_path) if voi is not None else None
     window = _display_window(block.get("display_window"), meta_path)
     review = read_review_spec(block["review"], path=meta_path) if "review" in block else None
     return BundleInfo(
@@ -404,6 +431,7 @@ def read_bundle_info(path: str | Path) -> BundleInfo:
         title=str(meta.get("name", "")),
         reference_input=str(reference),
         voi=voi,
+        voi_growth=growth,
         display_window=window,
         review=review,
     )
@@ -657,7 +685,10 @@ class LoadedBundle:
         MetaTensor
             ``(1, I, J, K)`` uint8 label map (values 0 and ``info.label_values``), the
             input's affine and meta (UIDs, ``sop_instance_uids``, ``frame_numbers`` ...),
-            plus meta ``"bundle"`` = :meth:`BundleInfo.provenance`.
+            plus meta ``"bundle"`` = :meth:`BundleInfo.provenance`; ``voi`` bundles add
+            meta ``"fields_of_view"``, one
+            :meth:`~monai_tumor.transforms.voi.FieldOfView.to_dict` per seed (final box,
+            runs, ``truncated`` and its reason).
 
         Raises
         ------
@@ -681,20 +712,23 @@ class LoadedBundle:
                 f"{channels} ({', '.join(self.info.input_names)}); stack the inputs with "
                 "monai_tumor.ingest.selection.load_inputs(order=info.input_names)"
             )
+        fields_of_view: list[dict[str, Any]] | None = None
         with _threads(self.num_threads), _deterministic(self.device), torch.no_grad():
             agreement: dict[str, Any] | None = None
             if self.info.kind == BundleKind.VOI:
-                label = self._segment_vois(image, seeds)
+                label, fields_of_view = self._segment_vois(image, seeds)
             else:
                 label, agreement = self._run(image)
         meta = {
             k: copy.deepcopy(v)
             for k, v in image.meta.items()
-            if k not in {"affine", "channel_names"}
+            if k not in {"affine", "channel_names", FIELDS_OF_VIEW_KEY}
         }
         meta["bundle"] = self.info.provenance()
         if agreement is not None:
             meta[TTA_AGREEMENT_KEY] = agreement
+        if fields_of_view is not None:
+            meta[FIELDS_OF_VIEW_KEY] = fields_of_view
         return MetaTensor(label.to(torch.uint8), affine=_affine(image).clone(), meta=meta)
 
     # ----------------------------------------------------------------------- internals
@@ -750,7 +784,9 @@ class LoadedBundle:
         label = torch.round(torch.as_tensor(out).detach().cpu().float())
         return label.to(torch.uint8)
 
-    def _segment_vois(self, image: MetaTensor, seeds: Sequence[Seed]) -> torch.Tensor:
+    def _segment_vois(
+        self, image: MetaTensor, seeds: Sequence[Seed]
+    ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
         if not seeds:
             raise BundleError(
                 f"{self.info.name} segments a volume of interest around each seed point, but no "
@@ -763,8 +799,8 @@ class LoadedBundle:
             raise BundleError(f"{self.info.name}: no VOI spec", path=self.info.root)
         affine_lps = ras_to_lps(_affine(image).numpy())
         shape = np.asarray(image.shape[1:], dtype=np.float64)
-        cropper = CropVOIAroundPoint(spec=spec, mode="bilinear")
         union = torch.zeros((1, *image.shape[1:]), dtype=torch.uint8)
+        fields_of_view: list[dict[str, Any]] = []
         for seed in seeds:
             point = np.asarray(seed.point_lps, dtype=np.float64)
             ijk = patient_to_voxel(affine_lps, point)
@@ -776,8 +812,9 @@ class LoadedBundle:
                     f"{[int(s) for s in shape]}); check that the seed belongs to this series and "
                     "is in DICOM LPS millimetres"
                 )
-            voi = cropper(image, point)
-            mask_voi, _ = self._run(voi)
-            pasted = paste_voi_mask(mask_voi, voi, image)
+            pasted, fov = segment_growing_voi(
+                image, point, lambda voi: self._run(voi)[0], spec=spec, growth=self.info.voi_growth
+            )
             union = torch.maximum(union, pasted.as_tensor().to(torch.uint8))
-        return union
+            fields_of_view.append({"seed": seed.label, **fov.to_dict()})
+        return union, fields_of_view

@@ -44,6 +44,7 @@ from monai_tumor.pipeline.outputs import (
     software_versions,
     write_series_outputs,
 )
+from monai_tumor.pipeline.records import review_fields
 from monai_tumor.postprocess.review import review_prediction
 from monai_tumor.report.viewer import ViewerOptions
 
@@ -138,6 +139,9 @@ class InferResult:
         What was written (``None`` when reused or skipped).
     seconds
         Wall time.
+    review
+        Why a ``done`` result needs a human look (the bundle's plausibility review, a
+        truncated lesion); empty: not flagged.
     """
 
     status: str
@@ -146,6 +150,7 @@ class InferResult:
     reused: bool = False
     outputs: SeriesOutputs | None = None
     seconds: float = 0.0
+    review: tuple[str, ...] = ()
 
 
 def reference_input(bundle: BundleInfo) -> str:
@@ -391,13 +396,15 @@ def infer_one(
             out,
             seconds=time.perf_counter() - start,
         )
-    if not opts.force and completed_manifest(out, key) is not None:
+    previous = None if opts.force else completed_manifest(out, key)
+    if previous is not None:
         return InferResult(
             "done",
             "reused: complete outputs with the same cache key",
             out,
             reused=True,
             seconds=time.perf_counter() - start,
+            review=review_fields(previous.get("review")).get("review_reasons", ()),
         )
     source_datasets: list[pydicom.Dataset] | None = None
     extra: dict[str, Any] = {}
@@ -434,6 +441,7 @@ def infer_one(
         out,
         outputs=outputs,
         seconds=time.perf_counter() - start,
+        review=outputs.review.reasons if outputs.review and outputs.review.review else (),
     )
 
 

@@ -31,7 +31,7 @@ import os
 import platform
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -49,15 +49,22 @@ from monai_tumor.export.overlay import render_overlay
 from monai_tumor.export.seg import AlgorithmInfo, SegExportConfig, write_dicom_seg
 from monai_tumor.inference.bundle import BundleInfo
 from monai_tumor.pipeline.analysis import LesionAnalysis
-from monai_tumor.postprocess.lesions import lesions_report, measure_lesions
+from monai_tumor.postprocess.lesions import (
+    Lesion,
+    lesions_report,
+    mark_truncated,
+    measure_lesions,
+)
 from monai_tumor.postprocess.review import ReviewResult
 from monai_tumor.report.viewer import ViewerOptions, write_viewer
+from monai_tumor.transforms.voi import FIELDS_OF_VIEW_KEY
 
 __all__ = [
     "MANIFEST_NAME",
     "MANIFEST_SCHEMA",
     "MASK_NAME",
     "OUTPUT_SCHEMA",
+    "TRUNCATED_SEGMENT_DESCRIPTION",
     "OverlayStyle",
     "SeriesOutputs",
     "cache_key_for",
@@ -65,6 +72,7 @@ __all__ = [
     "series_key",
     "software_versions",
     "study_key",
+    "with_truncation",
     "write_series_outputs",
 ]
 
@@ -78,6 +86,8 @@ MANIFEST_NAME = "manifest.json"
 MASK_NAME = "mask.nii.gz"
 SEG_NAME = "seg.dcm"
 LESIONS_NAME = "lesions.json"
+#: Segment Description (0062,0006) of every SEG segment when a lesion is truncated.
+TRUNCATED_SEGMENT_DESCRIPTION = "TRUNCATED: a lesion reaches the field of view's border"
 OVERLAY_NAME = "overlay.png"
 _KEY_DIGITS = 16
 _SOFTWARE = ("monai-tumor", "monai", "torch", "numpy", "pydicom", "highdicom", "nibabel")
@@ -212,6 +222,9 @@ class SeriesOutputs:
         Longest 3D diameter over the lesions (0 without lesions).
     seconds
         Time spent writing, per output.
+    review
+        The review written (the bundle's plausibility review plus truncated lesions);
+        ``None``: no review declared and nothing truncated.
     """
 
     folder: Path
@@ -221,6 +234,38 @@ class SeriesOutputs:
     total_volume_ml: float
     largest_diameter_mm: float
     seconds: dict[str, float] = field(default_factory=dict)
+    review: ReviewResult | None = None
+
+
+def with_truncation(review: ReviewResult | None, lesions: Sequence[Lesion]) -> ReviewResult | None:
+    """Add the truncated lesions to a result's review (a truncated result is never plain done).
+
+    Parameters
+    ----------
+    review
+        The bundle's plausibility review (``None``: none declared).
+    lesions
+        Measured lesions, flagged by :func:`~monai_tumor.postprocess.lesions.mark_truncated`.
+
+    Returns
+    -------
+    ReviewResult or None
+        ``review`` unchanged without truncated lesions; else ``review=True`` with one more
+        reason and the measure ``truncated_lesions``.
+    """
+    truncated = [les for les in lesions if les.truncated]
+    if not truncated:
+        return review
+    why = "; ".join(sorted({les.truncation_reason for les in truncated}))
+    reason = f"truncated: {len(truncated)} lesion(s) {why}; the mask and volume are incomplete"
+    return ReviewResult(
+        review=True,
+        reasons=(*(review.reasons if review is not None else ()), reason),
+        measures={
+            **(dict(review.measures) if review is not None else {}),
+            "truncated_lesions": float(len(truncated)),
+        },
+    )
 
 
 def _mask_on_grid(mask: MetaTensor | torch.Tensor, reference: MetaTensor) -> MetaTensor:
@@ -310,7 +355,9 @@ def write_series_outputs(
     review
         Plausibility review of the result (:func:`monai_tumor.postprocess.review.
         review_segmentation`), written as ``"review"`` into ``lesions.json`` and the
-        manifest; ``None`` when the bundle declares no review.
+        manifest; ``None`` when the bundle declares no review. A lesion that a VOI
+        bundle's field of view cut off (mask meta ``"fields_of_view"``) adds a reason and
+        sets ``review``.
     analysis
         Radiomics features and a classifier per lesion, added to ``lesions.json``
         (:class:`~monai_tumor.pipeline.analysis.LesionAnalysis`); ``None``: none.
@@ -329,7 +376,16 @@ def write_series_outputs(
     (out / MANIFEST_NAME).unlink(missing_ok=True)
     _remove_temporaries(out)
     style = overlay or OverlayStyle()
+    fields_of_view = (
+        list(mask.meta.get(FIELDS_OF_VIEW_KEY) or []) if isinstance(mask, MetaTensor) else []
+    )
+    truncated_fovs = [f for f in fields_of_view if f.get("truncated")]
     label_map = _mask_on_grid(mask, image)
+    segments = bundle.segments
+    if truncated_fovs:
+        segments = tuple(
+            replace(spec, description=TRUNCATED_SEGMENT_DESCRIPTION) for spec in segments
+        )
     seconds: dict[str, float] = {}
     files: list[str] = []
 
@@ -346,7 +402,7 @@ def write_series_outputs(
             label_map,
             source_datasets,
             out / SEG_NAME,
-            segments=bundle.segments,
+            segments=segments,
             algorithm=AlgorithmInfo(
                 name=bundle.name,
                 version=bundle.version,
@@ -363,7 +419,8 @@ def write_series_outputs(
         seconds["seg"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    lesions = measure_lesions(label_map, image)
+    lesions = mark_truncated(measure_lesions(label_map, image), label_map, truncated_fovs)
+    review = with_truncation(review, lesions)
     report = lesions_report(lesions, provenance=provenance)
     if review is not None:
         report["review"] = review.to_dict()
@@ -444,6 +501,7 @@ def write_series_outputs(
             if "malignancy_probability" in les
         ],
         "malignancy_model": report.get("malignancy_model"),
+        "fields_of_view": fields_of_view,
         "provenance": report["provenance"],
         "viewer": viewer_info,
         **({"review": review.to_dict()} if review is not None else {}),
@@ -463,4 +521,5 @@ def write_series_outputs(
         total_volume_ml=float(report["total_volume_ml"]),
         largest_diameter_mm=float(largest),
         seconds=seconds,
+        review=review,
     )

@@ -254,7 +254,7 @@ def write_item(
         malignancy_probabilities=malignancy_probabilities(outputs.manifest),
         malignancy_model=malignancy_model_name(outputs.manifest),
         seconds=total,
-        **review_fields(review.to_dict() if review is not None else None),
+        **review_fields(outputs.review.to_dict() if outputs.review is not None else None),
     )
 
 

@@ -4,6 +4,7 @@ from .lesions import (
     LESIONS_SCHEMA,
     Lesion,
     lesions_report,
+    mark_truncated,
     measure_lesions,
 )
 from .review import (
@@ -25,6 +26,7 @@ __all__ = [
     "ReviewSpec",
     "input_statistics",
     "lesions_report",
+    "mark_truncated",
     "measure_lesions",
     "read_review_spec",
     "review_prediction",

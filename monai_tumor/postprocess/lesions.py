@@ -41,7 +41,7 @@ Longest axial diameter
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -62,7 +62,14 @@ from monai_tumor.geometry import (
     voxel_to_patient,
 )
 
-__all__ = ["LESIONS_SCHEMA", "Lesion", "lesion_mask", "lesions_report", "measure_lesions"]
+__all__ = [
+    "LESIONS_SCHEMA",
+    "Lesion",
+    "lesion_mask",
+    "lesions_report",
+    "mark_truncated",
+    "measure_lesions",
+]
 
 #: Identifier of the ``lesions.json`` layout written by :func:`lesions_report`.
 LESIONS_SCHEMA = "monai-tumor/lesions/v1"
@@ -109,6 +116,13 @@ class Lesion:
     first_slice_sop_instance_uid, last_slice_sop_instance_uid
         SOP Instance UIDs of those slices, when the mask or image meta has
         ``"sop_instance_uids"``.
+    truncated
+        The lesion reaches the border of the largest volume of interest a VOI bundle
+        segmented it in, or the image's edge: its mask, volume and diameters are
+        incomplete (set from the model's fields of view, see
+        :func:`monai_tumor.transforms.voi.segment_growing_voi`).
+    truncation_reason
+        Why (``""`` if not truncated).
     """
 
     index: int
@@ -127,6 +141,8 @@ class Lesion:
     last_slice: int
     first_slice_sop_instance_uid: str | None = None
     last_slice_sop_instance_uid: str | None = None
+    truncated: bool = False
+    truncation_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (tuples become lists, units in key names)."""
@@ -387,6 +403,57 @@ def lesion_mask(
         f"lesion {lesion.index} ({lesion.voxel_count} voxels in box {lesion.bbox_voxel}) is "
         "not a connected component of this mask; pass the mask it was measured on"
     )
+
+
+def mark_truncated(
+    lesions: list[Lesion],
+    mask: MetaTensor | torch.Tensor | npt.ArrayLike,
+    fields_of_view: Sequence[Mapping[str, Any]],
+) -> list[Lesion]:
+    """Flag the lesions that a VOI bundle's field of view cut off.
+
+    Parameters
+    ----------
+    lesions
+        From :func:`measure_lesions` on ``mask`` (any label).
+    mask
+        The ``(1, I, J, K)`` or ``(I, J, K)`` label map the lesions were measured on.
+    fields_of_view
+        :meth:`monai_tumor.transforms.voi.FieldOfView.to_dict` records; those with
+        ``truncated`` and a ``voxel`` flag the 26-connected lesion holding that voxel.
+
+    Returns
+    -------
+    list of Lesion
+        The same lesions, with ``truncated`` and ``truncation_reason`` set.
+    """
+    flagged = [f for f in fields_of_view if f.get("truncated") and f.get("voxel") is not None]
+    if not flagged or not lesions:
+        return list(lesions)
+    m = _to_numpy(mask)
+    labelled, _ = ndimage.label(m != 0, structure=_CONNECTIVITY_26)
+    boxes = ndimage.find_objects(labelled)
+    reasons: dict[int, list[str]] = {}
+    for record in flagged:
+        i, j, k = (int(v) for v in record["voxel"])
+        number = int(labelled[i, j, k])
+        box = boxes[number - 1] if number > 0 else None
+        if box is None:
+            continue
+        bbox = (
+            (box[0].start, box[1].start, box[2].start),
+            (box[0].stop - 1, box[1].stop - 1, box[2].stop - 1),
+        )
+        count = int(np.count_nonzero(labelled[box] == number))
+        for les in lesions:
+            if les.bbox_voxel == bbox and les.voxel_count == count:
+                reasons.setdefault(les.index, []).append(str(record.get("reason", "")))
+    return [
+        replace(les, truncated=True, truncation_reason="; ".join(sorted(set(reasons[les.index]))))
+        if les.index in reasons
+        else les
+        for les in lesions
+    ]
 
 
 def lesions_report(lesions: list[Lesion], *, provenance: Mapping[str, Any]) -> dict[str, Any]:

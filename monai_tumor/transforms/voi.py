@@ -30,8 +30,8 @@ the network's patch.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -58,17 +58,26 @@ from monai_tumor.geometry import (
 )
 
 __all__ = [
+    "DEFAULT_VOI_GROWTH",
     "DEFAULT_VOI_SPEC",
+    "FIELDS_OF_VIEW_KEY",
     "VOI_META_KEY",
+    "BorderContact",
     "CropVOIAroundPoint",
     "CropVOIAroundPointd",
+    "FieldOfView",
+    "VOIGrowth",
     "VOISpec",
+    "border_contact",
     "paste_voi_mask",
+    "segment_growing_voi",
     "voi_center_lps",
 ]
 
 #: Key of the VOI record in ``MetaTensor.meta`` (point, source affine and shape).
 VOI_META_KEY = "voi"
+#: Key, in a segmented mask's meta, of the list of :meth:`FieldOfView.to_dict` (one per seed).
+FIELDS_OF_VIEW_KEY = "fields_of_view"
 
 
 @dataclass(frozen=True)
@@ -377,3 +386,211 @@ def paste_voi_mask(
     sub_mask = (torch.as_tensor(sub) >= threshold).to(torch.uint8)
     out[:, lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = sub_mask
     return _on_reference(out, full_reference)
+
+
+@dataclass(frozen=True)
+class VOIGrowth:
+    """How the VOI grows while the predicted lesion reaches its border.
+
+    Attributes
+    ----------
+    max_size_mm
+        Largest box, mm per VOI axis (RAS order). A lesion still reaching the border of a box
+        this large is reported as truncated.
+    factor
+        Each step multiplies the edge length of every axis whose border the mask reaches by
+        this factor (capped at ``max_size_mm``).
+    """
+
+    max_size_mm: tuple[float, float, float] = (128.0, 128.0, 128.0)
+    factor: float = 1.5
+
+    def __post_init__(self) -> None:
+        if not self.factor > 1.0 or not all(math.isfinite(v) and v > 0 for v in self.max_size_mm):
+            raise UnsupportedInputError(
+                f"VOIGrowth: factor must be > 1 and max_size_mm positive, found factor "
+                f"{self.factor!r}, max_size_mm {self.max_size_mm!r}"
+            )
+
+
+#: The bundle ``lung_nodule_ct`` defaults: boxes up to 128 mm, 1.5x per step.
+DEFAULT_VOI_GROWTH = VOIGrowth()
+
+
+@dataclass(frozen=True)
+class BorderContact:
+    """Where a mask predicted on a VOI touches the VOI's faces.
+
+    Attributes
+    ----------
+    inner_axes
+        VOI axes (0, 1, 2) with a touched face that lies inside the source image: a larger
+        box would show more of the lesion.
+    image_edge
+        The mask touches a face beyond which there is no image (the scan's own field of
+        view ends there): no box can show more.
+    """
+
+    inner_axes: tuple[int, ...]
+    image_edge: bool
+
+
+def border_contact(mask_voi: torch.Tensor | npt.ArrayLike, voi: MetaTensor) -> BorderContact:
+    """Find the VOI faces a predicted mask touches, and whether image lies beyond each.
+
+    Parameters
+    ----------
+    mask_voi
+        ``(X, Y, Z)`` or ``(1, X, Y, Z)`` 0/1 mask on the VOI grid.
+    voi
+        The VOI from :class:`CropVOIAroundPoint` (its affine and ``meta["voi"]``).
+
+    Returns
+    -------
+    BorderContact
+    """
+    mask = np.asarray(torch.as_tensor(mask_voi).detach().cpu().numpy()) > 0
+    if mask.ndim == 4:
+        mask = mask[0]
+    record = voi.meta[VOI_META_KEY]
+    to_source = np.linalg.inv(np.asarray(record["source_affine"], dtype=np.float64)) @ _affine_np(
+        voi
+    )
+    source_shape = np.asarray(record["source_spatial_shape"], dtype=np.float64)
+    inner: list[int] = []
+    image_edge = False
+    for axis in range(3):
+        for face, step in ((0, -1), (mask.shape[axis] - 1, 1)):
+            touched = np.argwhere(np.take(mask, face, axis=axis))
+            if touched.size == 0:
+                continue
+            ijk = np.insert(touched.astype(np.float64), axis, face, axis=1)
+            ijk[:, axis] += step  # the voxel just beyond the face
+            src = (to_source[:3, :3] @ ijk.T).T + to_source[:3, 3]
+            inside = np.all((src >= -0.5) & (src <= source_shape - 0.5), axis=1)
+            if np.any(inside) and axis not in inner:
+                inner.append(axis)
+            if not np.all(inside):
+                image_edge = True
+    return BorderContact(inner_axes=tuple(inner), image_edge=image_edge)
+
+
+@dataclass(frozen=True)
+class FieldOfView:
+    """The VOI a seed's lesion was finally segmented in, and whether it was cut off.
+
+    Attributes
+    ----------
+    size_mm
+        Edge lengths of the last box, mm (RAS order).
+    runs
+        Network runs (1: the lesion was inside the first box).
+    truncated
+        The lesion still reaches the border of the last box (at the growth limit) or the
+        edge of the image: its mask and volume are incomplete.
+    reason
+        Why it is truncated (``""`` if not).
+    voxel
+        One voxel ``[i, j, k]`` of the lesion on the full grid (``None``: empty mask), to
+        tell which connected lesion the record belongs to.
+    """
+
+    size_mm: tuple[float, float, float]
+    runs: int
+    truncated: bool
+    reason: str = ""
+    voxel: tuple[int, int, int] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "size_mm": [round(v, 3) for v in self.size_mm],
+            "runs": self.runs,
+            "truncated": self.truncated,
+            "reason": self.reason,
+            "voxel": None if self.voxel is None else list(self.voxel),
+        }
+
+
+def _nearest_voxel(mask: torch.Tensor, target: npt.NDArray[np.float64]) -> tuple[int, int, int]:
+    idx = torch.nonzero(mask[0]).numpy().astype(np.float64)
+    best = idx[int(np.argmin(((idx - target) ** 2).sum(axis=1)))]
+    return (int(best[0]), int(best[1]), int(best[2]))
+
+
+def segment_growing_voi(
+    image: MetaTensor,
+    point_lps: Sequence[float] | npt.ArrayLike,
+    run: Callable[[MetaTensor], torch.Tensor],
+    *,
+    spec: VOISpec = DEFAULT_VOI_SPEC,
+    growth: VOIGrowth | None = DEFAULT_VOI_GROWTH,
+) -> tuple[MetaTensor, FieldOfView]:
+    """Segment the lesion at a point in a VOI that grows until the lesion is inside.
+
+    The VOI is cut around the point (:class:`CropVOIAroundPoint`) and segmented by ``run``.
+    While the mask touches a face of the box beyond which there is image, the box's edges
+    along those axes grow by ``growth.factor`` (same spacing; the bundle's sliding window
+    covers any box) and the segmentation is redone, up to ``growth.max_size_mm``. A mask
+    that does not touch the border is returned from the first run unchanged.
+
+    Parameters
+    ----------
+    image
+        Channel-first ``(C, I, J, K)`` MetaTensor, voxel-to-RAS affine.
+    point_lps
+        The seed, LPS mm.
+    run
+        Segments one VOI: returns a ``(1, X, Y, Z)`` 0/1 mask on the VOI's grid.
+    spec
+        The first box.
+    growth
+        Growth limits; ``None``: one box, no growth (contact is still reported).
+
+    Returns
+    -------
+    tuple of MetaTensor and FieldOfView
+        The ``(1, I, J, K)`` uint8 mask on ``image``'s grid and the final box, with the
+        truncation flag.
+    """
+    current = spec
+    runs = 0
+    while True:
+        voi = CropVOIAroundPoint(spec=current, mode="bilinear")(image, point_lps)
+        mask_voi = run(voi)
+        runs += 1
+        contact = border_contact(mask_voi, voi)
+        limit = growth.max_size_mm if growth is not None else current.size_mm
+        grow = [a for a in contact.inner_axes if current.size_mm[a] < limit[a] - 1e-6]
+        if not grow or growth is None:
+            break
+        size = list(current.size_mm)
+        for axis in grow:
+            size[axis] = min(size[axis] * growth.factor, limit[axis])
+        current = replace(current, size_mm=(size[0], size[1], size[2]))
+    pasted = paste_voi_mask(mask_voi, voi, image)
+    reasons = []
+    if contact.inner_axes:
+        size_text = " x ".join(f"{v:.0f}" for v in current.size_mm)
+        reasons.append(f"reaches the border of the largest volume of interest ({size_text} mm)")
+    full = pasted.as_tensor()[0]
+    at_image_edge = any(
+        bool(full.select(axis, index).any())
+        for axis in range(3)
+        for index in (0, full.shape[axis] - 1)
+    )
+    if contact.image_edge or at_image_edge:
+        reasons.append("reaches the edge of the image")
+    voxel = None
+    if bool(pasted.any()):
+        point = np.asarray(point_lps, dtype=np.float64).reshape(3)
+        target = patient_to_voxel(ras_to_lps(_affine_np(image)), point)
+        voxel = _nearest_voxel(pasted.as_tensor(), np.asarray(target, dtype=np.float64))
+    fov = FieldOfView(
+        size_mm=current.size_mm,
+        runs=runs,
+        truncated=bool(reasons),
+        reason="; ".join(reasons),
+        voxel=voxel,
+    )
+    return pasted, fov

@@ -20,6 +20,7 @@ from monai_tumor.inference.bundle import BundleInfo
 from monai_tumor.ingest.reader import read_series
 from monai_tumor.pipeline.outputs import (
     MANIFEST_NAME,
+    TRUNCATED_SEGMENT_DESCRIPTION,
     cache_key_for,
     completed_manifest,
     series_key,
@@ -27,6 +28,7 @@ from monai_tumor.pipeline.outputs import (
     write_series_outputs,
 )
 from monai_tumor.postprocess.review import ReviewResult
+from monai_tumor.transforms.voi import FIELDS_OF_VIEW_KEY
 from tests.support.dicom_factory import lps_affine, write_series
 from tests.support.pipeline_doubles import fake_bundle_info
 
@@ -225,3 +227,61 @@ def test_review_goes_into_lesions_json_and_manifest(
     assert lesions["review"]["reasons"] == ["90% of the segmented voxels lie within 3 mm"]
     manifest = completed_manifest(out, key)
     assert manifest is not None and manifest["review"]["review"] is True
+
+
+def test_truncated_lesion_is_flagged_everywhere(
+    tmp_path: Path, bundle: BundleInfo, series: tuple[MetaTensor, list[pydicom.Dataset]]
+) -> None:
+    """A field of view that cut a lesion off: lesions.json, manifest, SEG and the result say so."""
+    image, datasets = series
+    mask = _mask(image)
+    reason = "reaches the border of the largest volume of interest (128 x 128 x 128 mm)"
+    mask.meta[FIELDS_OF_VIEW_KEY] = [
+        {"seed": "GTV", "size_mm": [128, 128, 128], "runs": 4, "truncated": True,
+         "reason": reason, "voxel": [10, 8, 4]},
+        {"seed": "other", "size_mm": [34, 34, 20], "runs": 1, "truncated": False,
+         "reason": "", "voxel": [19, 16, 8]},
+    ]  # fmt: skip
+    out = tmp_path / "out" / "s"
+    result = write_series_outputs(
+        out,
+        image=image,
+        mask=mask,
+        bundle=bundle,
+        cache_key="k",
+        provenance={},
+        source_datasets=datasets,
+    )
+    expected = f"truncated: 1 lesion(s) {reason}; the mask and volume are incomplete"
+    assert result.review is not None and result.review.review
+    assert result.review.reasons == (expected,)
+    lesions = json.loads((out / "lesions.json").read_text())["lesions"]
+    assert [(les["truncated"], les["truncation_reason"]) for les in lesions] == [
+        (True, reason),
+        (False, ""),
+    ]
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["review"]["reasons"] == [expected] and manifest["review"]["review"] is True
+    assert manifest["fields_of_view"][0]["runs"] == 4
+    assert json.loads((out / "lesions.json").read_text())["review"]["reasons"] == [expected]
+    seg = pydicom.dcmread(out / "seg.dcm")
+    assert seg.SegmentSequence[0].SegmentDescription == TRUNCATED_SEGMENT_DESCRIPTION
+
+
+def test_untruncated_result_has_no_review(
+    tmp_path: Path, bundle: BundleInfo, series: tuple[MetaTensor, list[pydicom.Dataset]]
+) -> None:
+    image, datasets = series
+    result = write_series_outputs(
+        tmp_path / "s",
+        image=image,
+        mask=_mask(image),
+        bundle=bundle,
+        cache_key="k",
+        provenance={},
+        source_datasets=datasets,
+    )
+    assert result.review is None
+    assert (
+        "SegmentDescription" not in pydicom.dcmread(tmp_path / "s" / "seg.dcm").SegmentSequence[0]
+    )
