@@ -49,6 +49,7 @@ def test_absurd_declared_size_is_refused_before_allocating(
     assert "65535x65535" in str(caught.value)
 
 
+@pytest.mark.slow
 def test_fuzzed_files_are_read_or_refused_cleanly(data_dir: Path, tmp_path: Path) -> None:
     from monai_tumor.ingest.fuzz import run_cases
 
