@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -62,39 +62,49 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fuzz.json")
     args = parser.parse_args()
 
-    shards = max(args.workers, 1) * 4
+    # Many small shards, and the results file rewritten after each one: an interrupted
+    # run still records every case it finished (``"complete": false``).
+    shards = max(args.workers, 1) * 25
     per = [args.cases // shards + (1 if i < args.cases % shards else 0) for i in range(shards)]
     start = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        reports = list(
-            pool.map(_shard, [(n, args.seed, i, args.time_limit) for i, n in enumerate(per)])
-        )
-    wall = time.perf_counter() - start
     outcomes: Counter[str] = Counter()
     by_mutation: Counter[str] = Counter()
     defects: list[Any] = []
-    for r in reports:
-        outcomes.update(r["outcomes"])
-        by_mutation.update(r["by_mutation"])
-        defects += r["defects"]
-    cases = sum(r["cases"] for r in reports)
-    result = {
-        **run_info(),
-        "cases": cases,
-        "workers": args.workers,
-        "seed": args.seed,
-        "time_limit_s": args.time_limit,
-        "seeds": list(SEED_FILES),
-        "outcomes": dict(outcomes),
-        "defect_count": sum(outcomes.get(o.value, 0) for o in DEFECTS),
-        "by_mutation": dict(sorted(by_mutation.items())),
-        "defects": defects[:200],
-        "wall_s": round(wall, 1),
-        "cases_per_s": round(cases / wall, 1),
-        "slowest_case_s": max(r["slowest_case_s"] for r in reports),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    cases = 0
+    slowest = 0.0
+    result: dict[str, Any] = {}
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        futures = [
+            pool.submit(_shard, (n, args.seed, i, args.time_limit)) for i, n in enumerate(per)
+        ]
+        for done, future in enumerate(as_completed(futures), start=1):
+            r = future.result()
+            outcomes.update(r["outcomes"])
+            by_mutation.update(r["by_mutation"])
+            defects += r["defects"]
+            cases += r["cases"]
+            slowest = max(slowest, r["slowest_case_s"])
+            wall = time.perf_counter() - start
+            result = {
+                **run_info(),
+                "complete": done == len(futures),
+                "cases_requested": args.cases,
+                "cases": cases,
+                "workers": args.workers,
+                "seed": args.seed,
+                "time_limit_s": args.time_limit,
+                "seeds": list(SEED_FILES),
+                "outcomes": dict(outcomes),
+                "defect_count": sum(outcomes.get(o.value, 0) for o in DEFECTS),
+                "by_mutation": dict(sorted(by_mutation.items())),
+                "defects": defects[:200],
+                "wall_s": round(wall, 1),
+                "cases_per_s": round(cases / wall, 1),
+                "slowest_case_s": slowest,
+            }
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
+    wall = time.perf_counter() - start
 
     mutations = sorted({k.split(":")[0] for k in by_mutation})
     columns = [o.value for o in Outcome]
