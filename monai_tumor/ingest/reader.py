@@ -330,15 +330,40 @@ def _parse(path: Path, *, lenient: bool, mosaic: bool = True) -> _Instance | Non
     parsing raise becomes an :class:`IngestError` naming the file.
     """
     try:
-        return _parse_one(path, lenient=lenient, mosaic=mosaic)
+        instance = _parse_one(path, lenient=lenient, mosaic=mosaic)
+        if instance is not None:
+            # Convert the text elements read later (grouping, volume meta) now, so
+            # that a corrupt one (e.g. an unknown VR after a flipped byte) is this
+            # file's error, not an anonymous one while the volume is built.
+            for keyword in _META_KEYWORDS:
+                instance.ds.get(keyword)
+        return instance
     except MonaiTumorError:
         raise
-    except (ValueError, TypeError, LookupError, OverflowError, struct.error) as exc:
+    except (
+        ValueError,
+        TypeError,
+        LookupError,
+        OverflowError,
+        NotImplementedError,
+        struct.error,
+    ) as exc:
         raise IngestError(
             f"the DICOM header is corrupt ({type(exc).__name__}: {exc}); re-export or "
             "re-transfer the file",
             path=path,
         ) from exc
+
+
+#: Elements of every instance read as text after parsing (series grouping, volume meta).
+_META_KEYWORDS = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "FrameOfReferenceUID",
+    "Modality",
+    "SeriesDescription",
+    "SOPClassUID",
+)
 
 
 def _parse_one(path: Path, *, lenient: bool, mosaic: bool) -> _Instance | None:
