@@ -209,12 +209,20 @@ class _Instance:
 
     def pixels(self) -> npt.NDArray[np.generic]:
         if self.decoded is None:
-            if self.pixel_ref is not None:
-                decoded = read_native_frames(self.ds, self.path, *self.pixel_ref)
-            else:
-                decoded = decode_frames(self.ds, self.path, self.transfer_syntax)
-            if self.mosaic_tiles:
-                decoded = untile(decoded, self.mosaic_tiles, len(self.frames))
+            try:
+                if self.pixel_ref is not None:
+                    decoded = read_native_frames(self.ds, self.path, *self.pixel_ref)
+                else:
+                    decoded = decode_frames(self.ds, self.path, self.transfer_syntax)
+                if self.mosaic_tiles:
+                    decoded = untile(decoded, self.mosaic_tiles, len(self.frames))
+            except (ValueError, TypeError, IndexError) as exc:
+                # pixels that do not fit the declared frame size (a reshape fails)
+                raise IngestError(
+                    f"the pixel data do not match the header ({exc}); the header or the "
+                    "pixel data is corrupt: re-export or re-transfer the file",
+                    path=self.path,
+                ) from exc
             self.decoded = decoded
         return self.decoded
 
