@@ -155,7 +155,8 @@ class NoduleMalignancyNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Standardised mask features ``(B, 8)``."""
         f = mask_features(x, pixdim=self.pixdim, hu_low=self.hu_low, hu_high=self.hu_high)
-        return (f - self.feature_mean) / self.feature_std
+        # buffers are typed Tensor | Module by torch's stubs; they are Tensors (registered above)
+        return (f - self.feature_mean) / self.feature_std  # type: ignore[operator]
 
     def cnn_logit(self, x: torch.Tensor) -> torch.Tensor:
         """Logit of the CNN branch ``(B, 1)``."""
