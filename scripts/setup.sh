@@ -3,7 +3,7 @@
 #  1. Debian tools the tests compare against or run as real servers: dcm2niix, dcmtk
 #     (storescu/echoscu), orthanc and its DICOMweb plugin (the PACS tests' Orthanc);
 #     chromium, the browser the report and viewer tests drive headless (never a browser
-#     downloaded by Playwright).
+#     downloaded by Playwright); openssl, which the TLS tests make certificates with.
 #  2. A virtual environment in .venv with torch==2.13.0 (the local CPU build) installed
 #     *before* the project, so pip never pulls a multi-GB CUDA build for a bare "torch".
 #  3. The project itself, editable, with its dev extras.
@@ -15,13 +15,14 @@ VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 
-apt_packages=(dcm2niix dcmtk chromium orthanc orthanc-dicomweb)
+apt_packages=(dcm2niix dcmtk chromium orthanc orthanc-dicomweb openssl)
 missing=()
 command -v dcm2niix >/dev/null 2>&1 || missing+=(dcm2niix)
 command -v storescu >/dev/null 2>&1 || missing+=(dcmtk)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ] || missing+=(orthanc)
 dpkg -s orthanc-dicomweb >/dev/null 2>&1 || missing+=(orthanc-dicomweb)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # the DICOM TLS tests make their certificates
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
