@@ -133,5 +133,9 @@ def test_infer_command(data_dir: Path, tmp_path: Path) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "done: SEG written" in result.output
+    # the sarcoma is larger than the nodule bundle's fixed box: written, and flagged truncated
+    assert "done + review: SEG written" in result.output
+    assert "truncated" in result.output
     assert {p.name for p in out.iterdir()} >= {"mask.nii.gz", "seg.dcm", "lesions.json"}
+    lesions = json.loads((out / "lesions.json").read_text())["lesions"]
+    assert any(lesion["truncated"] for lesion in lesions)

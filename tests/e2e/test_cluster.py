@@ -129,7 +129,10 @@ def test_local_cluster_retries_a_killed_worker_and_fails_a_poison_series(
         segmenter=DyingSegmenter(poison=[777], die_once=[301], marker_dir=markers),
     )
     rec = _by_value(result, uids)
-    assert rec[300].status is SeriesStatus.DONE and rec[300].attempts == 1
+    # A healthy series is done. Its attempt count is 1, or 2 when Dask had it on the worker the
+    # poison series killed and re-ran it (seen on a loaded 2-core machine; the count is
+    # Dask's, see docs/scale-out.md).
+    assert rec[300].status is SeriesStatus.DONE and rec[300].attempts in (1, 2)
     assert rec[301].status is SeriesStatus.DONE and rec[301].attempts == 2
     poison = rec[777]
     assert poison.status is SeriesStatus.FAILED

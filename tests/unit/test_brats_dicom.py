@@ -218,6 +218,9 @@ def _write_case(folder: Path, shape: tuple[int, int, int], affine_ras: npt.NDArr
     for name in ("Flair_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd.nii.gz"):
         data = rng.normal(size=shape).astype(np.float32) * 3
         nib.save(nib.Nifti1Image(data, affine_ras), folder / name)
+    # the reference label map every BraTS case folder holds (brats/ layout)
+    label = np.zeros(shape, dtype=np.float32)
+    nib.save(nib.Nifti1Image(label, affine_ras), folder / "OTMultiClass.nii.gz")
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
