@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ def test_ibsi_reference_values(configuration: str, data_dir: Path) -> None:
     assert len(report.checked) > 300
     assert not report.failed, report.summary()
     assert not report.unsupported, [c.tag for c in report.unsupported]
-    # only Moran's I is estimated, and only for the large CT phantom region
-    assert {c.tag for c in report.approximated} <= {"morph_moran_i"}
+    # only Moran's I and Geary's C are estimated, and only for the large CT phantom region
+    assert {c.tag for c in report.approximated} <= {"morph_moran_i", "morph_geary_c"}
+    assert all(math.isfinite(c.value) for c in report.approximated if c.value is not None)
     if configuration == "digital":
         assert not report.approximated

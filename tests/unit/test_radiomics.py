@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +162,41 @@ def test_reference_tables_are_read(data_dir: Path) -> None:
     assert ("morph_volume", 556.0, 4.0) in rows
     assert len(rows) > 400 and "cm_joint_max_3D_comb" in tags
     assert all(math.isfinite(v) for _, v, _ in rows)
+
+
+_FEATURES_IN_A_FRESH_PROCESS = """
+import json, sys
+import numpy as np, torch
+from monai.data import MetaTensor
+from monai_tumor.postprocess.lesions import measure_lesions
+from monai_tumor.radiomics import RadiomicsSettings, lesion_features
+rng = np.random.default_rng(3)
+img = rng.normal(0.0, 100.0, (40, 40, 30)).astype(np.float32)
+mask = np.zeros((40, 40, 30), np.uint8)
+mask[8:28, 8:28, 5:20] = 1  # 6000 voxels: MIRP estimates Moran's I / Geary's C
+affine = np.diag([0.8, 0.8, 2.0, 1.0])
+image = MetaTensor(torch.as_tensor(img)[None], affine=torch.as_tensor(affine))
+label = MetaTensor(torch.as_tensor(mask)[None], affine=torch.as_tensor(affine))
+(f,) = lesion_features(image, label, measure_lesions(label, image),
+                       settings=RadiomicsSettings(families=("morph",)))
+print(json.dumps([f.features["morph_moran_i"], f.features["morph_geary_c"]]))
+"""
+
+
+def test_estimated_features_are_the_same_in_every_process(tmp_path: Path) -> None:
+    """MIRP's Monte-Carlo Moran's I / Geary's C do not depend on the process or its temp dir."""
+    values = []
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    for _ in range(2):
+        run = subprocess.run(
+            [sys.executable, "-c", _FEATURES_IN_A_FRESH_PROCESS],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+            cwd=tmp_path,
+        )
+        values.append(json.loads(run.stdout.strip().splitlines()[-1]))
+    assert values[0] == values[1]
+    assert all(math.isfinite(v) for v in values[0])
+    assert not [p for p in (tmp_path / "monai-tumor-radiomics").iterdir() if p.is_dir()]
