@@ -1,8 +1,7 @@
-"""Helpers shared by every CLI command: the console and the error-to-exit-code map."""
+"""Helpers shared by every CLI command: options, consoles, logging, exit codes."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,12 +12,15 @@ from rich.console import Console
 
 from monai_tumor.errors import EXIT_CODES, MonaiTumorError
 from monai_tumor.export.atomic import atomic_write_json
+from monai_tumor.logs import routed_logging
 
 __all__ = [
     "ClassifierOption",
     "FeaturesFlag",
+    "LogFileOption",
+    "VerboseFlag",
     "ViewerFlag",
-    "configure_logging",
+    "command_logging",
     "exit_code_for",
     "handle_errors",
     "stderr_console",
@@ -50,6 +52,28 @@ ClassifierOption = Annotated[
     typer.Option(
         "--classifier",
         help="Classification bundle run on every lesion (default: the one the bundle names).",
+    ),
+]
+
+
+#: ``-v/--verbose`` of every command: the log on the terminal too.
+VerboseFlag = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        help="Also show the log (INFO records and library warnings) on the terminal.",
+    ),
+]
+
+#: ``--log-file FILE`` of every command: where the log is appended.
+LogFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--log-file",
+        dir_okay=False,
+        help="Append the log (INFO records and library warnings) to this file "
+        "(batch and infer: default OUT/monai-tumor.log).",
     ),
 ]
 
@@ -92,9 +116,34 @@ def write_json_report(path: Path | None, payload: dict[str, Any]) -> None:
         atomic_write_json(path, payload)
 
 
-def configure_logging(verbose: bool) -> None:
-    """Log to stderr; INFO with ``--verbose``, WARNING otherwise."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+@contextmanager
+def command_logging(
+    *, verbose: bool, log_file: Path | None, default_log_file: Path | None = None
+) -> Iterator[Path | None]:
+    """Route logging while one command runs, from its ``-v`` and ``--log-file`` options.
+
+    Parameters
+    ----------
+    verbose
+        The command's ``-v/--verbose``: the log on the terminal as well. Without
+        it the terminal shows only the package's own errors (and what the
+        command prints).
+    log_file
+        The command's ``--log-file`` (appended; its folder is created).
+    default_log_file
+        Log file used when ``--log-file`` is not given (``OUT/monai-tumor.log``
+        for the commands that write a run folder); ``None``: no file.
+
+    Yields
+    ------
+    pathlib.Path or None
+        The log file written, if any.
+
+    See Also
+    --------
+    monai_tumor.logs.routed_logging : what goes where.
+    """
+    with routed_logging(
+        verbose=verbose, log_file=log_file if log_file is not None else default_log_file
+    ) as path:
+        yield path

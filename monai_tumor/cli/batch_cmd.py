@@ -18,13 +18,16 @@ import typer
 from monai_tumor.cli._common import (
     ClassifierOption,
     FeaturesFlag,
+    LogFileOption,
+    VerboseFlag,
     ViewerFlag,
+    command_logging,
     handle_errors,
     stdout_console,
 )
 from monai_tumor.cli._pacs import dicomweb_config, dimse_options, retry_policy, tls_config
 from monai_tumor.errors import ConfigError
-from monai_tumor.logs import RUN_LOG_NAME, routed_logging
+from monai_tumor.logs import RUN_LOG_NAME
 from monai_tumor.pacs.config import DicomwebConfig, RetryPolicy, TlsConfig, parse_node
 
 if TYPE_CHECKING:
@@ -173,12 +176,8 @@ def batch(
     viewer: ViewerFlag = True,
     features: FeaturesFlag = True,
     classifier: ClassifierOption = None,
-    verbose: Annotated[
-        bool,
-        typer.Option(
-            "--verbose", "-v", help="Also show the log (OUT/monai-tumor.log) on the terminal."
-        ),
-    ] = False,
+    verbose: VerboseFlag = False,
+    log_file: LogFileOption = None,
 ) -> None:
     """Segment every selected series of an export; write SEG, NIfTI, lesions, overlays, report."""
     # Imported here: the pipeline pulls in torch and MONAI (seconds), which
@@ -214,7 +213,10 @@ def batch(
         classifier=classifier,
         cluster=dask_options,
     )
-    with handle_errors(), routed_logging(verbose=verbose, log_file=out / RUN_LOG_NAME):
+    with (
+        handle_errors(),
+        command_logging(verbose=verbose, log_file=log_file, default_log_file=out / RUN_LOG_NAME),
+    ):
         sources = [x for x in (export_dir, dicomweb, dimse) if x is not None]
         if len(sources) != 1:
             raise ConfigError("give exactly one source: EXPORT_DIR, --dicomweb URL or --dimse NODE")

@@ -9,7 +9,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from monai_tumor.cli._common import handle_errors, stdout_console
+from monai_tumor.cli._common import (
+    LogFileOption,
+    VerboseFlag,
+    command_logging,
+    handle_errors,
+    stdout_console,
+)
 
 __all__ = ["register"]
 
@@ -33,6 +39,8 @@ def _verify(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON on stdout.")
     ] = False,
+    verbose: VerboseFlag = False,
+    log_file: LogFileOption = None,
 ) -> None:
     """Verify a bundle: files, metadata schema, keys, network I/O, TorchScript, smoke run.
 
@@ -40,7 +48,7 @@ def _verify(
     """
     from monai_tumor.bundle.verify import verify_bundle
 
-    with handle_errors():
+    with handle_errors(), command_logging(verbose=verbose, log_file=log_file):
         report = verify_bundle(bundle, schema_path=schema, smoke=smoke, device=device)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))

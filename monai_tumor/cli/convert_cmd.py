@@ -7,9 +7,15 @@ from typing import Annotated
 
 import typer
 
-from monai_tumor.cli._common import handle_errors, stdout_console, write_json_report
+from monai_tumor.cli._common import (
+    LogFileOption,
+    VerboseFlag,
+    command_logging,
+    handle_errors,
+    stdout_console,
+    write_json_report,
+)
 from monai_tumor.errors import ConfigError
-from monai_tumor.logs import routed_logging
 
 __all__ = ["register"]
 
@@ -42,13 +48,8 @@ def convert(
     report: Annotated[
         Path | None, typer.Option("--report", help="Write a JSON run report here.")
     ] = None,
-    log_file: Annotated[
-        Path | None,
-        typer.Option("--log-file", help="Append the log (library warnings included) here."),
-    ] = None,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Also show the log on the terminal.")
-    ] = False,
+    verbose: VerboseFlag = False,
+    log_file: LogFileOption = None,
 ) -> None:
     """Convert one series to NIfTI with a JSON sidecar of acquisition fields.
 
@@ -57,7 +58,7 @@ def convert(
     from monai_tumor.export.convert import convert_series
     from monai_tumor.ingest.reader import ReadOptions
 
-    with handle_errors(), routed_logging(verbose=verbose, log_file=log_file):
+    with handle_errors(), command_logging(verbose=verbose, log_file=log_file):
         options = ReadOptions(nonuniform=nonuniform, tilt=tilt)
         source: str | Path | list[Path]
         path = Path(series)

@@ -9,7 +9,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from monai_tumor.cli._common import handle_errors, stdout_console, write_json_report
+from monai_tumor.cli._common import (
+    LogFileOption,
+    VerboseFlag,
+    command_logging,
+    handle_errors,
+    stdout_console,
+    write_json_report,
+)
 
 __all__ = ["register"]
 
@@ -69,6 +76,8 @@ def _evaluate(
     report: Annotated[
         Path | None, typer.Option("--report", help="Also write a JSON run report here.")
     ] = None,
+    verbose: VerboseFlag = False,
+    log_file: LogFileOption = None,
 ) -> None:
     """Compare predictions with references on the same grid; write one CSV row per case/class.
 
@@ -82,7 +91,7 @@ def _evaluate(
         write_metrics_csv,
     )
 
-    with handle_errors():
+    with handle_errors(), command_logging(verbose=verbose, log_file=log_file):
         seg_list: list[int | str] | None = None
         if segments:
             seg_list = [int(s) if s.strip().isdigit() else s.strip() for s in segments.split(",")]

@@ -16,11 +16,14 @@ import typer
 from monai_tumor.cli._common import (
     ClassifierOption,
     FeaturesFlag,
+    LogFileOption,
+    VerboseFlag,
     ViewerFlag,
+    command_logging,
     handle_errors,
     stdout_console,
 )
-from monai_tumor.logs import RUN_LOG_NAME, routed_logging
+from monai_tumor.logs import RUN_LOG_NAME
 
 __all__ = ["infer", "register"]
 
@@ -55,12 +58,8 @@ def infer(
     viewer: ViewerFlag = True,
     features: FeaturesFlag = True,
     classifier: ClassifierOption = None,
-    verbose: Annotated[
-        bool,
-        typer.Option(
-            "--verbose", "-v", help="Also show the log (OUT/monai-tumor.log) on the terminal."
-        ),
-    ] = False,
+    verbose: VerboseFlag = False,
+    log_file: LogFileOption = None,
 ) -> None:
     """Segment one series (or NIfTI file) and write mask, SEG, lesions, overlay."""
     # Imported here: the pipeline pulls in torch and MONAI (seconds), which
@@ -79,7 +78,10 @@ def infer(
         features=features,
         classifier=classifier,
     )
-    with handle_errors(), routed_logging(verbose=verbose, log_file=out / RUN_LOG_NAME):
+    with (
+        handle_errors(),
+        command_logging(verbose=verbose, log_file=log_file, default_log_file=out / RUN_LOG_NAME),
+    ):
         result = infer_one(inputs, bundle=bundle, out_dir=out, options=options)
     flag = " + review" if result.review else ""
     stdout_console().print(

@@ -15,7 +15,13 @@ from typing import Annotated
 
 import typer
 
-from monai_tumor.cli._common import configure_logging, handle_errors, stdout_console
+from monai_tumor.cli._common import (
+    LogFileOption,
+    VerboseFlag,
+    command_logging,
+    handle_errors,
+    stdout_console,
+)
 from monai_tumor.cli._pacs import dimse_options, retry_policy, tls_config
 from monai_tumor.errors import ConfigError
 from monai_tumor.pacs.config import parse_node
@@ -55,14 +61,14 @@ def listen(
     resend: Annotated[
         float, typer.Option("--resend", min=1, help="Seconds between tries of unsent SEGs.")
     ] = 60.0,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each study.")] = False,
+    verbose: VerboseFlag = False,
+    log_file: LogFileOption = None,
 ) -> None:
     """Receive studies by C-STORE, segment each once complete, forward the SEG."""
     from monai_tumor.pacs.listener import Listener, ListenerOptions
     from monai_tumor.pipeline.batch import BatchOptions
 
-    configure_logging(verbose)
-    with handle_errors():
+    with handle_errors(), command_logging(verbose=verbose, log_file=log_file):
         tls = tls_config(tls_cert, tls_key, ca_bundle)
         if tls is not None and tls.certificate is None:
             raise ConfigError("a TLS listener needs --tls-cert and --tls-key")
@@ -106,12 +112,13 @@ def send(
     ca_bundle: Annotated[Path | None, _CA] = None,
     retries: Annotated[int, typer.Option("--retries", min=0, help="Retries.")] = 5,
     backoff: Annotated[float, typer.Option("--backoff", min=0, help="First wait (s).")] = 2.0,
+    verbose: VerboseFlag = False,
+    log_file: LogFileOption = None,
 ) -> None:
     """C-STORE a SEG (or any DICOM files / folders) to a PACS."""
     from monai_tumor.pacs.dimse import send_files
 
-    configure_logging(False)
-    with handle_errors():
+    with handle_errors(), command_logging(verbose=verbose, log_file=log_file):
         files: list[Path] = []
         for path in paths:
             if path.is_dir():
@@ -142,11 +149,13 @@ def echo(
     tls_key: Annotated[Path | None, _TLS_KEY] = None,
     ca_bundle: Annotated[Path | None, _CA] = None,
     retries: Annotated[int, typer.Option("--retries", min=0, help="Retries.")] = 0,
+    verbose: VerboseFlag = False,
+    log_file: LogFileOption = None,
 ) -> None:
     """C-ECHO a DICOM node (is it there, and does it accept our AE title?)."""
     from monai_tumor.pacs.dimse import echo as c_echo
 
-    with handle_errors():
+    with handle_errors(), command_logging(verbose=verbose, log_file=log_file):
         peer = parse_node(node)
         c_echo(
             peer,

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from monai_tumor.cli._common import handle_errors
+from monai_tumor.cli._common import LogFileOption, VerboseFlag, command_logging, handle_errors
 
 __all__ = ["register", "serve"]
 
@@ -29,18 +29,20 @@ def serve(
     host: Annotated[
         str, typer.Option("--host", help="Loopback address to listen on (127.0.0.1 or ::1).")
     ] = "127.0.0.1",
+    verbose: VerboseFlag = False,
+    log_file: LogFileOption = None,
 ) -> None:
     """Serve OUT read-only on loopback; open the printed address in a browser."""
     from monai_tumor.report.serve import bind_loopback, make_app, serve_report
 
-    with handle_errors():
+    with handle_errors(), command_logging(verbose=verbose, log_file=log_file):
         make_app(out)  # a missing folder fails before the port is taken
         sock = bind_loopback(host, port)
-    bound_host, bound_port = sock.getsockname()[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    page = "index.html" if (out / "index.html").is_file() else "viewer.html"
-    typer.echo(f"serving {out} at http://{shown}:{bound_port}/{page} (Ctrl-C to stop)")
-    serve_report(out, sock)
+        bound_host, bound_port = sock.getsockname()[:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        page = "index.html" if (out / "index.html").is_file() else "viewer.html"
+        typer.echo(f"serving {out} at http://{shown}:{bound_port}/{page} (Ctrl-C to stop)")
+        serve_report(out, sock)
 
 
 def register(app: typer.Typer) -> None:

@@ -31,7 +31,13 @@ import typer
 from pydicom.uid import UID
 from rich.table import Table
 
-from monai_tumor.cli._common import handle_errors, stdout_console
+from monai_tumor.cli._common import (
+    LogFileOption,
+    VerboseFlag,
+    command_logging,
+    handle_errors,
+    stdout_console,
+)
 from monai_tumor.ingest.codecs import transfer_syntax_name
 from monai_tumor.ingest.scan import ScanResult, scan_export
 from monai_tumor.ingest.series import SeriesInfo
@@ -155,9 +161,11 @@ def scan(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")
     ] = True,
+    verbose: VerboseFlag = False,
+    log_file: LogFileOption = None,
 ) -> None:
     """Find every DICOM series in an export and index it (headers only)."""
-    with handle_errors():
+    with handle_errors(), command_logging(verbose=verbose, log_file=log_file):
         result = scan_export(export_dir, index_path=index, workers=workers, progress=progress)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))

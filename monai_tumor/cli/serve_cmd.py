@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from monai_tumor.cli._common import configure_logging, handle_errors
+from monai_tumor.cli._common import LogFileOption, VerboseFlag, command_logging, handle_errors
 
 __all__ = ["register", "serve"]
 
@@ -49,13 +49,13 @@ def serve(
     max_upload_mb: Annotated[
         int, typer.Option("--max-upload-mb", min=1, help="Largest accepted upload (MB).")
     ] = 512,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log requests.")] = False,
+    verbose: VerboseFlag = False,
+    log_file: LogFileOption = None,
 ) -> None:
     """Serve the bundles with MONAI Label's REST API for 3D Slicer and OHIF."""
     from monai_tumor.service import ServiceConfig
     from monai_tumor.service import serve as run_server
 
-    configure_logging(verbose)
     config = ServiceConfig(
         studies=studies,
         bundles=tuple(bundle),
@@ -65,7 +65,7 @@ def serve(
         num_threads=threads,
         max_upload_bytes=max_upload_mb * 1024 * 1024,
     )
-    with handle_errors():
+    with handle_errors(), command_logging(verbose=verbose, log_file=log_file):
         run_server(config, host=host, port=port)
 
 

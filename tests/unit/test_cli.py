@@ -64,3 +64,34 @@ def test_cli_start_up_does_not_import_torch_or_monai() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _leaf_commands() -> list[tuple[str, object]]:
+    root = typer.main.get_command(app)
+    leaves: list[tuple[str, object]] = []
+
+    def walk(cmd: object, prefix: list[str]) -> None:
+        commands = getattr(cmd, "commands", None)
+        if isinstance(commands, dict):
+            for name, sub in commands.items():
+                walk(sub, [*prefix, name])
+        else:
+            leaves.append((" ".join(prefix), cmd))
+
+    walk(root, [])
+    return leaves
+
+
+def test_every_command_has_the_same_logging_options() -> None:
+    """-v/--verbose and --log-file on every command, from the one shared definition."""
+    seen: dict[str, set[tuple[tuple[str, ...], str]]] = {"--verbose": set(), "--log-file": set()}
+    leaves = _leaf_commands()
+    assert len(leaves) >= 11
+    for name, cmd in leaves:
+        options = {o: p for p in getattr(cmd, "params", []) for o in getattr(p, "opts", [])}
+        for flag in seen:
+            assert flag in options, f"{name} lacks {flag}"
+            param = options[flag]
+            seen[flag].add((tuple(param.opts), str(getattr(param, "help", ""))))
+        assert "-v" in options["--verbose"].opts, name
+    assert all(len(variants) == 1 for variants in seen.values()), seen

@@ -5,12 +5,14 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from monai_tumor.cli.main import app
 from monai_tumor.errors import EXIT_CODES, ConfigError, IngestError
 from monai_tumor.ingest import scan as scan_module
+from tests.support.dicom_factory import lps_affine, write_series
 from tests.support.messy_export import MessyExport, build_messy_export
 
 runner = CliRunner()
@@ -88,3 +90,29 @@ def test_missing_folder_exit_code(tmp_path: Path) -> None:
     )
     assert result.exit_code == EXIT_CODES[IngestError]
     assert "not a folder" in _output(result)
+
+
+@pytest.fixture(scope="module")
+def small_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("small") / "export"
+    aff = lps_affine(iop=(1, 0, 0, 0, 1, 0), pixel_spacing=(0.8, 0.8), slice_step=2.0)
+    write_series(root / "ct", np.zeros((8, 8, 3), dtype=np.int16), affine_lps=aff)
+    return root
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_scan_writes_its_log_file_and_keeps_the_terminal_quiet(
+    small_export: Path, tmp_path: Path, verbose: bool
+) -> None:
+    log = tmp_path / "logs" / "scan.log"
+    args = ["scan", str(small_export), "--index", str(tmp_path / "i.sqlite"), "--no-progress"]
+    result = runner.invoke(app, [*args, "--log-file", str(log), *(["-v"] if verbose else [])])
+    assert result.exit_code == 0, _output(result)
+    assert "1 series" in result.stdout  # the summary
+    assert "INFO monai_tumor.ingest.scan: scanned" in log.read_text(encoding="utf-8")
+    stderr = result.stderr
+    if verbose:
+        assert "INFO monai_tumor.ingest.scan: scanned" in stderr
+    else:
+        assert stderr == ""
+        assert "INFO" not in result.stdout
