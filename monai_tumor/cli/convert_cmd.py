@@ -78,6 +78,12 @@ def convert(
             f"wrote [bold]{result.nifti}[/] {result.shape} "
             f"spacing {tuple(round(s, 4) for s in result.spacing_mm)} mm; sidecar {result.sidecar}"
         )
+        for record in result.skipped_files:
+            stdout_console().print(
+                f"skipped {record.path}: {record.reason.value} ({record.detail})",
+                highlight=False,
+                markup=False,
+            )
         write_json_report(
             report,
             {
@@ -87,6 +93,7 @@ def convert(
                 "shape": list(result.shape),
                 "spacing_mm": list(result.spacing_mm),
                 "series_uid": result.series_uid,
+                "skipped_files": [record.to_dict() for record in result.skipped_files],
             },
         )
 

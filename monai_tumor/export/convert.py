@@ -24,6 +24,7 @@ from monai_tumor.export.atomic import atomic_write_json
 from monai_tumor.export.nifti import write_nifti
 from monai_tumor.geometry import axis_codes, spacing_from_affine
 from monai_tumor.ingest.reader import ReadOptions, read_series
+from monai_tumor.ingest.records import SkippedFile
 from monai_tumor.ingest.sidecar import acquisition_fields
 
 __all__ = ["ConvertResult", "convert_series", "sidecar_path_for"]
@@ -45,6 +46,11 @@ class ConvertResult:
         Voxel size along I, J, K in mm.
     series_uid
         SeriesInstanceUID of the source (empty for non-DICOM input).
+    skipped_files
+        Files of the series left out, with the reason (a truncated file that was
+        the only copy of its instance, read as a missing slice under
+        ``nonuniform="resample"``; a truncated copy of an instance also present
+        intact).
     """
 
     nifti: Path
@@ -52,6 +58,7 @@ class ConvertResult:
     shape: tuple[int, int, int]
     spacing_mm: tuple[float, float, float]
     series_uid: str
+    skipped_files: tuple[SkippedFile, ...] = ()
 
 
 def sidecar_path_for(nifti_path: str | Path) -> Path:
@@ -129,6 +136,7 @@ def convert_series(
     affine = np.asarray(volume.affine, dtype=np.float64)
     shape = tuple(int(s) for s in volume.shape[-3:])
     spacing = tuple(float(s) for s in spacing_from_affine(affine))
+    skipped = tuple(SkippedFile.from_dict(d) for d in volume.meta.get("skipped_files") or [])
     meta: dict[str, Any] = {}
     header = (
         _first_instance_header(volume, files)
@@ -140,12 +148,15 @@ def convert_series(
     meta.update(
         {
             "SeriesInstanceUID": str(volume.meta.get("SeriesInstanceUID", "")),
-            "NumberOfSourceInstances": len(set(volume.meta.get("sop_instance_uids") or [])),
+            "NumberOfSourceInstances": len(set(volume.meta.get("sop_instance_uids") or []) - {""}),
             "ImageShape": list(shape),
             "VoxelSpacingMM": [round(s, 6) for s in spacing],
             "AxisCodesRAS": axis_codes(affine),
             "AffineRAS": affine.round(6).tolist(),
             "SliceResidualMM": round(float(volume.meta.get("slice_residual_mm", 0.0)), 6),
+            # Counts, not paths: file names in exports may carry patient names.
+            "Resampled": bool(volume.meta.get("resampled", False)),
+            "SkippedFiles": len(skipped),
             "ConversionSoftware": "monai-tumor",
             "ConversionSoftwareVersion": __version__,
         }
@@ -157,4 +168,5 @@ def convert_series(
         shape=(shape[0], shape[1], shape[2]),
         spacing_mm=(spacing[0], spacing[1], spacing[2]),
         series_uid=meta["SeriesInstanceUID"],
+        skipped_files=skipped,
     )

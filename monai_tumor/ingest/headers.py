@@ -81,6 +81,7 @@ __all__ = [
     "inspect_file",
     "patient_hash",
     "pixel_data_truncation",
+    "pixel_data_truncation_of",
     "read_header",
 ]
 
@@ -656,6 +657,34 @@ def pixel_data_truncation(fh: Any, size: int, value_pos: int, length: int) -> st
                 f"{max(size - (pos - item_length), 0)}"
             )
     return ""
+
+
+#: Key of the patient hash where the hash is thrown away (the truncation check).
+_UNUSED_KEY = b"monai-tumor: patient hash not used"
+
+
+def pixel_data_truncation_of(path: str | os.PathLike[str]) -> str:
+    """Say whether an image file's Pixel Data runs past its end, as the header scan does.
+
+    Parameters
+    ----------
+    path
+        A DICOM image file.
+
+    Returns
+    -------
+    str
+        What was declared against what is there (:func:`pixel_data_truncation`);
+        ``""`` if the Pixel Data is complete, or the file is not an image whose
+        header can be read (the caller diagnoses those).
+
+    Notes
+    -----
+    The same judgement as :func:`inspect_file`'s (``InstanceHeader.truncated``),
+    so the reader and the scan agree on which files are truncated.
+    """
+    record = inspect_file(path, patient_key=_UNUSED_KEY)
+    return record.truncated if isinstance(record, InstanceHeader) else ""
 
 
 def _fill_missing_uids(path: Path, values: dict[str, Any]) -> bool:

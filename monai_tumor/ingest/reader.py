@@ -56,6 +56,8 @@ from monai_tumor.errors import (
     MonaiTumorError,
     UnsupportedInputError,
 )
+from monai_tumor.ingest.enums import SkipReason
+from monai_tumor.ingest.headers import pixel_data_truncation, pixel_data_truncation_of
 from monai_tumor.ingest.mosaic import is_mosaic, mosaic_frames, untile
 from monai_tumor.ingest.multiframe import FrameInfo, frames_of
 from monai_tumor.ingest.native_header import (
@@ -76,7 +78,7 @@ from monai_tumor.ingest.pixels import (
     read_native_frames,
     stored_dtype,
 )
-from monai_tumor.ingest.records import LABEL_MAP_SEGMENTATION_STORAGE
+from monai_tumor.ingest.records import LABEL_MAP_SEGMENTATION_STORAGE, SkippedFile
 
 __all__ = [
     "VOLUME_SUFFIXES",
@@ -137,7 +139,13 @@ class ReadOptions:
         InvalidSeriesError. ``"resample"``: linearly interpolate onto a uniform
         grid along the normal from the first to the last slice, with the spacing of
         the best-fitting grid as nominal spacing (slices that fall on an existing slice copy it
-        exactly).
+        exactly). A truncated file that is the only copy of its instance (its Pixel
+        Data runs past the end of the file, judged from the header as the scan does)
+        is a missing slice: ``"error"`` refuses the series naming the file,
+        ``"resample"`` leaves the file out (listed in ``meta["skipped_files"]``) and
+        interpolates across the hole; a truncated first or last slice shortens the
+        stack instead. A truncated copy of an instance also present intact is left
+        out under either policy.
     tilt
         ``"error"`` (default): a gantry-tilted stack raises InvalidSeriesError.
         ``"resample"``: shift each slice within its plane (linear interpolation)
@@ -201,6 +209,8 @@ class _Instance:
     mosaic_tiles: int = 0
     #: (offset, length) of PixelData when only the header was read (native files).
     pixel_ref: tuple[int, int] | None = None
+    #: What the file lacks when its Pixel Data runs past its end ("" if complete).
+    truncated: str = ""
     decoded: npt.NDArray[np.generic] | None = field(default=None, repr=False)
 
     @property
@@ -208,6 +218,11 @@ class _Instance:
         return raw_ascii(self.ds, SERIES_INSTANCE_UID)
 
     def pixels(self) -> npt.NDArray[np.generic]:
+        if self.truncated:  # never decoded: _drop_truncated removes or refuses it first
+            raise IngestError(
+                f"the file is truncated ({self.truncated}); re-export or re-transfer it",
+                path=self.path,
+            )
         if self.decoded is None:
             try:
                 if self.pixel_ref is not None:
@@ -287,22 +302,50 @@ def _collect(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) 
 _HEAD_BYTES = 65536
 
 
-def _read_header_only(path: Path) -> tuple[Dataset, tuple[int, int]] | None:
-    """Header of a native image whose pixels can be read later straight from disk."""
+def _read_header_only(path: Path) -> tuple[Dataset, tuple[int, int], str] | None:
+    """Header of a native image whose pixels can be read later straight from disk.
+
+    Returns the header, the (offset, length) of its Pixel Data and, when that
+    value runs past the end of the file, what was declared against what is
+    there (the file is then never decoded); ``None`` when the file needs the
+    full parse.
+    """
     try:
         with path.open("rb") as fh:
             head = fh.read(_HEAD_BYTES)
             size = os.fstat(fh.fileno()).st_size
+            scanned = scan_native_header(head)
+            if scanned is None:
+                return None
+            ds, offset, length = scanned
+            truncated = pixel_data_truncation(fh, size, offset, length)
     except OSError as exc:
         raise IngestError(f"cannot read the file: {exc}", path=path) from exc
-    scanned = scan_native_header(head)
-    if scanned is None:
+    if truncated:
+        return ds, (offset, length), truncated
+    if not native_layout_ok(ds, str(ds.file_meta.get("TransferSyntaxUID", ""))):
+        return None  # unusual: the full parse diagnoses or decodes it
+    return ds, (offset, length), ""
+
+
+def _truncated_header(path: Path) -> tuple[Dataset, str] | None:
+    """Header of an image whose (encapsulated) Pixel Data runs past the end of the file.
+
+    Asked only when the full parse failed or found no Pixel Data: the header
+    scan's judgement (:func:`~monai_tumor.ingest.headers.pixel_data_truncation_of`)
+    says whether the file is truncated; if so its header (geometry, UIDs) is
+    still read, so the slice can be placed and treated as missing.
+    """
+    truncated = pixel_data_truncation_of(path)
+    if not truncated:
         return None
-    ds, offset, length = scanned
-    tsyntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
-    if offset + length > size or not native_layout_ok(ds, tsyntax):
-        return None  # truncated or unusual: the full parse diagnoses or decodes it
-    return ds, (offset, length)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns about the missing delimiter
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # pydicom raises many types on corrupt input; the caller reports it
+        return None
+    return ds, truncated
 
 
 def _read_whole(path: Path, *, lenient: bool) -> Dataset | None:
@@ -376,13 +419,23 @@ _META_KEYWORDS = (
 
 def _parse_one(path: Path, *, lenient: bool, mosaic: bool) -> _Instance | None:
     pixel_ref: tuple[int, int] | None = None
+    truncated = ""
     header = _read_header_only(path)
     if header is not None:
-        ds, pixel_ref = header
+        ds, pixel_ref, truncated = header
     else:
-        whole = _read_whole(path, lenient=lenient)
+        try:
+            whole = _read_whole(path, lenient=lenient)
+        except IngestError:
+            cut = _truncated_header(path)
+            if cut is None:
+                raise
+            whole, truncated = cut
         if whole is None:
             return None
+        if "PixelData" not in whole and not truncated:
+            # pydicom drops an encapsulated Pixel Data that ends early
+            whole, truncated = _truncated_header(path) or (whole, "")
         ds = whole
     meta = getattr(ds, "file_meta", None)
     if (
@@ -390,7 +443,7 @@ def _parse_one(path: Path, *, lenient: bool, mosaic: bool) -> _Instance | None:
         and str(meta.get("MediaStorageSOPClassUID", "")) == MediaStorageDirectoryStorage
     ):
         return None
-    if (pixel_ref is None and "PixelData" not in ds) or "Rows" not in ds:
+    if (pixel_ref is None and not truncated and "PixelData" not in ds) or "Rows" not in ds:
         if lenient:
             return None  # RTSTRUCT, SR, presentation states... live beside images
         raise UnsupportedInputError(
@@ -411,7 +464,7 @@ def _parse_one(path: Path, *, lenient: bool, mosaic: bool) -> _Instance | None:
     if not tsyntax:
         tsyntax = ImplicitVRLittleEndian if ds.is_implicit_VR else ExplicitVRLittleEndian
     check_declared_size(ds, path)  # before anything is allocated for its frames
-    if pixel_ref is not None:
+    if pixel_ref is not None and not truncated:
         expected = (
             raw_us(ds, ROWS, 0)
             * raw_us(ds, COLUMNS, 0)
@@ -441,6 +494,7 @@ def _parse_one(path: Path, *, lenient: bool, mosaic: bool) -> _Instance | None:
         frames=frames,
         mosaic_tiles=tiles,
         pixel_ref=pixel_ref,
+        truncated=truncated,
     )
 
 
@@ -560,6 +614,68 @@ def _describe_stack(index: int, members: list[_Slice]) -> str:
 
 
 # ----------------------------------------------------------------------- geometry
+
+
+def _drop_truncated(
+    slices: list[_Slice], options: ReadOptions, *, filename: str
+) -> tuple[list[_Slice], list[SkippedFile]]:
+    """Take out the slices of truncated files; say which files and why.
+
+    A truncated copy of an instance that is also present intact (same
+    SOPInstanceUID and frame, or, as real exports with empty UIDs need, an
+    intact slice at the same position) is dropped whatever the policy (as the
+    scan does). A truncated file that is the only
+    copy of its instance is a missing slice: refused under
+    ``nonuniform="error"`` (naming the file), left out under ``"resample"``,
+    which then interpolates across the hole like any other missing slice.
+    """
+    cut = [s for s in slices if s.instance.truncated]
+    if not cut:
+        return slices, []
+    kept = [s for s in slices if not s.instance.truncated]
+    by_uid = {(s.frame.sop_instance_uid, s.frame.frame_number): s for s in kept}
+    positions = np.array([s.frame.ipp for s in kept]).reshape(-1, 3)
+    skipped: dict[Path, SkippedFile] = {}
+    missing: list[_Slice] = []
+    for sl in cut:
+        inst = sl.instance
+        twin = by_uid.get((sl.frame.sop_instance_uid, sl.frame.frame_number))
+        if twin is None or not sl.frame.sop_instance_uid:
+            near = np.flatnonzero(
+                np.all(np.abs(positions - np.asarray(sl.frame.ipp)) <= options.tolerance_mm, axis=1)
+            )
+            twin = kept[int(near[0])] if near.size else None
+        if twin is not None:
+            detail = f"truncated copy of the instance in {twin.instance.path}: {inst.truncated}"
+        else:
+            missing.append(sl)
+            where = ", ".join(f"{v:.2f}" for v in sl.frame.ipp)
+            detail = (
+                f"{inst.truncated}; the only copy of its instance, read as a missing slice "
+                f"(ImagePositionPatient [{where}] mm)"
+            )
+        skipped.setdefault(
+            inst.path,
+            SkippedFile(inst.path, SkipReason.TRUNCATED, detail, inst.ds.get("SOPClassUID")),
+        )
+    if missing and options.nonuniform is NonUniformPolicy.ERROR:
+        first = missing[0].instance
+        others = len({s.instance.path for s in missing}) - 1
+        raise IngestError(
+            f"the file is truncated ({first.truncated}) and is the only copy of its instance"
+            + (f" ({others} more such file(s))" if others else "")
+            + ", so a slice of the series is missing; find an intact copy (re-export or "
+            "re-transfer the file), or read with ReadOptions(nonuniform='resample') to "
+            "interpolate across the missing slice",
+            path=first.path,
+        )
+    if not kept:
+        raise IngestError(
+            f"every file of the stack is truncated ({len(skipped)} file(s)); "
+            "re-export or re-transfer the series",
+            path=filename,
+        )
+    return kept, list(skipped.values())
 
 
 def _drop_duplicates(slices: list[_Slice], options: ReadOptions) -> list[_Slice]:
@@ -693,6 +809,7 @@ def _untilt(
 
 
 def _build(slices: list[_Slice], options: ReadOptions, *, filename: str) -> MetaTensor:
+    slices, skipped = _drop_truncated(slices, options, filename=filename)
     slices = _drop_duplicates(slices, options)
     first = slices[0].frame
     iop = first.iop
@@ -813,6 +930,7 @@ def _build(slices: list[_Slice], options: ReadOptions, *, filename: str) -> Meta
         "slice_residual_mm": stack.max_residual_mm,
         "resampled": bool(resampling),
         "rescaled": not identity,
+        "skipped_files": [record.to_dict() for record in skipped],
     }
     tensor = torch.from_numpy(volume[None])
     return MetaTensor(tensor, affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
@@ -886,6 +1004,7 @@ def _read_volume_file(path: Path, options: ReadOptions) -> MetaTensor:
         "slice_residual_mm": 0.0,
         "resampled": False,
         "rescaled": False,
+        "skipped_files": [],
     }
     return MetaTensor(
         torch.from_numpy(np.ascontiguousarray(array)),
@@ -996,13 +1115,17 @@ def read_series(
         ``sop_class_uid``, ``sop_instance_uids`` and ``frame_numbers`` (one per
         slice k; "" and 0 for slices created by resampling),
         ``gantry_tilt_degrees``, ``slice_residual_mm`` (largest distance of a
-        source slice from the uniform grid), ``resampled`` and ``rescaled``. For
-        NIfTI/NRRD/MHA input the DICOM keys are empty.
+        source slice from the uniform grid), ``resampled``, ``rescaled`` and
+        ``skipped_files`` (files left out, as
+        :meth:`~monai_tumor.ingest.records.SkippedFile.to_dict`: truncated copies,
+        and under ``nonuniform="resample"`` truncated files read as missing
+        slices). For NIfTI/NRRD/MHA input the DICOM keys are empty.
 
     Raises
     ------
     IngestError
-        A file cannot be read or decoded (the message names it).
+        A file cannot be read or decoded, or (under ``nonuniform="error"``) a
+        truncated file is the only copy of its instance (the message names it).
     InvalidSeriesError
         Several series (without ``series_uid``), several stacks (without
         ``stack``), duplicate positions with different pixels, missing slices
