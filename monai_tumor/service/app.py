@@ -33,7 +33,7 @@ from monai_tumor.service.datastore import (
     volume_suffix,
 )
 from monai_tumor.service.labels import RESULT_SUFFIXES, read_label, validate_label, write_label
-from monai_tumor.service.models import InferenceGate, ServedModel
+from monai_tumor.service.models import InferenceGate, ServedModel, models_for_image
 from monai_tumor.service.strategies import STRATEGIES, Strategies
 from monai_tumor.service.training import TrainManager
 
@@ -155,13 +155,13 @@ class Service:
     def seg_description(self, image: Any) -> tuple[tuple[SegmentSpec, ...], AlgorithmInfo]:
         """Segments and algorithm of a corrected label's DICOM SEG.
 
-        The segments are those of the first served model whose input modality equals the
-        image's (``Modality``), else of the first model; they are marked SEMIAUTOMATIC
-        (a model's output corrected by a person).
+        The segments are those of the first served model that reads the image
+        (:meth:`ServedModel.reads`: channels and ``Modality``; the label was checked against
+        those models' values when it was saved), else of the first model; they are marked
+        SEMIAUTOMATIC (a model's output corrected by a person).
         """
-        modality = str(getattr(image, "meta", {}).get("Modality", ""))
         models = list(self.models.values())
-        chosen = next((m for m in models if m.modality == modality), models[0])
+        chosen = next((m for m in models if m.reads(image)), models[0])
         segments = tuple(
             dataclasses.replace(s, algorithm_type=SegmentAlgorithmType.SEMIAUTOMATIC)
             for s in chosen.info.segments
@@ -173,9 +173,36 @@ class Service:
         )
         return segments, algorithm
 
-    def allowed_labels(self) -> set[int]:
-        """Label values any served model writes."""
-        return {v for m in self.models.values() for v in m.info.label_values}
+    def check_label(
+        self, label_file: Path, image: Any, *, image_id: str, params: dict[str, Any]
+    ) -> tuple[Any, list[str]]:
+        """Read an uploaded label and check it against its image and that image's models.
+
+        The allowed values are those of the models that read the image
+        (:func:`~monai_tumor.service.models.models_for_image`), never of every served
+        model: a glioma value on a CT image is refused even when both models are served.
+
+        Returns
+        -------
+        tuple[MetaTensor, list[str]]
+            The checked uint8 label and the names of the models it is for.
+
+        Raises
+        ------
+        RequestError
+            400 unreadable file or unknown ``params.model``; 422 when the image has no
+            model, or shape, grid or values do not fit.
+        """
+        chosen = models_for_image(self.models, image, image_id=image_id, params=params)
+        allowed = {v for m in chosen for v in m.label_values}
+        checked = validate_label(
+            read_label(label_file),
+            image,
+            allowed=allowed,
+            image_id=image_id,
+            allowed_by=", ".join(m.name for m in chosen),
+        )
+        return checked, [m.name for m in chosen]
 
     def info(self) -> dict[str, Any]:
         """``GET /info/`` (MONAI Label's ``MONAILabelApp.info()``)."""
@@ -394,14 +421,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
         img = ds.load(image)
         path, _ = _store_upload(label, ds.state_dir / "tmp", default_suffix=".nii.gz")
         try:
-            checked = validate_label(
-                read_label(path), img, allowed=service.allowed_labels(), image_id=image
-            )
+            checked, for_models = service.check_label(path, img, image_id=image, params=info)
         finally:
             path.unlink(missing_ok=True)
         with ds.scratch_file(".nii.gz") as tmp:
             write_label(checked, tmp)
-            saved = ds.save_label(image, tag, tmp, info)
+            saved = ds.save_label(image, tag, tmp, {**info, "models": for_models})
         return {"image": image, "label": image, "tag": tag, "version": saved.version}
 
     @app.delete("/datastore/label", dependencies=guard)

@@ -41,7 +41,8 @@ class ServiceConfig:
     image_cache
         Decoded images kept in memory (least recently used are dropped).
     val_fraction
-        Share of the ``final`` labels held out to validate a fine-tuning run (at least one).
+        Share of the labelled images held out to validate a fine-tuning run (at least one,
+        at most all but one; never also trained on). Training needs two labelled images.
     train_overrides
         Config ids passed to every fine-tuning run (e.g. smaller ``num_samples`` on a
         laptop); a request's params may override the whitelisted ones again.

@@ -42,7 +42,12 @@ def read_label(path: Path) -> MetaTensor:
 
 
 def validate_label(
-    label: MetaTensor, image: MetaTensor, *, allowed: Collection[int], image_id: str
+    label: MetaTensor,
+    image: MetaTensor,
+    *,
+    allowed: Collection[int],
+    image_id: str,
+    allowed_by: str = "the served models",
 ) -> MetaTensor:
     """Check a label against its image; return it as a uint8 ``(1, I, J, K)`` map.
 
@@ -53,9 +58,12 @@ def validate_label(
     image
         The datastore image, channel-first with a voxel-to-RAS affine.
     allowed
-        Label values the served models use (0 is always allowed).
+        Label values allowed for this image: those of the models that read it
+        (:func:`monai_tumor.service.models.models_for_image`); 0 is always allowed.
     image_id
         For the messages.
+    allowed_by
+        Where ``allowed`` comes from (the models' names), for the messages.
 
     Raises
     ------
@@ -96,11 +104,13 @@ def validate_label(
             f"label values must be whole numbers, found {values[:5].tolist()} ...", status=422
         )
     found = {int(v) for v in values.tolist()}
-    bad = sorted(found - {0, *allowed})
+    permitted = sorted({0, *(int(v) for v in allowed)})
+    bad = sorted(found - set(permitted))
     if bad:
         raise RequestError(
-            f"label values {bad} are not labels of the served models; allowed: "
-            f"{sorted({0, *allowed})}",
+            f"label values {bad} are not allowed on image {image_id!r}: the label holds "
+            f"{sorted(found)}, the image's model(s) {allowed_by} write {permitted}; "
+            "relabel with those values (or save it on an image of the model that uses them)",
             status=422,
         )
     return MetaTensor(

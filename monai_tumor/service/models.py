@@ -33,12 +33,25 @@ from monai_tumor.inference import (
     read_bundle_info,
 )
 
-__all__ = ["InferenceGate", "ModelVersion", "ServedModel", "label_names"]
+__all__ = [
+    "InferenceGate",
+    "ModelVersion",
+    "ServedModel",
+    "image_modality",
+    "label_names",
+    "models_for_image",
+]
 
 
 def label_names(info: BundleInfo) -> dict[str, int]:
     """``{name: value}`` of a bundle's output, as MONAI Label names labels (lower case)."""
     return {s.label.lower(): int(s.number) for s in info.segments}
+
+
+def image_modality(image: MetaTensor) -> str:
+    """Return the image's DICOM ``Modality`` (upper case); ``""`` if it has none (NIfTI)."""
+    meta = getattr(image, "meta", None) or {}
+    return str(meta.get("Modality", "") or "").strip().upper()
 
 
 @dataclass(frozen=True)
@@ -129,6 +142,31 @@ class ServedModel:
         inputs = self._metadata.get("network_data_format", {}).get("inputs", {})
         first: Any = next(iter(inputs.values()), {}) if isinstance(inputs, dict) else {}
         return str(first.get("modality", "")) if isinstance(first, dict) else ""
+
+    @property
+    def label_values(self) -> frozenset[int]:
+        """The values the model writes, with 0 (background)."""
+        return frozenset({0, *(int(v) for v in self.info.label_values)})
+
+    def reads(self, image: MetaTensor) -> bool:
+        """Whether ``image`` is an input of this model.
+
+        It must have the model's channel count (``len(info.input_names)``: 1 for the CT
+        nodule model, 2 for FLAIR + T1c), and, when both the image (DICOM ``Modality``)
+        and the bundle (``network_data_format.inputs``) state a modality, the same one.
+        """
+        if int(image.shape[0]) != len(self.info.input_names):
+            return False
+        found, wanted = image_modality(image), self.modality.upper()
+        return not found or not wanted or found == wanted
+
+    def input_summary(self) -> str:
+        """``"name (N channel(s): A, B; MODALITY)"`` for messages."""
+        n = len(self.info.input_names)
+        return (
+            f"{self.name} ({n} channel{'s' if n != 1 else ''}: "
+            f"{', '.join(self.info.input_names)}; {self.modality or 'any modality'})"
+        )
 
     # ----------------------------------------------------------------- versions
 
@@ -353,6 +391,89 @@ class ServedModel:
             "bundle_version": self.info.version,
         }
         return label, result
+
+
+def models_for_image(
+    models: Mapping[str, ServedModel],
+    image: MetaTensor,
+    *,
+    image_id: str,
+    params: Mapping[str, Any] | None = None,
+) -> list[ServedModel]:
+    """Return the served models a label of ``image`` is for: those that read the image.
+
+    The image decides (:meth:`ServedModel.reads`: channel count, and DICOM ``Modality``
+    when known), so a CT VOI is the nodule model's and a stacked FLAIR + T1c case the
+    glioma model's even when both are served. The label's request ``params`` may narrow
+    the choice: ``model`` (a served model's name) must be one that reads the image;
+    ``label_info`` (what 3D Slicer sends: ``[{"name": segment name, "idx": n}, ...]``)
+    keeps the models whose label names include every segment name, when any does
+    (segments the user named freely do not narrow anything).
+
+    Parameters
+    ----------
+    models
+        The served models by name.
+    image
+        The datastore image, channel-first.
+    image_id
+        For the messages.
+    params
+        The save request's params.
+
+    Returns
+    -------
+    list[ServedModel]
+        At least one model, in ``models`` order.
+
+    Raises
+    ------
+    RequestError
+        400 if ``params["model"]`` names no served model; 422 if no served model reads the
+        image, or the named model does not.
+    """
+    params = params or {}
+    channels = int(image.shape[0])
+    modality = image_modality(image) or "no modality"
+    readers = [m for m in models.values() if m.reads(image)]
+    served = "; ".join(m.input_summary() for m in models.values())
+    requested = params.get("model")
+    if requested is not None:
+        if not isinstance(requested, str) or requested not in models:
+            raise RequestError(
+                f"params model {requested!r} is not a served model; served: {sorted(models)}"
+            )
+        if models[requested] not in readers:
+            raise RequestError(
+                f"image {image_id!r} ({channels} channel(s), {modality}) is not an input of "
+                f"model {requested!r}: it takes {models[requested].input_summary()}; "
+                "save the label on an image of that model, or leave 'model' out",
+                status=422,
+            )
+        return [models[requested]]
+    if not readers:
+        raise RequestError(
+            f"no served model reads image {image_id!r} ({channels} channel(s), {modality}), "
+            f"so no label values are allowed for it; served: {served}",
+            status=422,
+        )
+    names = _segment_names(params.get("label_info"))
+    if names:
+        named = [m for m in readers if names <= set(label_names(m.info))]
+        readers = named or readers
+    return readers
+
+
+def _segment_names(label_info: Any) -> set[str]:
+    """Lower-case segment names of Slicer's ``label_info``, background left out."""
+    if not isinstance(label_info, list):
+        return set()
+    names = {
+        str(item["name"]).strip().lower()
+        for item in label_info
+        if isinstance(item, dict) and isinstance(item.get("name"), str)
+    }
+    return names - {"background", ""}
 
 
 def _centroids(label: MetaTensor, names: Mapping[str, int]) -> dict[str, list[str]]:

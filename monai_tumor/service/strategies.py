@@ -5,7 +5,8 @@ segments every unlabelled image twice, as it is and mirrored left-right (the net
 the flipped voxels, the mask is flipped back), and returns the image where the two masks
 agree least (1 - Dice; two empty masks agree). The network's own inconsistency under a
 flip it was trained to be invariant to marks the images it is least sure about, without
-needing its probabilities. Only images with the model's channel count are candidates.
+needing its probabilities. Only images the model reads (its channel count and, when the
+image states one, its modality) are candidates.
 Scores are cached per image and model version.
 """
 
@@ -103,9 +104,8 @@ class Strategies:
         else:
             model = self._model_for(params)
             version = model.active_version().number
-            channels = len(model.info.input_names)
             unlabelled = [
-                i for i in unlabelled if self._datastore.load(i).shape[0] == channels
+                i for i in unlabelled if model.reads(self._datastore.load(i))
             ]  # the images this model reads (a datastore may mix CT VOIs and stacked MR)
             if not unlabelled:
                 return {}

@@ -9,6 +9,7 @@ to them only if they validate better than the weights they started from.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -26,7 +27,7 @@ from monai_tumor.export.atomic import atomic_write_json
 from monai_tumor.service.datastore import Datastore
 from monai_tumor.service.models import ServedModel
 
-__all__ = ["TRAIN_PARAMS", "TrainManager", "split_pairs"]
+__all__ = ["MIN_LABELLED_IMAGES", "TRAIN_PARAMS", "TrainManager", "split_pairs"]
 
 #: Request params passed on to the bundle's train.json (anything else is ignored).
 TRAIN_PARAMS = {
@@ -42,19 +43,44 @@ def _now() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S")
 
 
+#: Fewest labelled images a fine-tuning run needs: one to train on, one held out.
+MIN_LABELLED_IMAGES = 2
+
+
 def split_pairs(
     pairs: list[dict[str, str]], *, val_fraction: float
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """Hold out every ``round(1 / val_fraction)``-th pair (at least one) for validation.
+    """Split ``{image, label}`` pairs into training and held-out validation pairs.
 
-    With a single labelled image it is used for both (the run can still only be kept if
-    it fits that image better than before).
+    ``round(len(pairs) * val_fraction)`` pairs, at least one and at most all but one, are
+    held out: those whose image file name has the smallest SHA-256 digest. The split is
+    deterministic (the same labelled images always give the same split, whatever order
+    they are listed in) and no image is in both parts.
+
+    Raises
+    ------
+    RequestError
+        400 with fewer than :data:`MIN_LABELLED_IMAGES` pairs, or two pairs of one image.
     """
-    if not pairs:
-        return [], []
-    step = max(2, round(1.0 / val_fraction)) if val_fraction > 0 else len(pairs) + 1
-    val = pairs[step - 1 :: step] or pairs[-1:]
-    train = [p for p in pairs if p not in val] or list(pairs)
+    names = [Path(p["image"]).name for p in pairs]
+    if len(set(names)) != len(names):
+        raise RequestError(
+            f"fine-tuning pairs name an image twice ({sorted(names)}); each labelled image "
+            "must be in the training or the validation part, never both"
+        )
+    if len(pairs) < MIN_LABELLED_IMAGES:
+        raise RequestError(
+            f"fine-tuning needs final labels on at least {MIN_LABELLED_IMAGES} images (one to "
+            f"train on, one held out to validate), found {len(pairs)}; save corrected labels "
+            "of more images first"
+        )
+    n_val = min(len(pairs) - 1, max(1, round(len(pairs) * val_fraction)))
+    ranked = sorted(
+        range(len(pairs)), key=lambda i: hashlib.sha256(names[i].encode("utf-8")).hexdigest()
+    )
+    held_out = set(ranked[:n_val])
+    train = [p for i, p in enumerate(pairs) if i not in held_out]
+    val = [p for i, p in enumerate(pairs) if i in held_out]
     return train, val
 
 
@@ -102,20 +128,20 @@ class TrainManager:
         """Return the ``{image, label}`` file pairs of the final labels this model can learn.
 
         One datastore may hold images of several models (CT VOIs, stacked MR): an image
-        counts for a model when its channel count is the model's input count and every
-        value of its final label is one the model writes.
+        counts for a model when the model reads it (:meth:`ServedModel.reads`: channel
+        count and modality) and every value of its final label is one the model writes.
         """
         import torch
 
         from monai_tumor.service.labels import read_label
 
-        allowed = {0, *served.info.label_values}
+        allowed = served.label_values
         pairs = []
         for image_id in self._datastore.labeled("final"):
             latest = self._datastore.label(image_id, "final")
             if latest is None:
                 continue
-            if self._datastore.load(image_id).shape[0] != len(served.info.input_names):
+            if not served.reads(self._datastore.load(image_id)):
                 continue
             values = {int(v) for v in torch.unique(read_label(latest.path).as_tensor()).tolist()}
             if values <= allowed:
@@ -130,17 +156,21 @@ class TrainManager:
         Raises
         ------
         RequestError
-            404 for an unknown model, 429 while a run is going, 400 without enough labels.
+            404 for an unknown model, 429 while a run is going, 400 with final labels on
+            fewer than :data:`MIN_LABELLED_IMAGES` images the model reads.
         """
         served = self._models.get(model)
         if served is None:
             raise RequestError(f"no model {model!r}; known: {sorted(self._models)}", status=404)
-        train, val = split_pairs(self.pairs_for(served), val_fraction=self._val_fraction)
-        if not train:
+        pairs = self.pairs_for(served)
+        if len(pairs) < MIN_LABELLED_IMAGES:
             raise RequestError(
-                f"no final labels for model {model!r} in the datastore yet; save corrected "
-                "labels (tag 'final') of images this model reads before training"
+                f"model {model!r} has final labels on {len(pairs)} image(s) it reads; "
+                f"fine-tuning needs at least {MIN_LABELLED_IMAGES} (one to train on, one held "
+                "out to validate, never the same image): save corrected labels (tag 'final') "
+                "of more of this model's images first"
             )
+        train, val = split_pairs(pairs, val_fraction=self._val_fraction)
         overrides = dict(self._overrides)
         for key, kind in TRAIN_PARAMS.items():
             if key in params:

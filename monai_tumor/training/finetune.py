@@ -95,7 +95,8 @@ def finetune_bundle(
     Raises
     ------
     BundleError
-        If the bundle does not train, or writes no ``model.pt``.
+        If the bundle does not train, or writes no ``model.pt``; if a part is empty or
+        an image is both a training and a validation pair.
     """
     import torch
     from ignite.engine import Events
@@ -108,6 +109,14 @@ def finetune_bundle(
         raise BundleError(
             f"fine-tuning needs at least one training and one validation pair, found "
             f"{len(train_pairs)} and {len(val_pairs)}; save more final labels first",
+            path=bundle,
+        )
+    shared = {p["image"] for p in train_pairs} & {p["image"] for p in val_pairs}
+    if shared:
+        raise BundleError(
+            f"{len(shared)} image(s) are both training and validation pairs "
+            f"({sorted(Path(s).name for s in shared)[:3]}); a validation image must be held "
+            "out of training, or the validation metric says nothing about new cases",
             path=bundle,
         )
     out = Path(output_dir).resolve()

@@ -1,7 +1,7 @@
 """The annotation server on loopback, driven by MONAI Label 0.8.5's own Python client.
 
 A real ``monai-tumor serve`` process (uvicorn) serves both bundles over a studies folder of
-real images: three LIDC nodule VOIs and one BraTS case stacked FLAIR + T1c (the form the
+real images: three LIDC nodule VOIs and two BraTS cases stacked FLAIR + T1c (the form the
 glioma bundle takes in MONAI Label). ``monailabel.client.client`` comes from the
 ``monailabel==0.8.5`` wheel, downloaded with ``--no-deps`` into the pytest cache (its server
 pins conflict with ours; ``pip install --target`` would lay the wheel's data folder over the
@@ -30,8 +30,10 @@ pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
 VOIS = ("LIDC-IDRI-0001_R_1", "LIDC-IDRI-0003_R_2", "LIDC-IDRI-0003_R_3")
 BRATS = "brats_2013_pat0003_1"
+#: A second BraTS case: fine-tuning trains on one labelled image and validates on another.
+BRATS2 = "brats_2013_pat0004_1"
 TOKEN = "test-token-5f1c"
-#: The BraTS case cut to the brain (less empty border), to keep the glioma runs short.
+#: The BraTS cases cut to the brain (less empty border), to keep the glioma runs short.
 BOX = (slice(40, 200), slice(30, 222), slice(20, 140))
 
 
@@ -41,15 +43,16 @@ def _studies(data_dir: Path, folder: Path) -> Path:
         (folder / f"{name}.nii.gz").symlink_to(
             data_dir / "lidc_nodules" / "image" / f"{name}.nii.gz"
         )
-    case = data_dir / "brats" / "validation" / BRATS
-    flair = nib.nifti1.load(next(case.glob("Flair*.nii*")))
-    t1c = nib.nifti1.load(next(case.glob("T1c*.nii*")))
-    box = BOX
-    stacked = np.stack([np.asarray(flair.dataobj)[box], np.asarray(t1c.dataobj)[box]], axis=-1)
-    nib.save(
-        nib.Nifti1Image(stacked.astype(np.float32), flair.slicer[box].affine),
-        folder / f"{BRATS}.nii.gz",
-    )
+    for name in (BRATS, BRATS2):
+        case = data_dir / "brats" / "validation" / name
+        flair = nib.nifti1.load(next(case.glob("Flair*.nii*")))
+        t1c = nib.nifti1.load(next(case.glob("T1c*.nii*")))
+        box = BOX
+        stacked = np.stack([np.asarray(flair.dataobj)[box], np.asarray(t1c.dataobj)[box]], axis=-1)
+        nib.save(
+            nib.Nifti1Image(stacked.astype(np.float32), flair.slicer[box].affine),
+            folder / f"{name}.nii.gz",
+        )
     return folder
 
 
@@ -116,9 +119,9 @@ def test_info_and_datastore_shapes(client: Any) -> None:
         "enhancing tumour": 4,
     }
     assert {"random", "first", "tta_disagreement"} <= set(info["strategies"])
-    assert info["datastore"]["total"] == 4
+    assert info["datastore"]["total"] == 5
     objects = client.datastore()["objects"]
-    assert sorted(objects) == sorted([*VOIS, BRATS])
+    assert sorted(objects) == sorted([*VOIS, BRATS, BRATS2])
     assert objects[VOIS[0]]["image"]["ext"] == ".nii.gz"
 
 
@@ -165,6 +168,22 @@ def test_bad_uploads_are_refused_and_not_stored(
     nib.save(nib.Nifti1Image((mask > 0).astype(np.uint8) * 7, affine), tmp_path / "v7.nii.gz")
     code, msg = _status(ml, lambda: client.save_label(image, str(tmp_path / "v7.nii.gz")))
     assert code == 422 and "[7]" in msg
+    # a glioma value (enhancing tumour, 4) on a CT VOI, with the glioma model served too:
+    # checked against the values of the image's own model (the nodule model: 0, 1)
+    glioma = (mask > 0).astype(np.uint8)
+    glioma[tuple(np.argwhere(mask > 0)[0])] = 4
+    nib.save(nib.Nifti1Image(glioma, affine), tmp_path / "v4.nii.gz")
+    code, msg = _status(ml, lambda: client.save_label(image, str(tmp_path / "v4.nii.gz")))
+    assert code == 422, msg
+    assert f"image {image!r}" in msg and "[0, 1, 4]" in msg and "lung_nodule_ct write [0, 1]" in msg
+    # naming the glioma model in the label's params does not make the CT image an MR one
+    code, msg = _status(
+        ml,
+        lambda: client.save_label(
+            image, str(masks / f"{image}.nii.gz"), params={"model": "brats_glioma_mri"}
+        ),
+    )
+    assert code == 422 and "not an input of model 'brats_glioma_mri'" in msg
     # not an image at all
     (tmp_path / "junk.nii.gz").write_bytes(b"not a nifti file" * 10)
     code, msg = _status(ml, lambda: client.save_label(image, str(tmp_path / "junk.nii.gz")))
@@ -233,7 +252,7 @@ def test_annotation_loop_on_lidc(
         assert params["model_version"] == 0 and "lung nodule" in params["centroids"]
         client.save_label(name, out, tag="original")
         saved = client.save_label(name, str(masks / f"{name}.nii.gz"), tag="final")
-        assert saved["version"] == 1
+        assert saved["version"] == 1  # a valid nodule label on a LIDC VOI is stored
     again = client.save_label(VOIS[0], str(masks / f"{VOIS[0]}.nii.gz"), tag="final")
     assert again["version"] == 2  # a second save is a new version, the first is kept
     got, _ = read_nifti(Path(client.download_label(VOIS[0], "final")))
@@ -246,6 +265,7 @@ def test_annotation_loop_on_lidc(
         "lung_nodule_ct", {"max_epochs": 1, "num_samples": 1, "batch_size": 1}
     )
     assert task["status"] == "RUNNING"
+    assert task["train_images"] == 1 and task["val_images"] == 1  # two VOIs, one held out
     code, _ = _status(ml, lambda: client.train_start("lung_nodule_ct", {"max_epochs": 1}))
     assert code == 429
     assert client.train_status(check_if_running=True)
@@ -273,20 +293,37 @@ def _wait_for_training(client: Any) -> dict[str, Any]:
     return dict(status)
 
 
-def test_glioma_loop_on_brats(client: Any, data_dir: Path, tmp_path: Path) -> None:
-    """Save a corrected glioma label, fine-tune on it, infer with the new version."""
-    case = data_dir / "brats" / "validation" / BRATS
+def _brats_final(data_dir: Path, name: str, folder: Path) -> Path:
+    """The case's reference label in the written map's values (1, 2, 4), on the stacked grid."""
+    case = data_dir / "brats" / "validation" / name
     flair = nib.nifti1.load(next(case.glob("Flair*.nii*")))
     ref = np.rint(np.asarray(nib.nifti1.load(next(case.glob("OT*.nii*"))).dataobj)[BOX])
     ref = ref.astype(np.uint8)
     ref[ref == 3] = 1  # BraTS 2013 non-enhancing tumour: label 1 of the written map
-    final = tmp_path / "final.nii.gz"
-    nib.save(nib.Nifti1Image(ref, flair.slicer[BOX].affine), final)
-    assert client.save_label(BRATS, str(final))["version"] == 1
+    path = folder / f"{name}-final.nii.gz"
+    nib.save(nib.Nifti1Image(ref, flair.slicer[BOX].affine), path)
+    return path
 
+
+def test_glioma_loop_on_brats(
+    ml: ModuleType, client: Any, server: Server, data_dir: Path, tmp_path: Path
+) -> None:
+    """Save corrected glioma labels, fine-tune (one image trains, one validates), infer."""
+    # glioma values (1, 2, 4) on a BraTS image are the glioma model's: stored
+    assert client.save_label(BRATS, str(_brats_final(data_dir, BRATS, tmp_path)))["version"] == 1
     tiny = {"max_epochs": 1, "num_samples": 1, "batch_size": 1}
+    code, msg = _status(ml, lambda: client.train_start("brats_glioma_mri", tiny))
+    assert code == 400 and "at least 2" in msg and "held out" in msg  # never validate on it
+    assert client.save_label(BRATS2, str(_brats_final(data_dir, BRATS2, tmp_path)))["version"] == 1
+
     task = client.train_start("brats_glioma_mri", tiny)
     assert task["train_images"] == 1 and task["val_images"] == 1  # not the LIDC VOIs
+    job_file = server.state / "models" / "brats_glioma_mri" / "v0001" / "job.json"
+    job = json.loads(job_file.read_text("utf-8"))
+    trained = {Path(p["image"]).name for p in job["train_pairs"]}
+    validated = {Path(p["image"]).name for p in job["val_pairs"]}
+    assert trained | validated == {f"{BRATS}.nii.gz", f"{BRATS2}.nii.gz"}
+    assert not trained & validated
     result = _wait_for_training(client)["result"]
     assert result["metric_name"] == "val_mean_dice" and result["model_version"] == 1
     assert result["activated"] == (result["best"] > result["baseline"])
