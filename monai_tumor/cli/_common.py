@@ -73,7 +73,7 @@ LogFileOption = Annotated[
         "--log-file",
         dir_okay=False,
         help="Append the log (INFO records and library warnings) to this file "
-        "(batch and infer: default OUT/monai-tumor.log).",
+        "(batch, infer and listen: default OUT/monai-tumor.log).",
     ),
 ]
 

@@ -24,6 +24,7 @@ from monai_tumor.cli._common import (
 )
 from monai_tumor.cli._pacs import dimse_options, retry_policy, tls_config
 from monai_tumor.errors import ConfigError
+from monai_tumor.logs import RUN_LOG_NAME
 from monai_tumor.pacs.config import parse_node
 
 __all__ = ["echo", "listen", "register", "send"]
@@ -68,7 +69,10 @@ def listen(
     from monai_tumor.pacs.listener import Listener, ListenerOptions
     from monai_tumor.pipeline.batch import BatchOptions
 
-    with handle_errors(), command_logging(verbose=verbose, log_file=log_file):
+    with (
+        handle_errors(),
+        command_logging(verbose=verbose, log_file=log_file, default_log_file=out / RUN_LOG_NAME),
+    ):
         tls = tls_config(tls_cert, tls_key, ca_bundle)
         if tls is not None and tls.certificate is None:
             raise ConfigError("a TLS listener needs --tls-cert and --tls-key")
