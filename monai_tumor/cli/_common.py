@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 import typer
 from rich.console import Console
@@ -14,18 +14,45 @@ from monai_tumor.errors import EXIT_CODES, MonaiTumorError
 from monai_tumor.export.atomic import atomic_write_json
 from monai_tumor.logs import routed_logging
 
+if TYPE_CHECKING:
+    from monai_tumor.report.viewer import ViewerOptions
+
 __all__ = [
     "ClassifierOption",
+    "DeviceOption",
     "FeaturesFlag",
     "LogFileOption",
+    "OutputFields",
+    "SeedRoiOption",
+    "SeedsOption",
     "VerboseFlag",
     "ViewerFlag",
     "command_logging",
     "exit_code_for",
     "handle_errors",
+    "output_fields",
     "stderr_console",
     "stdout_console",
     "write_json_report",
+]
+
+# The options of the commands that segment and write series outputs (batch, infer), defined
+# once: `device: DeviceOption = "auto"` in a command's signature. Their defaults stay in the
+# signatures (Typer reads them there).
+
+#: ``--device``: where the model runs.
+DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+
+#: ``--seeds CSV``: seed points for VOI bundles.
+SeedsOption = Annotated[
+    Path | None,
+    typer.Option("--seeds", help="CSV of seed points x,y,z (DICOM LPS mm) for VOI bundles."),
+]
+
+#: ``--seed-roi REGEX``: which RTSTRUCT ROIs give seeds (default ``(?i)gtv``).
+SeedRoiOption = Annotated[
+    str,
+    typer.Option("--seed-roi", help="Regex of RTSTRUCT ROI names used as seeds ('' = all)."),
 ]
 
 #: ``--viewer/--no-viewer`` of the commands that write series outputs (batch, infer).
@@ -76,6 +103,24 @@ LogFileOption = Annotated[
         "(batch, infer and listen: default OUT/monai-tumor.log).",
     ),
 ]
+
+
+class OutputFields(TypedDict):
+    """The fields ``--viewer``, ``--features`` and ``--classifier`` set (infer, batch options)."""
+
+    viewer: ViewerOptions | None
+    features: bool
+    classifier: Path | None
+
+
+def output_fields(*, viewer: bool, features: bool, classifier: Path | None) -> OutputFields:
+    """Map the shared output flags to the pipeline's option fields (``--viewer``: defaults)."""
+    # Imported here: the viewer pulls in the report stack, which `--help` must not pay for.
+    from monai_tumor.report.viewer import ViewerOptions
+
+    return OutputFields(
+        viewer=ViewerOptions() if viewer else None, features=features, classifier=classifier
+    )
 
 
 def stdout_console() -> Console:

@@ -17,12 +17,16 @@ import typer
 
 from monai_tumor.cli._common import (
     ClassifierOption,
+    DeviceOption,
     FeaturesFlag,
     LogFileOption,
+    SeedRoiOption,
+    SeedsOption,
     VerboseFlag,
     ViewerFlag,
     command_logging,
     handle_errors,
+    output_fields,
     stdout_console,
 )
 from monai_tumor.cli._pacs import dicomweb_config, dimse_options, retry_policy, tls_config
@@ -113,11 +117,8 @@ def batch(
         int,
         typer.Option("--workers", min=1, help="Scan worker processes and output-writing threads."),
     ] = 2,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    seeds: Annotated[
-        Path | None,
-        typer.Option("--seeds", help="CSV of seed points x,y,z (DICOM LPS mm) for VOI bundles."),
-    ] = None,
+    device: DeviceOption = "auto",
+    seeds: SeedsOption = None,
     seeds_from_rtstruct: Annotated[
         bool,
         typer.Option(
@@ -126,10 +127,7 @@ def batch(
             "each series (VOI bundles).",
         ),
     ] = False,
-    seed_roi: Annotated[
-        str,
-        typer.Option("--seed-roi", help="Regex of RTSTRUCT ROI names used as seeds ('' = all)."),
-    ] = "(?i)gtv",
+    seed_roi: SeedRoiOption = "(?i)gtv",
     index: Annotated[
         Path | None,
         typer.Option("--index", help="SQLite index (default: the export's if writable, else OUT)."),
@@ -184,7 +182,6 @@ def batch(
     # `--help` and the other commands must not pay for.
     from monai_tumor.pacs.pull import parse_query, read_study_list
     from monai_tumor.pipeline.batch import BatchOptions, SeriesStatus, run_batch
-    from monai_tumor.report.viewer import ViewerOptions
 
     pacs: PacsBatchResult | None = None
     dask_options = None
@@ -208,10 +205,8 @@ def batch(
         index_path=index,
         force=force,
         progress=progress,
-        viewer=ViewerOptions() if viewer else None,
-        features=features,
-        classifier=classifier,
         cluster=dask_options,
+        **output_fields(viewer=viewer, features=features, classifier=classifier),
     )
     with (
         handle_errors(),

@@ -15,12 +15,16 @@ import typer
 
 from monai_tumor.cli._common import (
     ClassifierOption,
+    DeviceOption,
     FeaturesFlag,
     LogFileOption,
+    SeedRoiOption,
+    SeedsOption,
     VerboseFlag,
     ViewerFlag,
     command_logging,
     handle_errors,
+    output_fields,
     stdout_console,
 )
 from monai_tumor.logs import RUN_LOG_NAME
@@ -35,19 +39,13 @@ def infer(
     ],
     bundle: Annotated[Path, typer.Option("--bundle", help="MONAI bundle folder.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (created).")],
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    seeds: Annotated[
-        Path | None,
-        typer.Option("--seeds", help="CSV of seed points x,y,z (DICOM LPS mm) for VOI bundles."),
-    ] = None,
+    device: DeviceOption = "auto",
+    seeds: SeedsOption = None,
     seeds_from: Annotated[
         Path | None,
         typer.Option("--seeds-from", help="RTSTRUCT or SEG file whose lesions give the seeds."),
     ] = None,
-    seed_roi: Annotated[
-        str,
-        typer.Option("--seed-roi", help="Regex of RTSTRUCT ROI names used as seeds ('' = all)."),
-    ] = "(?i)gtv",
+    seed_roi: SeedRoiOption = "(?i)gtv",
     workers: Annotated[
         int,
         typer.Option("--workers", min=1, help="Threads for reading (1 is fastest on local disks)."),
@@ -65,7 +63,6 @@ def infer(
     # Imported here: the pipeline pulls in torch and MONAI (seconds), which
     # `--help` and the other commands must not pay for.
     from monai_tumor.pipeline.infer import InferOptions, infer_one
-    from monai_tumor.report.viewer import ViewerOptions
 
     options = InferOptions(
         device=device,
@@ -74,9 +71,7 @@ def infer(
         seed_roi=seed_roi or None,
         workers=workers,
         force=force,
-        viewer=ViewerOptions() if viewer else None,
-        features=features,
-        classifier=classifier,
+        **output_fields(viewer=viewer, features=features, classifier=classifier),
     )
     with (
         handle_errors(),
