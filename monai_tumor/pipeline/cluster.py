@@ -23,8 +23,10 @@ last) into the run's output folder, and returns its small
   makes the scheduler run the task again on another worker; once workers have
   died ``allowed-failures + 1`` times on one series (the scheduler's
   ``distributed.scheduler.allowed-failures``) the series is ``failed`` with
-  that reason and the rest go on. ``attempts`` in the record counts the runs
-  (1 = first try), ``worker`` names the worker that produced it.
+  that reason and the rest go on. Series wait in the scheduler's queue until
+  a worker thread is free, so a death counts only against the series running
+  in that worker. ``attempts`` in the record counts the runs (1 = first try),
+  ``worker`` names the worker that produced it.
 - **Resources**: with ``worker_resources`` (``{"GPU": 1}``) every task asks for
   them, so only workers started with ``--resources GPU=1`` take inference.
 """
@@ -51,7 +53,7 @@ from monai_tumor.pipeline.records import SeriesRecord, SeriesStatus
 from monai_tumor.pipeline.runner import failed_record, run_work_item
 
 if TYPE_CHECKING:
-    from distributed import Client, Worker
+    from distributed import Client, Future, Worker
 
     from monai_tumor.inference.seeds import Seed
 
@@ -282,6 +284,39 @@ def _run_on_worker(item: WorkItem, context: RunContext, plugin_name: str) -> Ser
     return replace(record, worker=str(worker.address))
 
 
+def _submit_series(
+    client: Client,
+    item: WorkItem,
+    context: RunContext,
+    *,
+    plugin_name: str,
+    key: str,
+    resources: dict[str, float] | None,
+) -> Future[SeriesRecord]:
+    """Submit one series' task so that it waits on the scheduler until a worker thread is free.
+
+    ``Client.submit`` would not do: the scheduler keeps tasks in its queue (up to
+    ``worker-saturation`` x threads per worker) only when it takes them for "root-ish", i.e.
+    their group is larger than twice the cluster's threads, or they are marked as data
+    producers. A batch of a few series is neither, so every series would be sent to a
+    worker at once, queued there behind the one it runs, and a worker's death would count
+    against all of them (Dask's ``allowed-failures`` counts every task *assigned* to the
+    dead worker): a healthy series could be failed for sharing a worker with a poison one.
+    So each series is marked a data producer (``Task(..., _data_producer=True)``, as dask's
+    own I/O layers mark theirs; ``submit`` has no option for it). One graph per series with
+    ``fifo_timeout=0`` gives each its own generation: they start in the plan's order.
+    Tasks with resource restrictions are never queued on the scheduler (Dask), see
+    docs/scale-out.md.
+    """
+    from dask._task_spec import Task
+
+    task = Task(key, _run_on_worker, item, context, plugin_name, _data_producer=True)
+    future: Future[SeriesRecord] = client.get(
+        {key: task}, key, sync=False, resources=resources, fifo_timeout=0
+    )
+    return future
+
+
 def _suspicious(key: str, dask_scheduler: Any = None) -> int:
     """Count the workers that died while running ``key`` (runs on the scheduler)."""
     task = dask_scheduler.tasks.get(key) if dask_scheduler is not None else None
@@ -315,9 +350,10 @@ def _client(options: DaskOptions) -> Iterator[tuple[Client, Callable[[], bool]]]
         dask.config.set(
             {
                 "distributed.scheduler.allowed-failures": options.allowed_failures,
-                # A worker holds only the series it is running: when it dies, no queued
-                # series is counted against its retries (Dask counts every task assigned
-                # to a dead worker as "suspicious").
+                # With the series queued on the scheduler (_submit_series), a worker holds
+                # only the series it is running: when it dies, no waiting series is counted
+                # against its retries (Dask counts every task assigned to a dead worker as
+                # "suspicious").
                 "distributed.scheduler.worker-saturation": 1.0,
                 # A worker process restarted by its nanny after a death re-registers once
                 # torch and MONAI are imported again, which takes more than Dask's default
@@ -395,14 +431,13 @@ def run_items_on_dask(
         )
         try:
             futures = {
-                client.submit(
-                    _run_on_worker,
+                _submit_series(
+                    client,
                     item,
                     context,
-                    plugin_name,
+                    plugin_name=plugin_name,
                     key=f"{TASK_PREFIX}-{item.record.series_key}-{token}",
                     resources=dict(options.worker_resources) or None,
-                    pure=False,
                 ): item
                 for item in items
             }
