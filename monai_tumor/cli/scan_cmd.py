@@ -14,7 +14,7 @@ skipped files with their reasons.
 sop_class_uid, sop_class_name, image_kind, number_of_instances,
 number_of_slices, number_of_stacks, orientation, pixel_spacing [row, col] (mm),
 slice_spacing (mm), uniform, multi_frame, transfer_syntaxes, decodable,
-synthetic_uids, stacks [...], attributes {DICOM keyword: value}``.
+synthetic_uids, truncated_instances, stacks [...], attributes {DICOM keyword: value}``.
 
 Patients appear only as a hash of PatientID; names, IDs and birth dates are
 never printed.
@@ -94,7 +94,12 @@ def render_table(result: ScanResult) -> None:
                     info.modality,
                     info.series_description or "",
                     info.image_kind.value,
-                    str(info.number_of_slices),
+                    str(info.number_of_slices)
+                    + (
+                        f" [red]({info.truncated_instances} truncated)[/]"
+                        if info.truncated_instances
+                        else ""
+                    ),
                     str(info.number_of_stacks),
                     info.orientation.value if info.orientation else "-",
                     _spacing(info),

@@ -42,8 +42,9 @@ logger = logging.getLogger(__name__)
 #: Version of the table layout and of what rows hold; a different stored version triggers a
 #: rebuild. 3: free-text values are stored with the PatientID redacted. 4: patient hashes are
 #: keyed (HMAC) and the key's fingerprint is stored. 5: image rows record whether the
-#: file's Pixel Data runs past its end (``InstanceHeader.truncated``).
-SCHEMA_VERSION = 5
+#: file's Pixel Data runs past its end (``InstanceHeader.truncated``). 6: cached series
+#: summaries count the instances whose only copy is truncated.
+SCHEMA_VERSION = 6
 
 #: One ``files`` row: (path, size, mtime_ns, kind, series_uid, study_uid,
 #: patient_hash, sop_instance_uid, reason, payload JSON).

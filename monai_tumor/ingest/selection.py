@@ -112,6 +112,7 @@ DERIVED_KEYS: frozenset[str] = frozenset(
         "MultiFrame",
         "ImageKind",
         "PatientHash",
+        "TruncatedInstances",
     }
 )
 

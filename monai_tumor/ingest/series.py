@@ -158,6 +158,10 @@ class SeriesInfo:
         (:func:`monai_tumor.ingest.codecs.can_decode`).
     synthetic_uids
         Study/series UIDs were missing in the files and were made up.
+    truncated_instances
+        Instances whose only copy is truncated (its Pixel Data runs past the end
+        of the file): missing slices when the series is read, handled by the
+        missing-slice policy (:class:`~monai_tumor.ingest.reader.ReadOptions`).
     attributes
         DICOM-keyword attributes of the main stack's first instance
         (see :meth:`selection_attributes`).
@@ -183,6 +187,7 @@ class SeriesInfo:
     transfer_syntaxes: tuple[str, ...]
     decodable: bool
     synthetic_uids: bool = False
+    truncated_instances: int = 0
     attributes: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @property
@@ -215,7 +220,8 @@ class SeriesInfo:
             plus derived keys: ``Orientation`` (str or None), ``NumberOfSlices``
             (int, all stacks), ``NumberOfStacks``, ``NumberOfInstances``,
             ``SliceSpacing`` (mm or None), ``Uniform``, ``Decodable``,
-            ``MultiFrame``, ``ImageKind`` (str), ``PatientHash``.
+            ``MultiFrame``, ``ImageKind`` (str), ``PatientHash``,
+            ``TruncatedInstances``.
         """
         out = dict(self.attributes)
         out.update(
@@ -230,6 +236,7 @@ class SeriesInfo:
                 "MultiFrame": self.multi_frame,
                 "ImageKind": self.image_kind.value,
                 "PatientHash": self.patient_hash,
+                "TruncatedInstances": self.truncated_instances,
             }
         )
         return out
@@ -255,6 +262,7 @@ class SeriesInfo:
             "transfer_syntaxes": list(self.transfer_syntaxes),
             "decodable": self.decodable,
             "synthetic_uids": self.synthetic_uids,
+            "truncated_instances": self.truncated_instances,
             "stacks": [s.to_dict() for s in self.stacks],
             "attributes": self.selection_attributes(),
         }
@@ -293,6 +301,7 @@ class SeriesInfo:
             transfer_syntaxes=tuple(data["transfer_syntaxes"]),
             decodable=bool(data["decodable"]),
             synthetic_uids=bool(data.get("synthetic_uids", False)),
+            truncated_instances=int(data.get("truncated_instances", 0)),
             attributes=dict(data.get("raw_attributes") or {}),
         )
 
@@ -465,6 +474,7 @@ def summarize_series(headers: Sequence[InstanceHeader]) -> SeriesInfo:
         transfer_syntaxes=syntaxes,
         decodable=all(can_decode(ts) for ts in syntaxes),
         synthetic_uids=any(h.synthetic_uids for h in headers),
+        truncated_instances=sum(1 for h in headers if h.truncated),
         attributes=_attributes(first),
     )
 

@@ -19,6 +19,7 @@ from monai_tumor.ingest.index import SeriesIndex
 from monai_tumor.ingest.reader import ReadOptions, read_series
 from monai_tumor.ingest.records import InstanceHeader
 from monai_tumor.ingest.scan import scan_export
+from monai_tumor.ingest.selection import select_series
 from tests.support.dicom_factory import lps_affine, write_series
 
 KEY = b"truncation-test-key-0123"
@@ -54,6 +55,7 @@ def test_the_intact_copy_is_used_and_the_cut_one_listed(tmp_path: Path) -> None:
     result = scan_export(tmp_path, index_path=index_path, workers=1, progress=False)
     (series,) = result.series
     assert series.number_of_slices == 6 and series.uniform
+    assert series.truncated_instances == 0
     (skipped,) = [s for s in result.skipped if s.path.name == "cut.dcm"]
     assert skipped.reason is SkipReason.TRUNCATED
     assert "truncated copy" in skipped.detail and "the file holds" in skipped.detail
@@ -70,6 +72,15 @@ def test_an_instance_with_no_intact_copy_fails_naming_the_file(tmp_path: Path) -
     index_path = tmp_path / "index.sqlite"
     result = scan_export(tmp_path, index_path=index_path, workers=1, progress=False)
     (series,) = result.series
+    # known at scan time, from the headers
+    assert series.truncated_instances == 1
+    assert series.to_dict()["truncated_instances"] == 1
+    table = CliRunner().invoke(
+        app, ["scan", str(tmp_path), "--index", str(index_path)], env={"COLUMNS": "250"}
+    )
+    assert table.exit_code == 0 and "6 (1 truncated)" in table.output
+    complete = {"selections": [{"name": "ct", "conditions": {"TruncatedInstances": 0}}]}
+    assert select_series([series], complete).missing == ("ct",)
     with SeriesIndex(index_path) as index:
         chosen = index.files_for_series(series.series_instance_uid)
     assert tmp_path / "a_junk" / "cut.dcm" in chosen
