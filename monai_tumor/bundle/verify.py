@@ -8,8 +8,11 @@ smoke run uses a synthetic NIfTI dataset written to a temporary folder.
 The checks (see ``docs/bundle_format.md`` for the why of each):
 
 ``required_files``
-    ``configs/{metadata,inference,train,evaluate,series_selection}.json``,
-    ``configs/logging.conf``, ``models/model.{pt,ts}``, ``docs/README.md``, ``LICENSE``.
+    ``configs/{metadata,inference,train,evaluate}.json``, ``configs/logging.conf``,
+    ``models/model.{pt,ts}``, ``docs/README.md``, ``LICENSE``, and for a segmentation
+    bundle ``configs/series_selection.json`` (the DICOM series it segments); a
+    classification bundle (``"monai_tumor": {"task": "classification"}``) reads volumes of
+    interest the pipeline cuts, so it has none (:func:`required_files`).
 ``metadata_schema``
     ``configs/metadata.json`` validates against MONAI's meta schema, shipped with this
     package (:func:`default_schema`).
@@ -41,7 +44,9 @@ The checks (see ``docs/bundle_format.md`` for the why of each):
     and all packages outside :data:`BUNDLE_RUNTIME` blocked) on a small synthetic
     dataset with a flipped, anisotropic,
     offset grid; every case must give ``<output_dir>/<case>.nii.gz`` on exactly the
-    input grid (shape and affine within 1e-3 mm).
+    input grid (shape and affine within 1e-3 mm); a classification bundle must write
+    ``<output_dir>/predictions.csv`` (``monai_tumor.output``) with the columns ``case``
+    and ``monai_tumor.probability_column``, one row per case, probabilities in [0, 1].
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ from monai_tumor.errors import BundleError
 __all__ = [
     "BUNDLE_RUNTIME",
     "CHECK_NAMES",
+    "CLASSIFICATION_REQUIRED_FILES",
     "DEPLOY_INFERENCE_KEYS",
     "LABEL_INFERENCE_KEYS",
     "LABEL_TRAIN_KEYS",
@@ -83,6 +89,7 @@ __all__ = [
     "MODEL_ZOO_INFERENCE_KEYS",
     "REQUIRED_FILES",
     "SCHEMA_NAME",
+    "BundleTask",
     "CheckResult",
     "CheckStatus",
     "InputLayout",
@@ -90,23 +97,36 @@ __all__ = [
     "VerifyReport",
     "default_schema",
     "read_input_layout",
+    "read_task",
+    "required_files",
     "verify_bundle",
     "workflow_ids",
     "write_synthetic_dataset",
 ]
 
-#: Files every bundle must carry, relative to the bundle root.
-REQUIRED_FILES: tuple[str, ...] = (
+#: Files a classification bundle must carry, relative to the bundle root: the Model Zoo's
+#: necessary (``LICENSE``, ``configs/metadata.json``) and preferred (``models/model.pt``,
+#: ``configs/inference.json``) files, the model card, the TorchScript export MONAI Deploy
+#: loads, and the training/evaluation workflows (``train.json`` is what MONAI Label's and
+#: MONAI's training properties read; ``evaluate.json`` is merged over it).
+CLASSIFICATION_REQUIRED_FILES: tuple[str, ...] = (
     "configs/metadata.json",
     "configs/inference.json",
     "configs/train.json",
     "configs/evaluate.json",
     "configs/logging.conf",
-    "configs/series_selection.json",
     "models/model.pt",
     "models/model.ts",
     "docs/README.md",
     "LICENSE",
+)
+
+#: Files a segmentation bundle must carry: those of a classification bundle and the
+#: DICOM series selection rules of the batch pipeline.
+REQUIRED_FILES: tuple[str, ...] = (
+    *CLASSIFICATION_REQUIRED_FILES[:5],
+    "configs/series_selection.json",
+    *CLASSIFICATION_REQUIRED_FILES[5:],
 )
 
 #: The MONAI bundle metadata schema shipped as package data (``schemas/README.md``).
@@ -227,6 +247,15 @@ class VerifyReport:
         }
 
 
+class BundleTask(str, enum.Enum):
+    """What a bundle's ``inference.json`` writes (``"monai_tumor": {"task": ...}``)."""
+
+    #: A label map ``<output_dir>/<case>.nii.gz`` on each input's grid.
+    SEGMENTATION = "segmentation"
+    #: One probability per case in ``<output_dir>/predictions.csv``.
+    CLASSIFICATION = "classification"
+
+
 class LayoutKind(str, enum.Enum):
     """How a bundle's ``dataset_dir`` is organised."""
 
@@ -234,6 +263,9 @@ class LayoutKind(str, enum.Enum):
     CASE_FOLDERS = "case_folders"
     #: One NIfTI file per case directly in ``dataset_dir`` (single-channel images).
     FILES = "files"
+    #: ``<image_folder>/<case>.nii.gz`` and a same-named lesion mask in ``<mask_folder>/``
+    #: (the network input is the image and the mask as two channels).
+    IMAGE_MASK_FOLDERS = "image_mask_folders"
 
 
 @dataclass(frozen=True)
@@ -243,15 +275,18 @@ class InputLayout:
     Declared as::
 
         "monai_tumor": {"input_layout": {
-            "kind": "case_folders",                          # or "files"
+            "kind": "case_folders",                  # or "files", "image_mask_folders"
             "image_files": ["Flair*.nii.gz", "T1c*.nii.gz"], # case_folders: one glob per channel
-            "pattern": "*.nii.gz",                           # files: glob of case files
+            "pattern": "*.nii.gz",                   # files, image_mask_folders: glob of cases
+            "image_folder": "image",                 # image_mask_folders: the images
+            "mask_folder": "nodule_mask",            # image_mask_folders: same-named masks
             "smoke_shape": [64, 64, 32],                     # optional, voxels
             "smoke_spacing": [1.0, 1.0, 1.0]                 # optional, mm
         }}
 
     The case name is the folder name (``case_folders``) or the file name without
-    ``.nii.gz``/``.nii`` (``files``); the bundle must write ``<output_dir>/<case>.nii.gz``.
+    ``.nii.gz``/``.nii`` (``files``, ``image_mask_folders``); a segmentation bundle must
+    write ``<output_dir>/<case>.nii.gz``, a classification bundle one row per case.
     Globs may use ``*`` only.
 
     Attributes
@@ -261,7 +296,9 @@ class InputLayout:
     image_files
         ``case_folders`` only: one glob per input channel, in channel order.
     pattern
-        ``files`` only: the glob the bundle uses to find cases.
+        ``files`` and ``image_mask_folders``: the glob the bundle uses to find cases.
+    image_folder, mask_folder
+        ``image_mask_folders`` only: sub-folders of the images and of their masks.
     smoke_shape
         Spatial shape (voxels, axes [column, row, slice]) of the synthetic smoke input,
         or None to derive it from ``network_data_format`` (``*`` -> 32, ``n`` -> 2).
@@ -272,6 +309,8 @@ class InputLayout:
     kind: LayoutKind
     image_files: tuple[str, ...] = ()
     pattern: str = "*.nii.gz"
+    image_folder: str = ""
+    mask_folder: str = ""
     smoke_shape: tuple[int, int, int] | None = None
     smoke_spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
@@ -445,7 +484,9 @@ def read_input_layout(meta: Mapping[str, Any]) -> InputLayout:
     example = (
         '"monai_tumor": {"input_layout": {"kind": "case_folders", '
         '"image_files": ["Flair*.nii.gz", "T1c*.nii.gz"]}} or '
-        '"monai_tumor": {"input_layout": {"kind": "files", "pattern": "*.nii.gz"}}'
+        '"monai_tumor": {"input_layout": {"kind": "files", "pattern": "*.nii.gz"}} or '
+        '"monai_tumor": {"input_layout": {"kind": "image_mask_folders", '
+        '"image_folder": "image", "mask_folder": "nodule_mask"}}'
     )
     raw = meta.get(LAYOUT_KEY, {})
     raw = raw.get("input_layout") if isinstance(raw, Mapping) else None
@@ -465,6 +506,20 @@ def read_input_layout(meta: Mapping[str, Any]) -> InputLayout:
             raise BundleError(f"input_layout glob {glob!r} may only use '*' wildcards")
     if kind is LayoutKind.CASE_FOLDERS and not image_files:
         raise BundleError(f"input_layout of kind case_folders needs image_files; e.g. {example}")
+    image_folder = str(raw.get("image_folder", ""))
+    mask_folder = str(raw.get("mask_folder", ""))
+    if kind is LayoutKind.IMAGE_MASK_FOLDERS:
+        for key, folder in (("image_folder", image_folder), ("mask_folder", mask_folder)):
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", folder) or folder in {".", ".."}:
+                raise BundleError(
+                    f"input_layout.{key} is {folder!r}; expected one folder name inside "
+                    f"dataset_dir, e.g. {example}"
+                )
+        if image_folder == mask_folder:
+            raise BundleError(
+                f"input_layout image_folder and mask_folder are both {image_folder!r}; "
+                "images and masks need their own folders"
+            )
     shape = raw.get("smoke_shape")
     spacing = raw.get("smoke_spacing", (1.0, 1.0, 1.0))
     if shape is not None and (len(shape) != 3 or any(int(s) < 1 for s in shape)):
@@ -475,9 +530,57 @@ def read_input_layout(meta: Mapping[str, Any]) -> InputLayout:
         kind=kind,
         image_files=image_files,
         pattern=pattern,
+        image_folder=image_folder,
+        mask_folder=mask_folder,
         smoke_shape=None if shape is None else (int(shape[0]), int(shape[1]), int(shape[2])),
         smoke_spacing=(float(spacing[0]), float(spacing[1]), float(spacing[2])),
     )
+
+
+def read_task(meta: Mapping[str, Any]) -> BundleTask:
+    """Return the task a bundle declares under ``metadata["monai_tumor"]["task"]``.
+
+    Segmentation when the key is absent. A classification bundle also names its output
+    file (``"output"``, default ``predictions.csv``) and the probability column
+    (``"probability_column"``), read by :func:`_classification_output`.
+
+    Raises
+    ------
+    BundleError
+        When the task is not one of :class:`BundleTask`.
+    """
+    block = meta.get(LAYOUT_KEY, {})
+    raw = block.get("task", BundleTask.SEGMENTATION.value) if isinstance(block, Mapping) else None
+    try:
+        return BundleTask(raw)
+    except ValueError as exc:
+        raise BundleError(
+            f"metadata {LAYOUT_KEY}.task is {raw!r}; expected one of "
+            f"{[t.value for t in BundleTask]}"
+        ) from exc
+
+
+def required_files(task: BundleTask) -> tuple[str, ...]:
+    """Files a bundle of this task must carry (:data:`REQUIRED_FILES` for segmentation)."""
+    return CLASSIFICATION_REQUIRED_FILES if task is BundleTask.CLASSIFICATION else REQUIRED_FILES
+
+
+def _classification_output(meta: Mapping[str, Any]) -> tuple[str, str]:
+    """``(output file name, probability column)`` of a classification bundle."""
+    block = meta.get(LAYOUT_KEY, {})
+    block = block if isinstance(block, Mapping) else {}
+    output = str(block.get("output", "predictions.csv"))
+    column = block.get("probability_column")
+    if not isinstance(column, str) or not column or column == "case":
+        raise BundleError(
+            f"metadata {LAYOUT_KEY}.probability_column is {column!r}; a classification bundle "
+            'names the probability column of its output, e.g. "malignancy_probability"'
+        )
+    if "/" in output or not output.endswith(".csv"):
+        raise BundleError(
+            f"metadata {LAYOUT_KEY}.output is {output!r}; expected a .csv file name in output_dir"
+        )
+    return output, column
 
 
 def _synthetic_affine(spacing: Sequence[float]) -> np.ndarray:
@@ -552,7 +655,22 @@ def write_synthetic_dataset(
 
     written: dict[str, Path] = {}
     for case in cases:
-        if layout.kind is LayoutKind.CASE_FOLDERS:
+        if layout.kind is LayoutKind.IMAGE_MASK_FOLDERS:
+            if num_channels != 2:
+                raise BundleError(
+                    "input_layout kind 'image_mask_folders' feeds the image and its mask as "
+                    f"two channels, but network_data_format.inputs.image.num_channels is "
+                    f"{num_channels}; make them agree"
+                )
+            name = layout.pattern.replace("*", case)
+            image = volume()
+            # the mask is the bright blob (a lesion the classifier is asked about)
+            mask = (image >= (hi if not math.isnan(hi) else 3.0) * 0.8).astype(np.uint8)
+            for sub, data in ((layout.image_folder, image), (layout.mask_folder, mask)):
+                (dataset_dir / sub).mkdir(parents=True, exist_ok=True)
+                nib.save(nib.Nifti1Image(data, affine), str(dataset_dir / sub / name))
+            written[case] = dataset_dir / layout.image_folder / name
+        elif layout.kind is LayoutKind.CASE_FOLDERS:
             if len(layout.image_files) != num_channels:
                 raise BundleError(
                     f"input_layout.image_files has {len(layout.image_files)} entries but "
@@ -590,10 +708,16 @@ _Check = Callable[[_Context], tuple[CheckStatus, str]]
 
 
 def _check_required_files(ctx: _Context) -> tuple[CheckStatus, str]:
-    missing = [f for f in REQUIRED_FILES if not (ctx.bundle_dir / f).is_file()]
+    task = read_task(_metadata(ctx.bundle_dir))
+    needed = required_files(task)
+    missing = [f for f in needed if not (ctx.bundle_dir / f).is_file()]
     if missing:
-        return CheckStatus.FAIL, f"missing: {', '.join(missing)}; the Model Zoo layout needs them"
-    return CheckStatus.PASS, f"all {len(REQUIRED_FILES)} required files present"
+        return (
+            CheckStatus.FAIL,
+            f"missing: {', '.join(missing)}; the Model Zoo layout of a {task.value} bundle "
+            "needs them",
+        )
+    return CheckStatus.PASS, f"all {len(needed)} required files of a {task.value} bundle present"
 
 
 def _check_metadata_schema(ctx: _Context) -> tuple[CheckStatus, str]:
@@ -635,6 +759,10 @@ def _check_input_layout(ctx: _Context) -> tuple[CheckStatus, str]:
     layout = read_input_layout(_metadata(ctx.bundle_dir))
     if layout.kind is LayoutKind.CASE_FOLDERS:
         detail = f"case folders with {list(layout.image_files)}"
+    elif layout.kind is LayoutKind.IMAGE_MASK_FOLDERS:
+        detail = (
+            f"{layout.image_folder}/{layout.pattern} with same-named masks in {layout.mask_folder}/"
+        )
     else:
         detail = f"files matching {layout.pattern!r}"
     return CheckStatus.PASS, detail
@@ -921,6 +1049,8 @@ def _check_inference_smoke(ctx: _Context) -> tuple[CheckStatus, str]:
             return CheckStatus.FAIL, f"monai.bundle run exited {proc.returncode}: " + _root_cause(
                 proc.stdout + "\n" + proc.stderr
             )
+        if read_task(meta) is BundleTask.CLASSIFICATION:
+            return _check_predictions(meta, output_dir, inputs, shape)
         problems: list[str] = []
         for case, src in inputs.items():
             out = output_dir / f"{case}.nii.gz"
@@ -943,6 +1073,44 @@ def _check_inference_smoke(ctx: _Context) -> tuple[CheckStatus, str]:
     return (
         CheckStatus.PASS,
         f"{len(inputs)} synthetic case(s) {tuple(shape)} -> <case>.nii.gz on the input grid",
+    )
+
+
+def _check_predictions(
+    meta: Mapping[str, Any], output_dir: Path, inputs: Mapping[str, Path], shape: Sequence[int]
+) -> tuple[CheckStatus, str]:
+    """Check the classification smoke output: one row per case, a probability in [0, 1]."""
+    import csv
+
+    output, column = _classification_output(meta)
+    path = output_dir / output
+    if not path.is_file():
+        found = sorted(str(p.relative_to(output_dir)) for p in output_dir.rglob("*"))
+        return CheckStatus.FAIL, f"expected {output} in output_dir, found {found[:4]}"
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header = list(reader.fieldnames or [])
+        rows = list(reader)
+    if header != ["case", column]:
+        return CheckStatus.FAIL, f"{output} has columns {header}; expected ['case', '{column}']"
+    cases = [r["case"] for r in rows]
+    problems: list[str] = []
+    if sorted(cases) != sorted(inputs):
+        problems.append(f"cases {sorted(cases)}, expected one row per input {sorted(inputs)}")
+    for r in rows:
+        try:
+            p = float(r[column])
+        except ValueError:
+            problems.append(f"{r['case']}: {column} {r[column]!r} is not a number")
+            continue
+        if not 0.0 <= p <= 1.0:
+            problems.append(f"{r['case']}: {column} {p} outside [0, 1]")
+    if problems:
+        return CheckStatus.FAIL, f"{output}: " + "; ".join(problems)
+    return (
+        CheckStatus.PASS,
+        f"{len(inputs)} synthetic case(s) {tuple(shape)} -> {output} with one {column} in "
+        "[0, 1] per case",
     )
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "patient_folds",
     "predict",
     "train_model",
+    "write_bundle_datalist",
 ]
 
 logger = logging.getLogger(__name__)
@@ -296,45 +297,6 @@ def binary_metrics(
     }
 
 
-#: Families of the radiomics baseline: MIRP's intensity statistics, histogram and the GLCM,
-#: GLRLM and GLSZM texture families. Morphology is left to the bundle's own shape features
-#: (volume, surface, compactness): MIRP's Moran's I / Geary's C cost seconds per nodule in
-#: pure Python, too slow for 794 nodules on a shared CPU.
-BASELINE_FAMILIES = ("stat", "ih", "glcm", "glrlm", "glszm")
-
-
-def radiomics_table(
-    cases: Sequence[dict[str, str]], *, data_root: Path, out_csv: Path
-) -> dict[str, dict[str, float]]:
-    """MIRP features (CT defaults, :data:`BASELINE_FAMILIES`) per case; resumable CSV cache."""
-    import csv
-
-    from monai_tumor.radiomics import RadiomicsSettings, compute_features
-
-    settings = RadiomicsSettings(families=BASELINE_FAMILIES)
-    done: dict[str, dict[str, float]] = {}
-    if out_csv.is_file():
-        with out_csv.open(encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                case = row.pop("case")
-                done[case] = {k: float(v) for k, v in row.items()}
-    columns: list[str] | None = None
-    for c in cases:
-        if c["case"] in done:
-            continue
-        values = compute_features(data_root / c["image"], data_root / c["label"], settings=settings)
-        done[c["case"]] = values
-        columns = columns or list(values)
-        new = not out_csv.is_file()
-        with out_csv.open("a", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(["case", *columns])
-            w.writerow([c["case"], *(values.get(k, float("nan")) for k in columns)])
-        logger.info("radiomics %s (%d/%d)", c["case"], len(done), len(cases))
-    return done
-
-
 def raw_features(bundle_dir: str | Path, x: npt.NDArray[np.float32]) -> FloatArray:
     """Compute the bundle network's (unstandardised) mask features of preprocessed nodules."""
     model = _new_model(Path(bundle_dir), "features")
@@ -489,6 +451,35 @@ def reliability_plot(
     return path
 
 
+def write_bundle_datalist(
+    split_file: str | Path, *, data_root: Path, out: Path, fold: int = 0
+) -> dict[str, int]:
+    """Write the datalist JSON of the bundle's ``configs/train.json``.
+
+    ``training`` holds the labelled nodules of the split's training patients of ``fold``,
+    ``validation`` those of its held-out patients; each item is ``{"image", "mask",
+    "label"}`` with paths relative to ``data_root / "lidc_nodules"`` (the bundle's
+    ``dataset_dir``) and ``label`` 1 for ``Diagnosis`` Malign. Returns the section sizes.
+    """
+    split = json.loads(Path(split_file).read_text(encoding="utf-8"))
+    held = set(split["folds"][fold]["validation"])
+    labels = load_labels(data_root / "lidc_nodules" / "MetadatabyNoduleMaxVoting.xlsx")
+    sections: dict[str, list[dict[str, Any]]] = {"training": [], "validation": []}
+    for c in split["cases"]:
+        if c["case"] not in labels:
+            continue
+        item = {
+            "image": str(Path(c["image"]).relative_to("lidc_nodules")),
+            "mask": str(Path(c["label"]).relative_to("lidc_nodules")),
+            "label": labels[c["case"]][0],
+        }
+        sections["validation" if c["case"] in held else "training"].append(item)
+    from monai_tumor.export.atomic import atomic_write_json
+
+    atomic_write_json(out, sections)
+    return {k: len(v) for k, v in sections.items()}
+
+
 def split_labels(
     split_file: str | Path, data_root: Path
 ) -> tuple[list[str], npt.NDArray[np.int64], list[str], npt.NDArray[np.bool_]]:
@@ -514,7 +505,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument(
-        "--radiomics-only", action="store_true", help="only fill the MIRP baseline feature table"
+        "--write-datalist",
+        type=Path,
+        help="write the labelled datalist JSON that the bundle's train.json reads, and stop",
     )
     ap.add_argument(
         "--plot", type=Path, help="write the held-out reliability diagram to this PNG and stop"
@@ -549,9 +542,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         metrics = release_features_model(args.bundle, out, args.split)
         logger.info("released the feature model; held out: %s", metrics)
         return
-    if args.radiomics_only:
-        split = json.loads(Path(args.split).read_text(encoding="utf-8"))
-        radiomics_table(split["cases"], data_root=data_root(), out_csv=out / "radiomics.csv")
+    if args.write_datalist is not None:
+        write_bundle_datalist(args.split, data_root=data_root(), out=args.write_datalist)
         return
     data = load_malignancy_data(
         args.bundle, data_root=data_root(), split_file=args.split, cache=out / "voi_cache.npz"

@@ -24,7 +24,7 @@ from monai_tumor.inference.classifier import load_classifier, read_classifier_in
 from monai_tumor.pipeline.analysis import FEATURES_NAME
 from monai_tumor.pipeline.infer import InferOptions, infer_one
 from monai_tumor.postprocess.lesions import measure_lesions
-from monai_tumor.training.malignancy import TrainOptions, binary_metrics, train_model
+from monai_tumor.training.malignancy import TrainOptions, binary_metrics, load_labels, train_model
 from tests.support.bundle_modules import run_bundle_standalone
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,3 +172,68 @@ def test_training_smoke_and_metrics(tmp_path: Path) -> None:
     assert metrics["sensitivity_at_90_specificity"] == 1.0
     assert metrics["brier"] == pytest.approx(0.04)
     assert metrics["n_patients"] == 6 and metrics["n_malignant"] == 6
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_train_and_evaluate_configs_standalone(data_dir: Path, tmp_path: Path) -> None:
+    """configs/train.json fits the feature model, evaluate.json scores it (monai only)."""
+    labels = load_labels(data_dir / "lidc_nodules" / "MetadatabyNoduleMaxVoting.xlsx")
+    training = ["LIDC-IDRI-0001_R_1", "LIDC-IDRI-0003_R_2", "LIDC-IDRI-0003_R_3"]
+    training += ["LIDC-IDRI-0004_R_1", "LIDC-IDRI-0006_R_4", "LIDC-IDRI-0003_R_4"]
+    validation = ["LIDC-IDRI-0007_R_1"]
+
+    def items(cases: list[str]) -> list[dict[str, object]]:
+        return [
+            {
+                "image": f"image/{c}.nii.gz",
+                "mask": f"nodule_mask/{c}.nii.gz",
+                "label": labels[c][0],
+            }
+            for c in cases
+        ]
+
+    assert {labels[c][0] for c in training} == {0, 1}
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(
+        json.dumps({"training": items(training), "validation": items(validation)}),
+        encoding="utf-8",
+    )
+    common = [
+        "--datalist_file",
+        str(datalist),
+        "--dataset_dir",
+        str(data_dir / "lidc_nodules"),
+        "--ckpt_dir",
+        str(tmp_path / "models"),
+        "--output_dir",
+        str(tmp_path / "eval"),
+    ]
+    run_bundle_standalone(
+        BUNDLE,
+        [
+            "run",
+            "--config_file",
+            "configs/train.json",
+            "--max_epochs",
+            "3",
+            "--val_interval",
+            "3",
+            *common,
+        ],
+        data_dir,
+    )
+    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    state = state.get("model", state)
+    # the standardisation was fitted on the training nodules (log volume first)
+    assert float(state["feature_mean"][0]) > 3.0 and float(state["feature_std"][0]) > 0.0
+    run_bundle_standalone(
+        BUNDLE,
+        ["run", "--config_file", "['configs/train.json','configs/evaluate.json']", *common],
+        data_dir,
+    )
+    with (tmp_path / "eval" / "predictions.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["case"] for r in rows] == validation
+    assert 0.0 <= float(rows[0]["malignancy_probability"]) <= 1.0
+    assert (tmp_path / "eval" / "metrics.csv").is_file()

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from monai_tumor.bundle.verify import verify_bundle
-from tests.support.bundle_modules import is_classification_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -18,9 +17,9 @@ def _real_bundles() -> list[Path]:
     root = REPO / "bundles"
     if not root.is_dir():
         return []
-    return sorted(
-        p for p in root.iterdir() if (p / "configs").is_dir() and not is_classification_bundle(p)
-    )
+    # segmentation and classification bundles alike (lung_nodule_malignancy: image_mask_folders
+    # layout, predictions.csv smoke output)
+    return sorted(p for p in root.iterdir() if (p / "configs").is_dir())
 
 
 @pytest.mark.slow

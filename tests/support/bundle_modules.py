@@ -24,8 +24,9 @@ def is_classification_bundle(bundle: Path) -> bool:
     """``monai_tumor.task`` of the bundle's metadata is ``"classification"``.
 
     Classification bundles (``lung_nodule_malignancy``) write ``predictions.csv``, not label
-    maps: ``bundle verify``, the segmentation layouts and the shared segmentation helpers do
-    not apply to them; their own test file checks metadata, TorchScript and a standalone run.
+    maps: the segmentation layouts and the shared segmentation helpers do not apply to them
+    (``bundle verify`` covers both kinds); their own test file checks metadata, TorchScript
+    and standalone runs.
     """
     import json
 

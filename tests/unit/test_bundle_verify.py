@@ -12,10 +12,13 @@ import pytest
 
 from monai_tumor.bundle.verify import (
     CHECK_NAMES,
+    BundleTask,
     CheckStatus,
     InputLayout,
     LayoutKind,
     read_input_layout,
+    read_task,
+    required_files,
     verify_bundle,
     write_synthetic_dataset,
 )
@@ -184,3 +187,87 @@ def test_synthetic_case_folders(tmp_path: Path) -> None:
     assert nib.Nifti1Image.from_filename(str(written["case_a"])).shape == (8, 7, 5)
     with pytest.raises(BundleError, match="num_channels"):
         write_synthetic_dataset(layout, tmp_path / "x", shape=(8, 7, 5), num_channels=1)
+
+
+def test_read_image_mask_folders_layout() -> None:
+    raw = {"kind": "image_mask_folders", "image_folder": "image", "mask_folder": "nodule_mask"}
+    layout = read_input_layout({"monai_tumor": {"input_layout": raw}})
+    assert layout == InputLayout(
+        LayoutKind.IMAGE_MASK_FOLDERS, image_folder="image", mask_folder="nodule_mask"
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"kind": "image_mask_folders", "image_folder": "image"},
+        {"kind": "image_mask_folders", "image_folder": "a/b", "mask_folder": "m"},
+        {"kind": "image_mask_folders", "image_folder": "same", "mask_folder": "same"},
+    ],
+)
+def test_image_mask_folders_layout_rejects(raw: dict[str, Any]) -> None:
+    with pytest.raises(BundleError, match="folder"):
+        read_input_layout({"monai_tumor": {"input_layout": raw}})
+
+
+def test_synthetic_image_mask_folders(tmp_path: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    layout = InputLayout(LayoutKind.IMAGE_MASK_FOLDERS, image_folder="img", mask_folder="msk")
+    written = write_synthetic_dataset(
+        layout, tmp_path, shape=(16, 12, 8), num_channels=2, value_range=(-1000, 600)
+    )
+    assert written == {c: tmp_path / "img" / f"{c}.nii.gz" for c in ("case_a", "case_b")}
+    image = nib.Nifti1Image.from_filename(str(written["case_a"]))
+    mask = nib.Nifti1Image.from_filename(str(tmp_path / "msk" / "case_a.nii.gz"))
+    assert np.allclose(image.affine, mask.affine) and image.shape == mask.shape == (16, 12, 8)
+    values = np.asarray(mask.dataobj)
+    assert set(np.unique(values)) == {0, 1} and values.sum() > 0
+    with pytest.raises(BundleError, match="two channels"):
+        write_synthetic_dataset(layout, tmp_path / "x", shape=(8, 7, 5), num_channels=1)
+
+
+@pytest.mark.parametrize(
+    ("task", "has_series_selection"),
+    [(BundleTask.SEGMENTATION, True), (BundleTask.CLASSIFICATION, False)],
+)
+def test_required_files_per_task(task: BundleTask, has_series_selection: bool) -> None:
+    meta = {"monai_tumor": {"task": task.value}}
+    assert read_task(meta) is task
+    files = required_files(task)
+    assert ("configs/series_selection.json" in files) is has_series_selection
+    assert {"configs/train.json", "configs/evaluate.json", "LICENSE"} <= set(files)
+
+
+def test_unknown_task_is_rejected() -> None:
+    assert read_task({}) is BundleTask.SEGMENTATION
+    with pytest.raises(BundleError, match="task"):
+        read_task({"monai_tumor": {"task": "detection"}})
+
+
+_CLASSIFIER_META = {"monai_tumor": {"task": "classification", "probability_column": "p"}}
+
+
+@pytest.mark.parametrize(
+    ("csv_text", "problem"),
+    [
+        ("case,p\ncase_a,0.25\ncase_b,1.0\n", None),
+        ("case,prob\ncase_a,0.25\ncase_b,1.0\n", "columns"),
+        ("case,p\ncase_a,0.25\n", "one row per input"),
+        ("case,p\ncase_a,0.25\ncase_b,1.5\n", "outside"),
+        ("case,p\ncase_a,0.25\ncase_b,nope\n", "not a number"),
+        (None, "expected predictions.csv"),
+    ],
+)
+def test_classification_smoke_output(tmp_path: Path, csv_text: str | None, problem: str) -> None:
+    from monai_tumor.bundle.verify import _check_predictions
+
+    if csv_text is not None:
+        (tmp_path / "predictions.csv").write_text(csv_text, encoding="utf-8")
+    inputs = {"case_a": tmp_path / "a", "case_b": tmp_path / "b"}
+    status, message = _check_predictions(_CLASSIFIER_META, tmp_path, inputs, (8, 8, 4))
+    if problem is None:
+        assert status is CheckStatus.PASS, message
+    else:
+        assert status is CheckStatus.FAIL and problem in message

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scripts import datalist, network
+from scripts import datalist, network, training
 from scripts.datalist import PredictionCSVWriter, inference_datalist
 from scripts.network import FEATURE_NAMES, NoduleMalignancyNet, mask_features
 
@@ -14,4 +14,5 @@ __all__ = [
     "inference_datalist",
     "mask_features",
     "network",
+    "training",
 ]
