@@ -15,7 +15,9 @@ The export (built by the script in a temporary folder) holds ``--series`` small 
   (``os.fsync`` patched in the batch process: the point where a full disk surfaces for the
   atomic writer); those series end ``failed`` in that run and are redone by the next;
 * **kills**: the batch process is killed with SIGKILL at a random moment ``--kills``
-  times (seeded), then run once more to completion.
+  times (seeded), then run once more to completion. Each run is killed after a uniform
+  random share (``--kill-window``) of ``clean run time / kills``, so the kills fall all
+  along the batch rather than after the work is finished.
 
 A clean run of the same export into another folder is the reference. Checked at the end:
 every series is ``done`` with valid outputs or ``failed`` with a reason; the statuses,
@@ -29,6 +31,10 @@ the soak exercises scanning, reading, writing, resuming and reporting, not a net
 Usage::
 
     nice -n 10 .venv/bin/python benchmarks/bench_soak.py [--series 1000] [--kills 20]
+
+With ``--keep DIR`` the work folder is kept, and a rerun with the same folder reuses its
+export and its finished clean run (recorded in ``DIR/clean_run.json``) and redoes the
+interrupted runs.
 
 Writes ``benchmarks/results/soak.json`` and prints a summary table.
 """
@@ -67,6 +73,20 @@ def _pick(key: str, salt: str, share: float) -> bool:
     return int.from_bytes(digest[:4], "little") / 2**32 < share
 
 
+def fault_counts(n_series: int) -> dict[str, int]:
+    """How many faults of each kind the export of ``n_series`` series holds."""
+    counts = {"not_dicom_slice": 0, "truncated_copy": 0, "unopenable_entries": 0}
+    for i in range(n_series):
+        name = f"s{i:04d}"
+        if _pick(name, "not-dicom", FAULTY_SHARE):
+            counts["not_dicom_slice"] += 1
+        elif _pick(name, "truncated", FAULTY_SHARE):
+            counts["truncated_copy"] += 1
+        if _pick(name, "unopenable", FAULTY_SHARE):
+            counts["unopenable_entries"] += 2
+    return counts
+
+
 def build_export(root: Path, n_series: int) -> dict[str, int]:
     """Write the export; return how many faults of each kind it holds."""
     import numpy as np
@@ -96,6 +116,7 @@ def build_export(root: Path, n_series: int) -> dict[str, int]:
             (folder / "dangling.dcm").symlink_to(folder / "no-such-file")
             (folder / "loop.dcm").symlink_to(folder / "loop.dcm")
             counts["unopenable_entries"] += 2
+    assert counts == fault_counts(n_series)
     return counts
 
 
@@ -227,7 +248,7 @@ def main() -> int:
         nargs=2,
         default=(0.05, 1.0),
         metavar=("LOW", "HIGH"),
-        help="each kill comes after a uniform random share of the clean run's time",
+        help="each kill comes after a uniform random share of clean run time / kills",
     )
     parser.add_argument("--keep", type=Path, default=None, help="work folder to keep")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "soak.json")
@@ -238,10 +259,20 @@ def main() -> int:
     export = work / "export"
     try:
         start = time.perf_counter()
-        faults = build_export(export, args.series) if not export.exists() else {}
+        if not export.exists():
+            build_export(export, args.series)
+        faults = fault_counts(args.series)
         build_s = time.perf_counter() - start
 
-        clean_s = _run_to_end(_command(export, work / "clean", work / "clean.sqlite", False))
+        record = work / "clean_run.json"
+        kept = json.loads(record.read_text()) if record.exists() else {}
+        if kept.get("series") == args.series and (work / "clean" / "summary.json").exists():
+            clean_s = float(kept["clean_run_s"])  # a kept work folder's finished clean run
+        else:
+            clean_s = _run_to_end(_command(export, work / "clean", work / "clean.sqlite", False))
+            record.write_text(json.dumps({"series": args.series, "clean_run_s": clean_s}))
+        shutil.rmtree(work / "soak", ignore_errors=True)
+        (work / "soak.sqlite").unlink(missing_ok=True)
 
         rng = random.Random(args.seed)
         killed = survived = 0
@@ -253,13 +284,13 @@ def main() -> int:
             cmd = _command(export, work / "soak", work / "soak.sqlite", disk_full)
             begin = time.perf_counter()
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(*args.kill_window) * clean_s)
-            if proc.poll() is None:
+            try:
+                proc.wait(timeout=rng.uniform(*args.kill_window) * clean_s / args.kills)
+                survived += 1
+            except subprocess.TimeoutExpired:
                 os.kill(proc.pid, signal.SIGKILL)
                 killed += 1
-            else:
-                survived += 1
-            proc.wait()
+                proc.wait()
             runs_s.append(time.perf_counter() - begin)
             _check_reports(work / "soak")
         final_s = _run_to_end(_command(export, work / "soak", work / "soak.sqlite", False))
