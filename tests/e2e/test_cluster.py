@@ -397,6 +397,60 @@ def test_worker_resources_send_every_series_to_the_resourced_worker(
 # --------------------------------------------------------------------------- real data
 
 
+def _sts_export(data_dir: Path, export: Path, cases: tuple[str, ...]) -> Path:
+    """An export (symlinks) of the CT and its RTSTRUCT of each sts case, one folder a case."""
+    for case in cases:
+        series = data_dir / "sts" / case / "CT" / "dicom"
+        (export / case).mkdir(parents=True)
+        for i, f in enumerate(sorted((series / "image").iterdir())):
+            (export / case / f"{i:04d}").symlink_to(f)
+        (export / case / "rs").symlink_to(series / "mask" / "RS.dcm")
+    return export
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_batch_command_with_worker_resources_on_real_ct(
+    data_dir: Path, tmp_path: Path, shared_cluster: tuple[str, str, str]
+) -> None:
+    """``batch --scheduler ... --worker-resources GPU=1``: the GPU=1 worker segments a real CT."""
+    from typer.testing import CliRunner
+
+    from monai_tumor.cli.main import app
+
+    address, gpu, plain = shared_cluster
+    export = _sts_export(data_dir, tmp_path / "export", ("STS_002",))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        [
+            "batch",
+            str(export),
+            "--bundle",
+            str(NODULE),
+            "--out",
+            str(out),
+            "--index",
+            str(tmp_path / "index.sqlite"),
+            "--seeds-from-rtstruct",
+            "--device",
+            "cpu",
+            "--no-viewer",
+            "--no-features",
+            "--no-progress",
+            "--scheduler",
+            address,
+            "--worker-resources",
+            "GPU=1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads((out / "summary.json").read_text())["series"]
+    assert row["status"] == "done" and row["lesion_count"] >= 1, row
+    assert row["worker"] == gpu, f"expected the GPU=1 worker, not {row['worker']} ({plain})"
+    _assert_outputs_complete(out)
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_local_cluster_equals_the_single_machine_run_on_real_ct(
@@ -405,13 +459,7 @@ def test_local_cluster_equals_the_single_machine_run_on_real_ct(
     """Two sts studies (CT + RTSTRUCT, and an MR that is skipped) through the nodule bundle."""
     import highdicom as hd
 
-    export = tmp_path / "export"
-    for case in ("STS_001", "STS_002"):
-        series = data_dir / "sts" / case / "CT" / "dicom"
-        (export / case).mkdir(parents=True)
-        for i, f in enumerate(sorted((series / "image").iterdir())):
-            (export / case / f"{i:04d}").symlink_to(f)
-        (export / case / "rs").symlink_to(series / "mask" / "RS.dcm")
+    export = _sts_export(data_dir, tmp_path / "export", ("STS_001", "STS_002"))
     (export / "STS_001_mr").mkdir()
     for f in sorted((data_dir / "sts" / "STS_001" / "MR_T1" / "dicom" / "image").iterdir()):
         (export / "STS_001_mr" / f.name).symlink_to(f)
