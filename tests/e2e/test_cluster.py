@@ -36,6 +36,7 @@ from monai_tumor.pipeline.batch import (
 )
 from monai_tumor.pipeline.cluster import DaskOptions, cluster_options, parse_resources
 from monai_tumor.pipeline.outputs import MANIFEST_NAME, completed_manifest
+from tests.support.batch_export import link_sts_ct
 from tests.support.dicom_factory import lps_affine, write_series
 from tests.support.pipeline_doubles import DyingSegmenter, ThresholdSegmenter, fake_bundle_info
 
@@ -397,17 +398,6 @@ def test_worker_resources_send_every_series_to_the_resourced_worker(
 # --------------------------------------------------------------------------- real data
 
 
-def _sts_export(data_dir: Path, export: Path, cases: tuple[str, ...]) -> Path:
-    """An export (symlinks) of the CT and its RTSTRUCT of each sts case, one folder a case."""
-    for case in cases:
-        series = data_dir / "sts" / case / "CT" / "dicom"
-        (export / case).mkdir(parents=True)
-        for i, f in enumerate(sorted((series / "image").iterdir())):
-            (export / case / f"{i:04d}").symlink_to(f)
-        (export / case / "rs").symlink_to(series / "mask" / "RS.dcm")
-    return export
-
-
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_batch_command_with_worker_resources_on_real_ct(
@@ -419,31 +409,13 @@ def test_batch_command_with_worker_resources_on_real_ct(
     from monai_tumor.cli.main import app
 
     address, gpu, plain = shared_cluster
-    export = _sts_export(data_dir, tmp_path / "export", ("STS_002",))
+    export = link_sts_ct(data_dir, tmp_path / "export", ("STS_002",))
     out = tmp_path / "out"
-    result = CliRunner().invoke(
-        app,
-        [
-            "batch",
-            str(export),
-            "--bundle",
-            str(NODULE),
-            "--out",
-            str(out),
-            "--index",
-            str(tmp_path / "index.sqlite"),
-            "--seeds-from-rtstruct",
-            "--device",
-            "cpu",
-            "--no-viewer",
-            "--no-features",
-            "--no-progress",
-            "--scheduler",
-            address,
-            "--worker-resources",
-            "GPU=1",
-        ],
-    )
+    args = ["batch", str(export), "--bundle", str(NODULE), "--out", str(out)]
+    args += ["--index", str(tmp_path / "index.sqlite"), "--seeds-from-rtstruct"]
+    args += ["--device", "cpu", "--no-viewer", "--no-features", "--no-progress"]
+    args += ["--scheduler", address, "--worker-resources", "GPU=1"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     (row,) = json.loads((out / "summary.json").read_text())["series"]
     assert row["status"] == "done" and row["lesion_count"] >= 1, row
@@ -459,7 +431,7 @@ def test_local_cluster_equals_the_single_machine_run_on_real_ct(
     """Two sts studies (CT + RTSTRUCT, and an MR that is skipped) through the nodule bundle."""
     import highdicom as hd
 
-    export = _sts_export(data_dir, tmp_path / "export", ("STS_001", "STS_002"))
+    export = link_sts_ct(data_dir, tmp_path / "export", ("STS_001", "STS_002"))
     (export / "STS_001_mr").mkdir()
     for f in sorted((data_dir / "sts" / "STS_001" / "MR_T1" / "dicom" / "image").iterdir()):
         (export / "STS_001_mr" / f.name).symlink_to(f)

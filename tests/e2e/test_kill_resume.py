@@ -28,19 +28,11 @@ import pytest
 from PIL import Image
 
 from monai_tumor.pipeline.outputs import MANIFEST_NAME, completed_manifest
+from tests.support.batch_export import link_sts_ct
 
 NODULE = Path(__file__).resolve().parents[2] / "bundles" / "lung_nodule_ct"
 CASES = ("STS_001", "STS_002", "STS_003")
 KILLS = 4
-
-
-def _export(data_dir: Path, root: Path) -> None:
-    for case in CASES:
-        series = data_dir / "sts" / case / "CT" / "dicom"
-        (root / case).mkdir(parents=True)
-        for i, f in enumerate(sorted((series / "image").iterdir())):
-            (root / case / f"{i:04d}").symlink_to(f)
-        (root / case / "rs").symlink_to(series / "mask" / "RS.dcm")
 
 
 def _command(export: Path, out: Path) -> list[str]:
@@ -113,7 +105,7 @@ def _outputs(out: Path) -> dict[str, dict[str, Any]]:
 @pytest.mark.slow
 def test_killed_runs_resume_to_the_uninterrupted_result(data_dir: Path, tmp_path: Path) -> None:
     export = tmp_path / "export"
-    _export(data_dir, export)
+    link_sts_ct(data_dir, export, CASES)
     reference_out, killed_out = tmp_path / "reference", tmp_path / "killed"
     duration = _run(export, reference_out)
     reference = _outputs(reference_out)

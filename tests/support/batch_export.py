@@ -62,6 +62,7 @@ __all__ = [
     "batch_export",
     "build_batch_export",
     "corrupt_pixel_data",
+    "link_sts_ct",
 ]
 
 CT_BUNDLE = "lung_nodule_ct"
@@ -245,6 +246,20 @@ _EXPECTED: dict[str, dict[str, ExpectedOutcome]] = {
 
 
 # ----------------------------------------------------------------------------- building
+
+
+def link_sts_ct(data_dir: Path, export: Path, cases: tuple[str, ...]) -> Path:
+    """A plain export of real CTs: per sts case a folder of symlinks to its CT and RTSTRUCT.
+
+    Slices are named ``0000``, ``0001``, ... and the RTSTRUCT ``rs``; returns ``export``.
+    """
+    for case in cases:
+        series = data_dir / "sts" / case / "CT" / "dicom"
+        (export / case).mkdir(parents=True)
+        for i, f in enumerate(sorted((series / "image").iterdir())):
+            (export / case / f"{i:04d}").symlink_to(f)
+        (export / case / "rs").symlink_to(series / "mask" / "RS.dcm")
+    return export
 
 
 def corrupt_pixel_data(path: Path) -> None:
