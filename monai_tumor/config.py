@@ -1,9 +1,12 @@
 """Process-wide settings read from the environment (no global mutable state).
 
-Two settings exist today: where the shared real data lives
-(``$MONAI_TUMOR_DATA``), and the secret key that makes patient hashes
+Three settings exist today: where the shared real data lives
+(``$MONAI_TUMOR_DATA``), the secret key that makes patient hashes
 pseudonymous (``$MONAI_TUMOR_PATIENT_KEY``, else a key file created once per
-user; see :func:`patient_key`).
+user; see :func:`patient_key`), and the per-user cache folder that holds the
+scan index of each export (``$MONAI_TUMOR_CACHE``; see :func:`cache_root` and
+:func:`default_index_path`): an export is only ever read, so nothing of ours is
+kept inside it.
 """
 
 from __future__ import annotations
@@ -12,17 +15,21 @@ import errno
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from pathlib import Path
 
 from monai_tumor.errors import ConfigError
 
 __all__ = [
+    "CACHE_ENV_VAR",
     "DATA_ENV_VAR",
     "DEFAULT_DATA_DIR",
     "MIN_PATIENT_KEY_LENGTH",
     "PATIENT_KEY_ENV_VAR",
+    "cache_root",
     "data_root",
+    "default_index_path",
     "patient_key",
     "patient_key_file",
     "patient_key_id",
@@ -36,6 +43,10 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "d
 PATIENT_KEY_ENV_VAR = "MONAI_TUMOR_PATIENT_KEY"
 #: Shortest accepted key (characters): a short key could be guessed.
 MIN_PATIENT_KEY_LENGTH = 16
+#: Environment variable naming the per-user cache folder (scan indexes go to its ``index/``).
+CACHE_ENV_VAR = "MONAI_TUMOR_CACHE"
+#: Longest readable part of an index file name (the export folder's name, cleaned).
+_INDEX_NAME_CHARS = 40
 
 
 def data_root() -> Path:
@@ -50,6 +61,60 @@ def data_root() -> Path:
     """
     value = os.environ.get(DATA_ENV_VAR)
     return Path(value).expanduser().resolve() if value else DEFAULT_DATA_DIR
+
+
+def cache_root() -> Path:
+    """Return the per-user cache folder of monai-tumor (it may not exist yet).
+
+    Returns
+    -------
+    Path
+        ``$MONAI_TUMOR_CACHE`` if set; else ``$XDG_CACHE_HOME/monai-tumor``;
+        else ``~/.cache/monai-tumor``. Everything in it can be rebuilt: deleting
+        it only costs a full rescan the next time.
+    """
+    value = os.environ.get(CACHE_ENV_VAR)
+    if value:
+        return Path(value).expanduser().resolve()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser().resolve() / "monai-tumor"
+
+
+def default_index_path(export_dir: str | os.PathLike[str]) -> Path:
+    """Where ``monai-tumor scan`` keeps the SQLite index of an export by default.
+
+    The index lives in the user's cache (:func:`cache_root`), never inside the
+    export: exports are PACS dumps and shared collections that are only read.
+    The file name is derived from the export's resolved absolute path, so a
+    rescan of the same export (by any spelling of its path, symlinks included)
+    reuses its index and two exports never share one.
+
+    Parameters
+    ----------
+    export_dir
+        The export folder (need not exist; it is resolved, not read).
+
+    Returns
+    -------
+    Path
+        ``cache_root() / "index" / "<name>-<hash>.sqlite"``: ``<name>`` is the
+        export folder's name reduced to ``[A-Za-z0-9._-]`` (at most 40
+        characters, for people looking into the folder), ``<hash>`` the first
+        16 hex digits of the SHA-256 of the resolved path (what keeps exports
+        apart).
+
+    Examples
+    --------
+    >>> path = default_index_path("/data/exports/LUNG 1")
+    >>> path.parent == cache_root() / "index"
+    True
+    >>> path.name
+    'LUNG_1-5b990829b760044c.sqlite'
+    """
+    root = Path(export_dir).expanduser().resolve()
+    digest = hashlib.sha256(os.fsencode(root)).hexdigest()[:16]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", root.name).strip("._-")[:_INDEX_NAME_CHARS]
+    return cache_root() / "index" / f"{name or 'export'}-{digest}.sqlite"
 
 
 def patient_key_file() -> Path:

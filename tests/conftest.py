@@ -1,4 +1,4 @@
-"""Shared fixtures: where the real data lives, skip/fail rules for it, a patient key.
+"""Shared fixtures: where the real data lives, skip/fail rules for it, a patient key, a cache.
 
 The tests are laid out as
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from monai_tumor.bundle.imports import SCRIPTS_PACKAGE
-from monai_tumor.config import DATA_ENV_VAR, PATIENT_KEY_ENV_VAR, data_root
+from monai_tumor.config import CACHE_ENV_VAR, DATA_ENV_VAR, PATIENT_KEY_ENV_VAR, data_root
 
 pytest_plugins = ["tests.support.annotation_server", "tests.support.batch_export"]
 
@@ -34,6 +34,15 @@ def patient_key_env() -> Iterator[bytes]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(PATIENT_KEY_ENV_VAR, TEST_PATIENT_KEY)
         yield TEST_PATIENT_KEY.encode("utf-8")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cache_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Keep default scan indexes in a session folder, never in the user's real cache."""
+    cache = tmp_path_factory.mktemp("monai-tumor-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV_VAR, str(cache))
+        yield cache
 
 
 def _bundle_imports() -> tuple[list[str], set[str]]:

@@ -130,7 +130,7 @@ def batch(
     seed_roi: SeedRoiOption = "(?i)gtv",
     index: Annotated[
         Path | None,
-        typer.Option("--index", help="SQLite index (default: the export's if writable, else OUT)."),
+        typer.Option("--index", help="SQLite index (default OUT/.monai-tumor/index.sqlite)."),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Redo series that already have complete outputs.")

@@ -71,7 +71,8 @@ def convert(
         else:
             raise ConfigError(
                 f"{series!r} is neither an existing path nor usable as a SeriesInstanceUID "
-                "without --index; run `monai-tumor scan EXPORT_DIR` and pass --index"
+                "without --index; run `monai-tumor scan EXPORT_DIR` (it prints where its index "
+                "is) and pass that file as --index"
             )
         result = convert_series(source, out, options=options, series_uid=series_uid)
         stdout_console().print(

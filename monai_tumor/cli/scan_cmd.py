@@ -1,7 +1,8 @@
 """``monai-tumor scan EXPORT_DIR [--index FILE] [--json]``: list what an export holds.
 
-Walks the export (headers only, in parallel), updates its SQLite index
-(``EXPORT_DIR/.monai-tumor/index.sqlite`` by default; a rescan reads only new or
+Walks the export (headers only, in parallel; the export is only read), updates
+its SQLite index (by default in the user's cache,
+:func:`monai_tumor.config.default_index_path`; a rescan reads only new or
 changed files) and prints a table of series, the RTSTRUCT/SEG objects and the
 skipped files with their reasons.
 
@@ -155,8 +156,9 @@ def scan(
         Path | None,
         typer.Option(
             "--index",
-            help="SQLite index file (default EXPORT_DIR/.monai-tumor/index.sqlite; "
-            "required for a read-only export).",
+            help="SQLite index file (default: one per export in the user's cache, "
+            "$MONAI_TUMOR_CACHE/index/, else $XDG_CACHE_HOME/monai-tumor/index/, else "
+            "~/.cache/monai-tumor/index/; the export is never written to).",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,

@@ -46,7 +46,6 @@ from .records import (
 from .scan import (
     ScanResult,
     ScanStats,
-    default_index_path,
     scan_export,
 )
 from .selection import (
@@ -95,7 +94,6 @@ __all__ = [
     "TiltPolicy",
     "acquisition_fields",
     "can_decode",
-    "default_index_path",
     "inspect_dataset",
     "inspect_file",
     "is_volume_file",

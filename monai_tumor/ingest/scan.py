@@ -38,13 +38,13 @@ __all__ = [
     "SCAN_SCHEMA",
     "ScanResult",
     "ScanStats",
-    "default_index_path",
     "scan_export",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Folder created inside a writable export to hold the default index.
+#: Name of monai-tumor's state folders (a batch's ``OUT/.monai-tumor``, an index an older
+#: version kept inside an export); never scanned as part of an export.
 INDEX_DIRNAME = ".monai-tumor"
 #: Identifier of the JSON layout produced by :meth:`ScanResult.to_dict`.
 SCAN_SCHEMA = "monai-tumor/scan/1"
@@ -201,11 +201,6 @@ class ScanResult:
 # ----------------------------------------------------------------------------- walking
 
 
-def default_index_path(export_dir: str | os.PathLike[str]) -> Path:
-    """Where the index of an export goes by default: ``EXPORT/.monai-tumor/index.sqlite``."""
-    return Path(export_dir) / INDEX_DIRNAME / "index.sqlite"
-
-
 def _walk(root: Path, exclude: set[str]) -> Iterator[tuple[str, int, int]]:
     """Yield ``(path, size, mtime_ns)`` of every regular file under ``root``.
 
@@ -247,26 +242,25 @@ def _parse_batch(batch: Sequence[tuple[str, int, int]], key: bytes) -> list[Inde
     return [record_to_row(_inspect(path, key), size, mtime) for path, size, mtime in batch]
 
 
-def _is_writable(folder: Path) -> bool:
-    """Whether we may create the index folder in ``folder`` (not for root on a RO mount)."""
-    return os.access(folder, os.W_OK)
-
-
 def _resolve_index(root: Path, index_path: str | os.PathLike[str] | None) -> Path:
+    """Return the index file to use: the one given, else the export's in the user's cache.
+
+    The cache folders are made readable by their owner only: an index holds the
+    export's file paths and series descriptions, which often contain names.
+    """
     if index_path is not None:
         return Path(index_path).expanduser().resolve()
-    target = default_index_path(root)
-    message = (
-        f"the export folder is not writable, so the default index {target} cannot be "
-        "created; pass --index FILE (index_path=...) with a writable location - "
-        "nothing is ever written into a read-only export"
-    )
-    if not _is_writable(root):
-        raise ConfigError(message, path=root)
+    target = config.default_index_path(root)
     try:
-        target.parent.mkdir(exist_ok=True)
+        target.parent.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        target.parent.mkdir(exist_ok=True, mode=0o700)
     except OSError as exc:
-        raise ConfigError(message, path=root) from exc
+        raise ConfigError(
+            f"cannot create the index cache folder ({exc.strerror}); set "
+            f"${config.CACHE_ENV_VAR} to a writable folder or pass --index FILE "
+            "(index_path=...) - nothing is ever written into the export",
+            path=target.parent,
+        ) from exc
     return target
 
 
@@ -313,11 +307,14 @@ def scan_export(
     ----------
     export_dir
         Folder to walk recursively. Files may have any name or no extension.
-        It is only read; the default index is the one thing written into it.
+        It is only read: nothing is ever written into it.
     index_path
-        SQLite index to create or update. Default
-        ``EXPORT_DIR/.monai-tumor/index.sqlite``; required when the export is
-        read-only.
+        SQLite index to create or update. Default: the export's index in the
+        user's cache, :func:`monai_tumor.config.default_index_path`
+        (``$MONAI_TUMOR_CACHE/index/``, else
+        ``$XDG_CACHE_HOME/monai-tumor/index/``, else
+        ``~/.cache/monai-tumor/index/``), named after the export's resolved
+        path, so a rescan reuses it and two exports never share one.
     workers
         Parallel workers for header parsing (default: CPU count).
     progress
@@ -338,8 +335,8 @@ def scan_export(
     IngestError
         ``export_dir`` does not exist or is not a folder.
     ConfigError
-        No ``index_path`` was given and the export is not writable, or the
-        index cannot be created or opened, or the patient key
+        The index (or, by default, the cache folder holding it) cannot be
+        created or opened, or the patient key
         (:func:`monai_tumor.config.patient_key`) is unusable.
 
     Notes
@@ -350,15 +347,14 @@ def scan_export(
 
     Examples
     --------
-    Scan one patient's export (CT, MR, PET and their RTSTRUCTs), keeping the index
-    outside the export:
+    Scan one patient's export (CT, MR, PET and their RTSTRUCTs); the index goes to
+    the user's cache, never into the export:
 
-    >>> import tempfile
-    >>> from pathlib import Path
-    >>> from monai_tumor.config import data_root
+    >>> from monai_tumor.config import cache_root, data_root
     >>> from monai_tumor.ingest import scan_export
-    >>> index = Path(tempfile.mkdtemp()) / "index.sqlite"
-    >>> result = scan_export(data_root() / "sts" / "STS_001", index_path=index, progress=False)
+    >>> result = scan_export(data_root() / "sts" / "STS_001", progress=False)
+    >>> result.index_path.parent == cache_root() / "index"
+    True
     >>> sorted(s.modality for s in result.series)
     ['CT', 'MR', 'PT']
     >>> sorted(o.modality for o in result.non_image_objects)

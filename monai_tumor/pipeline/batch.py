@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 from monai_tumor.errors import ConfigError
 from monai_tumor.inference.bundle import BundleInfo, read_bundle_info
 from monai_tumor.ingest.index import SeriesIndex
-from monai_tumor.ingest.scan import ScanResult, default_index_path, scan_export
+from monai_tumor.ingest.scan import INDEX_DIRNAME, ScanResult, scan_export
 from monai_tumor.ingest.selection import load_rules
 from monai_tumor.pipeline.analysis import analysis_spec_for, write_features_table
 from monai_tumor.pipeline.infer import Segmenter, load_segmenter
@@ -94,8 +94,8 @@ class BatchOptions:
         Regular expression choosing the RTSTRUCT ROIs that give seeds (default:
         names containing "GTV"); ``None`` takes every ROI with contours.
     index_path
-        SQLite index; default: the export's own index if writable, else
-        ``OUT/.monai-tumor/index.sqlite``.
+        SQLite index; default ``OUT/.monai-tumor/index.sqlite`` (never inside
+        the export, which is only read).
     force
         Redo series even when complete outputs exist.
     progress
@@ -213,13 +213,8 @@ def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[str], None]]:
         yield advance
 
 
-def _resolve_index(export_dir: Path, out_dir: Path, given: Path | None) -> Path:
-    if given is not None:
-        return given
-    own = default_index_path(export_dir)
-    if own.exists() and os.access(own.parent, os.W_OK) and os.access(own, os.W_OK):
-        return own
-    return out_dir / ".monai-tumor" / "index.sqlite"
+def _resolve_index(out_dir: Path, given: Path | None) -> Path:
+    return given if given is not None else out_dir / INDEX_DIRNAME / "index.sqlite"
 
 
 def run_batch(
@@ -236,7 +231,7 @@ def run_batch(
     ----------
     export_dir
         The export folder (only read; the index goes to ``options.index_path``,
-        the export's own index if already there and writable, or ``out_dir``).
+        by default ``OUT/.monai-tumor/index.sqlite``).
     out_dir
         Output folder: ``<study-key>/<series-key>/`` per series plus
         ``summary.csv``, ``summary.json``, ``index.html``.
@@ -298,7 +293,7 @@ def run_batch(
     rules = load_rules(opts.rules if opts.rules is not None else info.selection_rules)
     csv_digest = _seeds_csv_digest(opts.seeds_csv)
 
-    index_path = _resolve_index(export, out, opts.index_path)
+    index_path = _resolve_index(out, opts.index_path)
     scan = scan_export(export, index_path=index_path, workers=opts.workers, progress=opts.progress)
     scan_seconds = time.perf_counter() - start
     context = RunContext(

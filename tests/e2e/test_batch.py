@@ -22,6 +22,7 @@ from monai_tumor.export.seg import SegmentSpec, read_back_seg
 from monai_tumor.geometry import sort_along_normal
 from monai_tumor.inference.bundle import BundleInfo
 from monai_tumor.inference.seeds import Seed
+from monai_tumor.ingest.index import SeriesIndex
 from monai_tumor.ingest.reader import read_series
 from monai_tumor.pipeline import batch as batch_module
 from monai_tumor.pipeline import runner as runner_module
@@ -29,6 +30,7 @@ from monai_tumor.pipeline.batch import BatchOptions, SeriesStatus, run_batch
 from monai_tumor.pipeline.outputs import MANIFEST_NAME
 from tests.support.batch_export import BatchExport
 from tests.support.dicom_factory import lps_affine, write_series
+from tests.support.folder_snapshot import snapshot
 from tests.support.pipeline_doubles import ThresholdSegmenter, fake_bundle_info
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
@@ -145,6 +147,26 @@ def test_statuses_report_and_resume(
     assert sorted(model4.calls) == sorted(
         [synthetic_export["ct_main"], synthetic_export["ct_fails"]]
     )
+
+
+def test_default_index_is_in_the_output_folder_never_in_the_export(
+    tmp_path: Path, fake_bundle: BundleInfo, synthetic_export: dict[str, str]
+) -> None:
+    export = Path(synthetic_export["root"])
+    # an index an older version kept inside the export is neither used nor updated
+    old = export / ".monai-tumor" / "index.sqlite"
+    old.parent.mkdir()
+    old.write_bytes(b"left by an older version")
+    before = snapshot(export)
+    out = tmp_path / "out"
+    options = BatchOptions(progress=False, workers=1)
+    result = run_batch(
+        export, out, bundle=fake_bundle, options=options, segmenter=ThresholdSegmenter()
+    )
+    assert snapshot(export) == before
+    assert result.count(SeriesStatus.DONE) == 2
+    with SeriesIndex(out / ".monai-tumor" / "index.sqlite", read_only=True) as index:
+        assert len(index.file_states(root=export.resolve())) == 26  # 25 slices, notes.txt
 
 
 def test_read_failure_is_a_failed_series_with_package_exit_code(

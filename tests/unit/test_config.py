@@ -6,13 +6,18 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from monai_tumor.config import (
+    CACHE_ENV_VAR,
     DATA_ENV_VAR,
     DEFAULT_DATA_DIR,
     MIN_PATIENT_KEY_LENGTH,
     PATIENT_KEY_ENV_VAR,
+    cache_root,
     data_root,
+    default_index_path,
     patient_key,
     patient_key_file,
     patient_key_id,
@@ -33,6 +38,56 @@ def test_default_is_shared_data_beside_the_project(monkeypatch: pytest.MonkeyPat
 
 def test_data_fixture_finds_the_readme(data_dir: Path) -> None:
     assert (data_dir / "README.md").is_file()
+
+
+@pytest.mark.parametrize("source", ["cache_env", "xdg", "home"])
+def test_cache_root_precedence(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, source: str
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "mine"))
+    expected = tmp_path / "mine"
+    if source != "cache_env":
+        monkeypatch.delenv(CACHE_ENV_VAR)
+        expected = tmp_path / "xdg" / "monai-tumor"
+    if source == "home":
+        monkeypatch.delenv("XDG_CACHE_HOME")
+        expected = tmp_path / "home" / ".cache" / "monai-tumor"
+    assert cache_root() == expected.resolve()
+    assert default_index_path(tmp_path / "export").parent == expected.resolve() / "index"
+
+
+def test_index_path_follows_the_resolved_export(tmp_path: Path) -> None:
+    export = tmp_path / "exports" / "Lung 1 (2019)"
+    export.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(export)
+    path = default_index_path(export)
+    assert path.name.startswith("Lung_1_2019-") and path.suffix == ".sqlite"
+    # every spelling of the same folder names the same index
+    assert default_index_path(tmp_path / "link") == path
+    assert default_index_path(export / ".." / export.name) == path
+    assert default_index_path(str(export) + "/") == path
+    # a folder of the same name elsewhere gets its own
+    other = tmp_path / "elsewhere" / "Lung 1 (2019)"
+    assert default_index_path(other) != path
+    assert default_index_path(other).name.startswith("Lung_1_2019-")
+
+
+_FOLDER_NAMES = st.text(min_size=1, max_size=200).filter(
+    lambda n: "/" not in n and "\x00" not in n and n not in {".", ".."}
+)
+
+
+@given(name=_FOLDER_NAMES)
+def test_index_file_name_is_always_a_plain_file_name(name: str) -> None:
+    path = default_index_path(Path("/exports") / name)
+    stem, _, digest = path.stem.rpartition("-")
+    assert path.parent == cache_root() / "index"
+    assert 1 <= len(stem) <= 40 and set(stem) <= set(
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+    )
+    assert len(digest) == 16 and int(digest, 16) >= 0
 
 
 @pytest.fixture

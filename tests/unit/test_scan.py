@@ -3,25 +3,22 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from monai_tumor.config import PATIENT_KEY_ENV_VAR
+from monai_tumor.config import CACHE_ENV_VAR, PATIENT_KEY_ENV_VAR, default_index_path
 from monai_tumor.errors import ConfigError, IngestError
 from monai_tumor.geometry import Orientation
 from monai_tumor.ingest import scan as scan_module
 from monai_tumor.ingest.enums import ExecutorKind, ImageKind, SkipReason
 from monai_tumor.ingest.index import SeriesIndex
 from monai_tumor.ingest.records import InstanceHeader
-from monai_tumor.ingest.scan import (
-    INDEX_DIRNAME,
-    ScanResult,
-    default_index_path,
-    scan_export,
-)
+from monai_tumor.ingest.scan import INDEX_DIRNAME, ScanResult, scan_export
 from monai_tumor.ingest.series import SeriesInfo, summarize_series
+from tests.support.folder_snapshot import snapshot
 from tests.support.messy_export import MessyExport, build_messy_export
 from tests.support.typed_io import pydicom_testdata
 
@@ -185,25 +182,61 @@ def test_rescan_with_another_patient_key_rebuilds_the_index(
 
 
 @pytest.mark.realdata
-def test_default_index_inside_writable_export(data_dir: Path, tmp_path: Path) -> None:
-    export = tmp_path / "export"
-    shutil.copytree(data_dir / "sts/STS_002/PET/dicom", export)
-    result = scan_export(export, progress=True)  # the bar goes to stderr
-    assert result.index_path == default_index_path(export.resolve())
-    assert result.index_path.is_file()
-    # the index's own files are never scanned
-    rescan = scan_export(export, progress=False)
+def test_default_scan_never_writes_into_the_export(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_ENV_VAR, str(cache))
+    exports = tmp_path / "exports"
+    pet = exports / "pet"
+    shutil.copytree(data_dir / "sts/STS_002/PET/dicom", pet)
+    ct = exports / "ct"
+    shutil.copytree(data_dir / "sts/STS_001/CT/dicom", ct)
+    before = snapshot(exports)
+
+    result = scan_export(pet, progress=True)  # the bar goes to stderr
+    assert snapshot(exports) == before  # byte for byte, mtimes and modes included
+    assert result.index_path == default_index_path(pet) == cache / "index" / result.index_path.name
+    assert result.index_path.is_file() and result.index_path.name.startswith("pet-")
+    assert result.stats.files_found == result.stats.files_parsed == 49
+    assert stat.S_IMODE((cache / "index").stat().st_mode) == 0o700  # paths, descriptions
+
+    # a rescan, by another spelling of the path, reuses the index and reads nothing
+    rescan = scan_export(exports / "ct" / ".." / "pet", progress=False)
+    assert rescan.index_path == result.index_path
     assert rescan.stats.files_found == 49 and rescan.stats.files_parsed == 0
-    assert not any(INDEX_DIRNAME in str(r.path) for r in rescan.skipped)
+    assert rescan.series == result.series
+
+    # another export gets its own index
+    other = scan_export(ct, progress=False)
+    assert other.index_path != result.index_path and other.index_path.parent == cache / "index"
+    assert other.stats.files_found == other.stats.files_parsed == 60  # 59 slices, 1 RTSTRUCT
+    assert [(s.modality, s.number_of_slices) for s in other.series] == [("CT", 59)]
+    assert sorted(p.name for p in (cache / "index").glob("*.sqlite")) == sorted(
+        [result.index_path.name, other.index_path.name]
+    )
+    assert snapshot(exports) == before
 
 
-def test_read_only_export_needs_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_index_folder_left_by_an_older_version_is_not_scanned(tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    (export / INDEX_DIRNAME).mkdir(parents=True)
+    (export / INDEX_DIRNAME / "index.sqlite").write_bytes(b"SQLite format 3\x00")
+    result = scan_export(export, progress=False)
+    assert result.stats.files_found == 0 and not result.skipped
+
+
+def test_unusable_cache_folder_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     export = tmp_path / "export"
     export.mkdir()
-    monkeypatch.setattr(scan_module, "_is_writable", lambda folder: False)
-    with pytest.raises(ConfigError, match="--index"):
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "a-file" / "cache"))
+    with pytest.raises(ConfigError, match=CACHE_ENV_VAR) as caught:
         scan_export(export, progress=False)
-    assert not (export / INDEX_DIRNAME).exists()
+    assert "--index" in str(caught.value)
+    assert list(export.iterdir()) == []
 
 
 def test_missing_export(tmp_path: Path) -> None:
@@ -252,7 +285,8 @@ def test_scan_real_data_in_place(
 ) -> None:
     before = sorted(p.name for p in (data_dir / "sts").iterdir())
     caplog.set_level(logging.DEBUG)
-    result = scan_export(data_dir / "sts", index_path=tmp_path / "index.sqlite", progress=False)
+    result = scan_export(data_dir / "sts", progress=False)  # default index: the user's cache
+    assert result.index_path == default_index_path(data_dir / "sts")
     assert sorted(p.name for p in (data_dir / "sts").iterdir()) == before
     assert not (data_dir / "sts" / INDEX_DIRNAME).exists()
     counts = sorted((s.series_description or "", s.number_of_slices) for s in result.series)

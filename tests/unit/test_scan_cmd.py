@@ -10,9 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from monai_tumor.cli.main import app
+from monai_tumor.config import CACHE_ENV_VAR, default_index_path
 from monai_tumor.errors import EXIT_CODES, ConfigError, IngestError
-from monai_tumor.ingest import scan as scan_module
 from tests.support.dicom_factory import lps_affine, write_series
+from tests.support.folder_snapshot import snapshot
 from tests.support.messy_export import MessyExport, build_messy_export
 
 runner = CliRunner()
@@ -75,13 +76,32 @@ def test_json_output_parses(messy: MessyExport, tmp_path: Path) -> None:
         assert value not in result.stdout
 
 
-def test_read_only_export_exit_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unusable_index_cache_exit_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     export = tmp_path / "export"
     export.mkdir()
-    monkeypatch.setattr(scan_module, "_is_writable", lambda folder: False)
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "a-file"))
     result = runner.invoke(app, ["scan", str(export)])
     assert result.exit_code == EXIT_CODES[ConfigError]
-    assert "--index" in _output(result)
+    assert "--index" in _output(result) and CACHE_ENV_VAR in _output(result)
+    assert list(export.iterdir()) == []
+
+
+def test_default_index_is_in_the_cache_and_printed(
+    small_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
+    before = snapshot(small_export)
+    for _ in range(2):
+        result = runner.invoke(
+            app, ["scan", str(small_export), "--json", "--no-progress"], env={"COLUMNS": "250"}
+        )
+        assert result.exit_code == 0, _output(result)
+        data = json.loads(result.stdout)
+        assert Path(data["index"]) == default_index_path(small_export)
+        assert Path(data["index"]).parent == tmp_path / "cache" / "index"
+    assert data["stats"]["files_found"] == 3 and data["stats"]["files_parsed"] == 0
+    assert snapshot(small_export) == before
 
 
 def test_missing_folder_exit_code(tmp_path: Path) -> None:
