@@ -10,14 +10,15 @@ The export (built by the script in a temporary folder) holds ``--series`` small 
 * **permission errors** that hold even for root (a ``chmod 000`` file is readable by
   root): entries that ``open()`` refuses, a dangling symlink (``ENOENT``) and a symlink
   loop (``ELOOP``), in 3 % of the series folders;
-* **a full disk for the output folder**: during the first half of the interrupted runs,
+* **a full disk for the output folder**: in the interrupted runs before half the kills,
   every ``fsync`` of a file in 10 % of the series' output folders fails with ``ENOSPC``
   (``os.fsync`` patched in the batch process: the point where a full disk surfaces for the
   atomic writer); those series end ``failed`` in that run and are redone by the next;
 * **kills**: the batch process is killed with SIGKILL at a random moment ``--kills``
   times (seeded), then run once more to completion. Each run is killed after a uniform
-  random share (``--kill-window``) of ``clean run time / kills``, so the kills fall all
-  along the batch rather than after the work is finished.
+  random share (``--kill-window``) of ``clean run time / (2 x kills)``, so the kills fall
+  along the first half of the work rather than after it is finished; a run that finishes
+  before its kill does not count as one.
 
 A clean run of the same export into another folder is the reference. Checked at the end:
 every series is ``done`` with valid outputs or ``failed`` with a reason; the statuses,
@@ -248,7 +249,7 @@ def main() -> int:
         nargs=2,
         default=(0.05, 1.0),
         metavar=("LOW", "HIGH"),
-        help="each kill comes after a uniform random share of clean run time / kills",
+        help="each kill comes after a uniform random share of clean run time / (2 x kills)",
     )
     parser.add_argument("--keep", type=Path, default=None, help="work folder to keep")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "soak.json")
@@ -278,14 +279,17 @@ def main() -> int:
         killed = survived = 0
         disk_full_runs = 0
         runs_s: list[float] = []
-        for k in range(args.kills):
-            disk_full = k < args.kills // 2
+        # Runs go on until --kills of them were killed (a run that finishes before its kill
+        # does not count; at most 3 x --kills runs); the first half run with a full disk.
+        share = clean_s / (2 * args.kills)  # the kills fall in the first half of the work
+        while killed < args.kills and len(runs_s) < 3 * args.kills:
+            disk_full = killed < args.kills // 2
             disk_full_runs += int(disk_full)
             cmd = _command(export, work / "soak", work / "soak.sqlite", disk_full)
             begin = time.perf_counter()
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
-                proc.wait(timeout=rng.uniform(*args.kill_window) * clean_s / args.kills)
+                proc.wait(timeout=rng.uniform(*args.kill_window) * share)
                 survived += 1
             except subprocess.TimeoutExpired:
                 os.kill(proc.pid, signal.SIGKILL)
@@ -318,6 +322,7 @@ def main() -> int:
             "problems": ref_problems + problems,
             "build_s": round(build_s, 1),
             "clean_run_s": round(clean_s, 1),
+            "interrupted_runs": len(runs_s),
             "interrupted_runs_s": round(sum(runs_s), 1),
             "final_run_s": round(final_s, 1),
         }
@@ -331,8 +336,8 @@ def main() -> int:
         print(f"| {key} | {result[key]} |")
     print(f"| problems | {len(result['problems'])} |")
     print(
-        f"| times | clean run {result['clean_run_s']} s, {args.kills} interrupted runs "
-        f"{result['interrupted_runs_s']} s, final run {result['final_run_s']} s |"
+        f"| times | clean run {result['clean_run_s']} s, {result['interrupted_runs']} "
+        f"interrupted runs {result['interrupted_runs_s']} s, final run {result['final_run_s']} s |"
     )
     return 1 if result["differences_from_clean_run"] or result["problems"] else 0
 
