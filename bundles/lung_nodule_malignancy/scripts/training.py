@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from scripts.network import NoduleMalignancyNet
 
 __all__ = ["as_label", "fit_feature_scaling", "labelled_datalist"]
 
@@ -63,7 +66,7 @@ def as_label(value: Any) -> torch.Tensor:
     return torch.as_tensor([float(value)], dtype=torch.float32)
 
 
-def fit_feature_scaling(network: torch.nn.Module, batches: Iterable[dict[str, Any]]) -> None:
+def fit_feature_scaling(network: NoduleMalignancyNet, batches: Iterable[dict[str, Any]]) -> None:
     """Set ``feature_mean``/``feature_std`` to the statistics of the training nodules.
 
     Run before training (``initialize`` of ``configs/train.json``); ``batches`` yields the
@@ -81,6 +84,6 @@ def fit_feature_scaling(network: torch.nn.Module, batches: Iterable[dict[str, An
                 )
             )
         raw = torch.cat(rows).double()
-        device = network.feature_mean.device
-        network.feature_mean.copy_(raw.mean(0).to(device))
-        network.feature_std.copy_(raw.std(0).clamp_min(1e-3).to(device))
+        mean, std = network.get_buffer("feature_mean"), network.get_buffer("feature_std")
+        mean.copy_(raw.mean(0).to(mean.device))
+        std.copy_(raw.std(0).clamp_min(1e-3).to(std.device))
