@@ -25,6 +25,7 @@ import fcntl
 import hashlib
 import logging
 import math
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -166,8 +167,8 @@ def _scratch_folder(image: nib.Nifti1Image, mask: nib.Nifti1Image) -> Iterator[P
     MIRP seeds its Monte Carlo estimate of Moran's I and Geary's C with the folder the files
     were read from (see the module docstring); naming the folder after the voxels and the
     affine makes the estimate a function of the lesion alone. The lock serialises two
-    processes that happen to measure the same lesion at the same time; the folder is
-    removed before the lock is released.
+    processes that happen to measure the same lesion at the same time; the folder and the
+    lock file are removed before the lock is released, so nothing is left behind.
     """
     digest = hashlib.sha256()
     for arr in (np.asarray(image.dataobj), np.asarray(mask.dataobj), image.affine):
@@ -176,13 +177,21 @@ def _scratch_folder(image: nib.Nifti1Image, mask: nib.Nifti1Image) -> Iterator[P
     root = Path(tempfile.gettempdir()) / "monai-tumor-radiomics"
     root.mkdir(parents=True, exist_ok=True)
     name = digest.hexdigest()[:24]
-    folder = root / name
-    with open(root / f"{name}.lock", "w") as lock:
+    folder, lock_path = root / name, root / f"{name}.lock"
+    while True:
+        lock = open(lock_path, "a")  # noqa: SIM115 (held past this loop, closed in finally)
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            shutil.rmtree(folder, ignore_errors=True)  # left behind by a killed process
-            folder.mkdir()
-            yield folder
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            if os.path.samestat(os.fstat(lock.fileno()), os.stat(lock_path)):
+                break  # still the lock file at that path: ours
+        except FileNotFoundError:
+            pass  # its holder removed it while this process waited: take a fresh one
+        lock.close()
+    try:
+        shutil.rmtree(folder, ignore_errors=True)  # left behind by a killed process
+        folder.mkdir()
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        lock_path.unlink(missing_ok=True)
+        lock.close()  # releases the lock

@@ -200,3 +200,4 @@ def test_estimated_features_are_the_same_in_every_process(tmp_path: Path) -> Non
     assert values[0] == values[1]
     assert all(math.isfinite(v) for v in values[0])
     assert not [p for p in (tmp_path / "monai-tumor-radiomics").iterdir() if p.is_dir()]
+    assert not list((tmp_path / "monai-tumor-radiomics").iterdir())  # no lock file left
