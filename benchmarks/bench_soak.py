@@ -74,28 +74,35 @@ def _pick(key: str, salt: str, share: float) -> bool:
     return int.from_bytes(digest[:4], "little") / 2**32 < share
 
 
+def _series_faults(name: str) -> tuple[str | None, bool]:
+    """The faults of series ``name``: its slice fault (if any) and whether it has unopenable
+    entries. Decided from the name alone, so the export and its fault counts agree."""
+    slice_fault = None
+    if _pick(name, "not-dicom", FAULTY_SHARE):
+        slice_fault = "not_dicom_slice"
+    elif _pick(name, "truncated", FAULTY_SHARE):
+        slice_fault = "truncated_copy"
+    return slice_fault, _pick(name, "unopenable", FAULTY_SHARE)
+
+
 def fault_counts(n_series: int) -> dict[str, int]:
     """How many faults of each kind the export of ``n_series`` series holds."""
     counts = {"not_dicom_slice": 0, "truncated_copy": 0, "unopenable_entries": 0}
     for i in range(n_series):
-        name = f"s{i:04d}"
-        if _pick(name, "not-dicom", FAULTY_SHARE):
-            counts["not_dicom_slice"] += 1
-        elif _pick(name, "truncated", FAULTY_SHARE):
-            counts["truncated_copy"] += 1
-        if _pick(name, "unopenable", FAULTY_SHARE):
-            counts["unopenable_entries"] += 2
+        slice_fault, unopenable = _series_faults(f"s{i:04d}")
+        if slice_fault is not None:
+            counts[slice_fault] += 1
+        counts["unopenable_entries"] += 2 * unopenable
     return counts
 
 
-def build_export(root: Path, n_series: int) -> dict[str, int]:
-    """Write the export; return how many faults of each kind it holds."""
+def build_export(root: Path, n_series: int) -> None:
+    """Write the export of ``n_series`` series with their faults (see :func:`fault_counts`)."""
     import numpy as np
 
     from tests.support.dicom_factory import lps_affine, write_series
 
     aff = lps_affine(iop=(1, 0, 0, 0, 1, 0), pixel_spacing=(0.8, 0.8), slice_step=2.0)
-    counts = {"not_dicom_slice": 0, "truncated_copy": 0, "unopenable_entries": 0}
     for i in range(n_series):
         name = f"s{i:04d}"
         stored = np.zeros((32, 28, 8), dtype=np.int16)
@@ -104,21 +111,17 @@ def build_export(root: Path, n_series: int) -> dict[str, int]:
         files = write_series(
             folder, stored, affine_lps=aff, study_uid=f"1.2.826.0.1.3680043.8.498.{i + 1}"
         )
-        if _pick(name, "not-dicom", FAULTY_SHARE):
+        slice_fault, unopenable = _series_faults(name)
+        if slice_fault == "not_dicom_slice":
             files[3].write_bytes(b"this is not a DICOM file\n" * 40)
-            counts["not_dicom_slice"] += 1
-        elif _pick(name, "truncated", FAULTY_SHARE):
+        elif slice_fault == "truncated_copy":
             junk = folder.parent / f"{name}_junk"
             junk.mkdir()
             data = files[4].read_bytes()
             (junk / "cut.dcm").write_bytes(data[: len(data) // 3])
-            counts["truncated_copy"] += 1
-        if _pick(name, "unopenable", FAULTY_SHARE):
+        if unopenable:
             (folder / "dangling.dcm").symlink_to(folder / "no-such-file")
             (folder / "loop.dcm").symlink_to(folder / "loop.dcm")
-            counts["unopenable_entries"] += 2
-    assert counts == fault_counts(n_series)
-    return counts
 
 
 def _disk_full_hook(out: Path) -> None:
