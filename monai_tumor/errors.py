@@ -13,6 +13,7 @@ from pathlib import Path
 
 __all__ = [
     "EXIT_CODES",
+    "AnnotationError",
     "BundleError",
     "ConfigError",
     "ExportError",
@@ -54,6 +55,10 @@ class InvalidSeriesError(IngestError):
     Examples: missing slices, non-uniform spacing, gantry tilt, duplicate
     positions with different pixels, mixed orientations.
     """
+
+
+class AnnotationError(IngestError):
+    """An annotation file (e.g. an LIDC-IDRI reader XML) is malformed or of another kind."""
 
 
 class UnsupportedInputError(MonaiTumorError):
