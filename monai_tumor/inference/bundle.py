@@ -162,6 +162,10 @@ class BundleInfo:
     voi_growth
         How that VOI grows while the lesion reaches its border (``monai_tumor.voi.growth``;
         ``None``: a fixed box, contact with its border is still reported as truncation).
+    voi_recentre
+        Largest number of times the VOI is moved to the centre of the predicted lesion and
+        the lesion segmented again (``monai_tumor.voi.recentre``; 0: the box stays on the
+        seed). Makes the mask independent of where inside the lesion the seed is.
     display_window
         ``(low, high)`` intensity window for pictures of the input (``monai_tumor.
         display_window`` ``{"center": c, "width": w}``), e.g. a lung window for the
@@ -183,6 +187,7 @@ class BundleInfo:
     reference_input: str = ""
     voi: VOISpec | None = None
     voi_growth: VOIGrowth | None = None
+    voi_recentre: int = 0
     display_window: tuple[float, float] | None = None
     configs_sha256: str = ""
     review: ReviewSpec | None = None
@@ -333,10 +338,23 @@ def _voi_growth(raw: Any, path: Path) -> VOIGrowth | None:
             f"found {raw!r}",
             path=path,
         )
+    coarse = raw.get("coarse", False)
+    if not isinstance(coarse, bool):
+        raise BundleError(f"{where}.coarse must be true or false, found {coarse!r}", path=path)
     return VOIGrowth(
         max_size_mm=_triple(raw.get("max_size_mm"), f"{where}.max_size_mm", path),
         factor=float(factor),
+        coarse=coarse,
     )
+
+
+def _voi_recentre(raw: Any, path: Path) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= 10:
+        raise BundleError(
+            f"{META_KEY}.voi.recentre must be an integer 0-10 (re-centring passes), found {raw!r}",
+            path=path,
+        )
+    return raw
 
 
 def read_bundle_info(path: str | Path) -> BundleInfo:
@@ -416,6 +434,7 @@ def read_bundle_info(path: str | Path) -> BundleInfo:
         )
     voi = _voi_spec(block["voi"], meta_path) if "voi" in block else None
     growth = _voi_growth(block["voi"].get("growth"), meta_path) if voi is not None else None
+    recentre = _voi_recentre(block["voi"].get("recentre", 0), meta_path) if voi is not None else 0
     window = _display_window(block.get("display_window"), meta_path)
     review = read_review_spec(block["review"], path=meta_path) if "review" in block else None
     return BundleInfo(
@@ -432,6 +451,7 @@ def read_bundle_info(path: str | Path) -> BundleInfo:
         reference_input=str(reference),
         voi=voi,
         voi_growth=growth,
+        voi_recentre=recentre,
         display_window=window,
         review=review,
     )
@@ -813,7 +833,12 @@ class LoadedBundle:
                     "is in DICOM LPS millimetres"
                 )
             pasted, fov = segment_growing_voi(
-                image, point, lambda voi: self._run(voi)[0], spec=spec, growth=self.info.voi_growth
+                image,
+                point,
+                lambda voi: self._run(voi)[0],
+                spec=spec,
+                growth=self.info.voi_growth,
+                recentre=self.info.voi_recentre,
             )
             union = torch.maximum(union, pasted.as_tensor().to(torch.uint8))
             fields_of_view.append({"seed": seed.label, **fov.to_dict()})

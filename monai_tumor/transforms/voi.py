@@ -400,10 +400,16 @@ class VOIGrowth:
     factor
         Each step multiplies the edge length of every axis whose border the mask reaches by
         this factor (capped at ``max_size_mm``).
+    coarse
+        Coarse to fine: a grown box keeps the first box's voxel count (its spacing grows
+        with it) and is shown to the network as if it were at the first box's spacing, so
+        a large lesion looks like a nodule and every run costs one patch. ``False``: the
+        grown box keeps the first box's spacing (more voxels, sliding window).
     """
 
     max_size_mm: tuple[float, float, float] = (128.0, 128.0, 128.0)
     factor: float = 1.5
+    coarse: bool = False
 
     def __post_init__(self) -> None:
         if not self.factor > 1.0 or not all(math.isfinite(v) and v > 0 for v in self.max_size_mm):
@@ -518,6 +524,33 @@ def _nearest_voxel(mask: torch.Tensor, target: npt.NDArray[np.float64]) -> tuple
     return (int(best[0]), int(best[1]), int(best[2]))
 
 
+def _mask_centre_lps(mask_voi: torch.Tensor, voi: MetaTensor) -> npt.NDArray[np.float64] | None:
+    """Centre of mass (LPS mm) of a 0/1 mask on a VOI grid; ``None`` if empty."""
+    mask = torch.as_tensor(mask_voi).detach().cpu()
+    if mask.ndim == 4:
+        mask = mask[0]
+    idx = torch.nonzero(mask > 0)
+    if idx.numel() == 0:
+        return None
+    centre = idx.to(torch.float64).mean(dim=0).numpy()
+    return voxel_to_patient(ras_to_lps(_affine_np(voi)), centre)
+
+
+def _as_network_grid(voi: MetaTensor, first: VOISpec) -> MetaTensor:
+    """Relabel a VOI's voxels as if they were at ``first``'s spacing.
+
+    Coarse-to-fine growth: the bundle resamples its input to its training spacing; a box
+    resampled to a coarser grid is handed over as if it were at that spacing, so the
+    network sees the whole box in one patch. The mask comes back on the same voxels.
+    """
+    affine = torch.as_tensor(voi.affine, dtype=torch.float64).clone()
+    spacing = spacing_from_affine(affine.numpy())
+    scale = torch.as_tensor(np.asarray(first.spacing_mm) / spacing, dtype=torch.float64)
+    affine[:3, :3] = affine[:3, :3] * scale[None, :]
+    meta = {k: v for k, v in voi.meta.items() if k != "affine"}
+    return MetaTensor(voi.as_tensor(), affine=affine, meta=meta)
+
+
 def segment_growing_voi(
     image: MetaTensor,
     point_lps: Sequence[float] | npt.ArrayLike,
@@ -525,6 +558,7 @@ def segment_growing_voi(
     *,
     spec: VOISpec = DEFAULT_VOI_SPEC,
     growth: VOIGrowth | None = DEFAULT_VOI_GROWTH,
+    recentre: int = 0,
 ) -> tuple[MetaTensor, FieldOfView]:
     """Segment the lesion at a point in a VOI that grows until the lesion is inside.
 
@@ -532,7 +566,14 @@ def segment_growing_voi(
     While the mask touches a face of the box beyond which there is image, the box's edges
     along those axes grow by ``growth.factor`` (same spacing; the bundle's sliding window
     covers any box) and the segmentation is redone, up to ``growth.max_size_mm``. A mask
-    that does not touch the border is returned from the first run unchanged.
+    that does not touch the border is returned from the first run unchanged (with
+    ``recentre=0``).
+
+    With ``recentre > 0`` the result no longer depends on where inside the lesion the point
+    is (a click anywhere in it): while the centre of mass of the predicted mask lies one
+    VOI voxel or more from the box's centre, the box (same size) is moved there and the
+    lesion segmented again, up to ``recentre`` moves; growth follows once the box is
+    centred.
 
     Parameters
     ----------
@@ -546,6 +587,8 @@ def segment_growing_voi(
         The first box.
     growth
         Growth limits; ``None``: one box, no growth (contact is still reported).
+    recentre
+        Largest number of re-centring passes (0: the box stays on the seed).
 
     Returns
     -------
@@ -553,13 +596,24 @@ def segment_growing_voi(
         The ``(1, I, J, K)`` uint8 mask on ``image``'s grid and the final box, with the
         truncation flag.
     """
+    point = np.asarray(point_lps, dtype=np.float64).reshape(3)
     current = spec
-    runs = 0
+    runs = moves = 0
+    voxel_mm = float(min(spec.spacing_mm))
     while True:
-        voi = CropVOIAroundPoint(spec=current, mode="bilinear")(image, point_lps)
-        mask_voi = run(voi)
+        voi = CropVOIAroundPoint(spec=current, mode="bilinear")(image, point)
+        coarse = current.spacing_mm != spec.spacing_mm
+        mask_voi = run(_as_network_grid(voi, spec) if coarse else voi)
         runs += 1
         contact = border_contact(mask_voi, voi)
+        if moves < recentre:
+            # Re-centring comes before growth: a box grown around an off-centre seed
+            # shows the network more of what is not the lesion.
+            centre = _mask_centre_lps(mask_voi, voi)
+            if centre is not None and float(np.linalg.norm(centre - point)) >= voxel_mm:
+                point = centre
+                moves += 1
+                continue
         limit = growth.max_size_mm if growth is not None else current.size_mm
         grow = [a for a in contact.inner_axes if current.size_mm[a] < limit[a] - 1e-6]
         if not grow or growth is None:
@@ -568,6 +622,9 @@ def segment_growing_voi(
         for axis in grow:
             size[axis] = min(size[axis] * growth.factor, limit[axis])
         current = replace(current, size_mm=(size[0], size[1], size[2]))
+        if growth.coarse:
+            spacing = [spec.spacing_mm[a] * size[a] / spec.size_mm[a] for a in range(3)]
+            current = replace(current, spacing_mm=(spacing[0], spacing[1], spacing[2]))
     pasted = paste_voi_mask(mask_voi, voi, image)
     reasons = []
     if contact.inner_axes:
@@ -583,7 +640,6 @@ def segment_growing_voi(
         reasons.append("reaches the edge of the image")
     voxel = None
     if bool(pasted.any()):
-        point = np.asarray(point_lps, dtype=np.float64).reshape(3)
         target = patient_to_voxel(ras_to_lps(_affine_np(image)), point)
         voxel = _nearest_voxel(pasted.as_tensor(), np.asarray(target, dtype=np.float64))
     fov = FieldOfView(

@@ -123,3 +123,44 @@ def test_mark_truncated_flags_the_lesion_holding_the_voxel() -> None:
     ]
     assert marked[0].to_dict()["truncated"] is True
     assert mark_truncated(lesions, label, []) == lesions
+
+
+def test_recentring_gives_the_centre_mask_from_any_inner_point() -> None:
+    """A 16 mm ball fits the 34 x 34 x 20 mm box only when the box is centred on it."""
+    image, ball, center = _volume((60.0, 60.0, 40.0), radius_mm=8.0)
+    from_centre, fov_centre = segment_growing_voi(image, center, _threshold, growth=None)
+    assert not fov_centre.truncated and _dice(from_centre[0], ball) > 0.95
+    off = center + np.array([3.0, -2.0, 6.5])  # inside the ball, near its edge in z
+    assert np.linalg.norm(off - center) < 8.0
+    cut, fov_cut = segment_growing_voi(image, off, _threshold, growth=None)
+    assert fov_cut.truncated and _dice(cut[0], ball) < 0.95
+    moved, fov = segment_growing_voi(image, off, _threshold, growth=None, recentre=3)
+    assert not fov.truncated and 1 < fov.runs <= 4
+    # The same mask up to the partial-volume voxels of a grid shifted by under a voxel.
+    assert _dice(moved[0], from_centre[0]) > 0.97
+    assert _dice(moved[0], ball) > 0.95
+
+
+def test_recentring_leaves_a_centred_nodule_alone() -> None:
+    image, _, center = _volume((55.3, 66.6, 40.2), radius_mm=5.0)
+    once, _ = segment_growing_voi(image, center, _threshold)
+    again, fov = segment_growing_voi(image, center, _threshold, recentre=3)
+    assert fov.runs == 1 and torch.equal(once.as_tensor(), again.as_tensor())
+
+
+def test_coarse_growth_shows_the_network_one_patch_at_its_spacing() -> None:
+    image, ball, center = _volume((60.0, 60.0, 40.0), radius_mm=28.0)
+    seen: list[tuple[tuple[int, ...], tuple[float, ...]]] = []
+
+    def network(voi: MetaTensor) -> torch.Tensor:
+        spacing = np.linalg.norm(np.asarray(voi.affine)[:3, :3], axis=0)
+        seen.append((tuple(voi.shape[1:]), tuple(np.round(spacing, 4))))
+        return _threshold(voi)
+
+    growth = VOIGrowth(coarse=True)
+    mask, fov = segment_growing_voi(image, center, network, growth=growth)
+    assert fov.runs > 1 and not fov.truncated
+    assert all(s > d for s, d in zip(fov.size_mm, DEFAULT_VOI_SPEC.size_mm, strict=True))
+    first = (DEFAULT_VOI_SPEC.shape, tuple(round(v, 4) for v in DEFAULT_VOI_SPEC.spacing_mm))
+    assert set(seen) == {first}  # every run: 48 x 48 x 16 voxels "at" 0.703 x 0.703 x 1.25 mm
+    assert _dice(mask[0], ball) > 0.9
