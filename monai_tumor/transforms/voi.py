@@ -536,6 +536,18 @@ def _mask_centre_lps(mask_voi: torch.Tensor, voi: MetaTensor) -> npt.NDArray[np.
     return voxel_to_patient(ras_to_lps(_affine_np(voi)), centre)
 
 
+def _distance_to_mask_mm(mask_voi: torch.Tensor, voi: MetaTensor, point: Any) -> float:
+    """Distance (mm) from a point (LPS) to the nearest voxel centre of a VOI mask."""
+    mask = torch.as_tensor(mask_voi).detach().cpu()
+    if mask.ndim == 4:
+        mask = mask[0]
+    idx = torch.nonzero(mask > 0).to(torch.float64).numpy()
+    if len(idx) == 0:
+        return math.inf
+    lps = voxel_to_patient(ras_to_lps(_affine_np(voi)), idx)
+    return float(np.sqrt(((lps - np.asarray(point, dtype=np.float64)) ** 2).sum(axis=1)).min())
+
+
 def _as_network_grid(voi: MetaTensor, first: VOISpec) -> MetaTensor:
     """Relabel a VOI's voxels as if they were at ``first``'s spacing.
 
@@ -573,7 +585,8 @@ def segment_growing_voi(
     is (a click anywhere in it): while the centre of mass of the predicted mask lies one
     VOI voxel or more from the box's centre, the box (same size) is moved there and the
     lesion segmented again, up to ``recentre`` moves; growth follows once the box is
-    centred.
+    centred. A moved box's mask must still hold the seed (within two VOI voxels): if not,
+    the first box's result is returned, with its border contact.
 
     Parameters
     ----------
@@ -596,16 +609,20 @@ def segment_growing_voi(
         The ``(1, I, J, K)`` uint8 mask on ``image``'s grid and the final box, with the
         truncation flag.
     """
-    point = np.asarray(point_lps, dtype=np.float64).reshape(3)
+    seed = np.asarray(point_lps, dtype=np.float64).reshape(3)
+    point = seed
     current = spec
     runs = moves = 0
     voxel_mm = float(min(spec.spacing_mm))
+    first: tuple[torch.Tensor, MetaTensor, VOISpec, BorderContact] | None = None
     while True:
         voi = CropVOIAroundPoint(spec=current, mode="bilinear")(image, point)
         coarse = current.spacing_mm != spec.spacing_mm
         mask_voi = run(_as_network_grid(voi, spec) if coarse else voi)
         runs += 1
         contact = border_contact(mask_voi, voi)
+        if first is None:
+            first = (mask_voi, voi, current, contact)
         if moves < recentre:
             # Re-centring comes before growth: a box grown around an off-centre seed
             # shows the network more of what is not the lesion.
@@ -625,6 +642,14 @@ def segment_growing_voi(
         if growth.coarse:
             spacing = [spec.spacing_mm[a] * size[a] / spec.size_mm[a] for a in range(3)]
             current = replace(current, spacing_mm=(spacing[0], spacing[1], spacing[2]))
+    if moves and first is not None:
+        # A click inside the lesion must stay inside its mask. If the moved box's mask
+        # left the seed (e.g. a sub-blob inside a tumour larger than the box, which then
+        # touches no face and would pass as complete), the first box's result stands,
+        # with its own border contact.
+        tolerance = 2.0 * float(max(spec.spacing_mm))
+        if _distance_to_mask_mm(mask_voi, voi, seed) > tolerance:
+            mask_voi, voi, current, contact = first
     pasted = paste_voi_mask(mask_voi, voi, image)
     reasons = []
     if contact.inner_axes:
@@ -640,7 +665,7 @@ def segment_growing_voi(
         reasons.append("reaches the edge of the image")
     voxel = None
     if bool(pasted.any()):
-        target = patient_to_voxel(ras_to_lps(_affine_np(image)), point)
+        target = patient_to_voxel(ras_to_lps(_affine_np(image)), seed)
         voxel = _nearest_voxel(pasted.as_tensor(), np.asarray(target, dtype=np.float64))
     fov = FieldOfView(
         size_mm=current.size_mm,

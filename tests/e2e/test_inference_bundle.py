@@ -31,6 +31,7 @@ from monai_tumor.inference import (
 from monai_tumor.ingest.groundtruth import rtstruct_to_mask
 from monai_tumor.ingest.reader import read_series
 from monai_tumor.ingest.selection import load_inputs
+from monai_tumor.transforms.voi import VOIGrowth
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 GLIOMA = BUNDLES / "brats_glioma_mri"
@@ -101,6 +102,20 @@ def test_cache_key_follows_config_and_script_edits(tmp_path: Path, edit: str) ->
     assert after.cache_key() != before.cache_key()
 
 
+_NODULE_VOI = {"size_mm": [33.75, 33.75, 20.0], "spacing_mm": [0.703125, 0.703125, 1.25]}
+
+
+def test_voi_recentring_and_coarse_growth_are_read(tmp_path: Path) -> None:
+    assert read_bundle_info(NODULE).voi_recentre == 3  # 0.3.2 re-centres, grows not
+    assert read_bundle_info(NODULE).voi_growth is None
+    root = _copy_bundle(tmp_path)
+    growth = {"max_size_mm": [192, 192, 192], "factor": 1.5, "coarse": True}
+    _edit_meta(root, voi={**_NODULE_VOI, "growth": growth})
+    info = read_bundle_info(root)
+    assert info.voi_recentre == 0
+    assert info.voi_growth == VOIGrowth(max_size_mm=(192.0, 192.0, 192.0), coarse=True)
+
+
 def _copy_bundle(tmp_path: Path) -> Path:
     dst = tmp_path / "bundle"
     shutil.copytree(NODULE, dst, ignore=shutil.ignore_patterns("eval", "__pycache__", "*.ts"))
@@ -127,6 +142,12 @@ def _edit_meta(root: Path, **block: object) -> None:
         ({"voi": {"size_mm": [1, 2], "spacing_mm": [1, 1, 1]}}, "voi.size_mm"),
         ({"display_window": {"center": -600, "width": 0}}, "display_window"),
         ({"display_window": [-600, 1500]}, "display_window"),
+        ({"voi": {**_NODULE_VOI, "recentre": -1}}, "voi.recentre must be an integer 0-10"),
+        ({"voi": {**_NODULE_VOI, "recentre": True}}, "voi.recentre must be an integer 0-10"),
+        (
+            {"voi": {**_NODULE_VOI, "growth": {"max_size_mm": [9, 9, 9], "coarse": "yes"}}},
+            "voi.growth.coarse must be true or false",
+        ),
     ],
 )
 def test_invalid_metadata_block_is_a_bundle_error(

@@ -9,7 +9,7 @@ import torch
 from monai.data import MetaTensor
 
 from monai_tumor.errors import UnsupportedInputError
-from monai_tumor.geometry import lps_to_ras, voxel_to_patient
+from monai_tumor.geometry import lps_to_ras, ras_to_lps, voxel_to_patient
 from monai_tumor.postprocess.lesions import mark_truncated, measure_lesions
 from monai_tumor.transforms.voi import (
     DEFAULT_VOI_SPEC,
@@ -164,3 +164,26 @@ def test_coarse_growth_shows_the_network_one_patch_at_its_spacing() -> None:
     first = (DEFAULT_VOI_SPEC.shape, tuple(round(v, 4) for v in DEFAULT_VOI_SPEC.spacing_mm))
     assert set(seen) == {first}  # every run: 48 x 48 x 16 voxels "at" 0.703 x 0.703 x 1.25 mm
     assert _dice(mask[0], ball) > 0.9
+
+
+def test_recentring_never_walks_off_the_seed_to_an_unflagged_sub_blob() -> None:
+    """A network that labels only a small blob 12 mm from the seed inside a large tumour.
+
+    Re-centred on that blob the box would no longer touch it, and the result would pass as a
+    complete lesion; the seed is not in that mask, so the first (flagged) box stands.
+    """
+    image, _, center = _volume((60.0, 60.0, 40.0), radius_mm=28.0)
+    blob_centre = center + np.array([12.0, 0.0, 0.0])
+
+    def sub_blob(voi: MetaTensor) -> torch.Tensor:
+        shape = voi.shape[1:]
+        grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+        lps = voxel_to_patient(np.asarray(ras_to_lps(np.asarray(voi.affine))), grid)
+        inside = np.linalg.norm(lps - blob_centre, axis=-1) <= 6.0
+        return torch.as_tensor(inside[None].astype(np.uint8))
+
+    fixed, fov_fixed = segment_growing_voi(image, center, sub_blob, growth=None)
+    assert fov_fixed.truncated
+    moved, fov = segment_growing_voi(image, center, sub_blob, growth=None, recentre=3)
+    assert fov.runs > 1 and fov.truncated and fov.reason == fov_fixed.reason
+    assert torch.equal(moved.as_tensor(), fixed.as_tensor())
