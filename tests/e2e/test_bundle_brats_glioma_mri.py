@@ -439,3 +439,203 @@ def test_split_is_patient_level_five_fold() -> None:
     )
     assert {it["patient"] for it in items} >= {"brats_2013_pat0006_1"}  # copied, not joined
     assert all(p.startswith("/d/") for it in items for p in [*it["image"], it["label"]])
+    limited = datalist.load_split(
+        str(REPO / "data" / "datasets" / "brats26_split.json"), "/d", 1, "validation", limit=2
+    )
+    assert [it["case"] for it in limited] == [it["case"] for it in items][:2]
+
+
+# --- the 26-case cross-validation recipe (configs/cv26) -----------------------------------------
+
+CV26 = CONFIGS / "cv26"
+
+
+def _preprocess(config: Path, paths: list[str]) -> Any:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    parser["bundle_root"] = str(BUNDLE)
+    with bundle_scripts(BUNDLE):
+        chain = parser.get_parsed_content("preprocessing")
+    return chain({"image": paths})["image"]
+
+
+@pytest.mark.realdata
+def test_cv26_network_input_identical_for_raw_and_site_zscored_volume(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    case = "Brats18_CBICA_AQN_1"
+    raw = [str(data_dir / "brats2018" / case / f"{case}_{m}.nii.gz") for m in ("flair", "t1ce")]
+    zscored = []
+    for path in raw:
+        img = nib.Nifti1Image.from_filename(path)
+        x = np.asarray(img.dataobj, dtype=np.float64)
+        brain = x != 0
+        mean, std = x[brain].mean(), x[brain].std()
+        z = np.where(brain, (x - mean) / std, (0 - mean) / std)  # the site's constant background
+        out = tmp_path / Path(path).name.replace(".nii.gz", "_z.nii.gz")
+        nib.save(nib.Nifti1Image(z.astype(np.float32), img.affine), str(out))
+        zscored.append(str(out))
+        assert z[brain].min() < 0  # brain voxels below the mean: "non-zero" no longer finds them
+    a, b = _preprocess(CV26 / "inference.json", raw), _preprocess(CV26 / "inference.json", zscored)
+    assert a.shape == b.shape
+    torch.testing.assert_close(a.affine, b.affine)
+    torch.testing.assert_close(a.as_tensor(), b.as_tensor(), atol=2e-5, rtol=0)
+    brain = a.as_tensor().abs().sum(0) > 0
+    for c in range(2):  # z-scored inside the brain
+        assert abs(float(a[c][brain].mean())) < 0.1
+
+
+def test_brain_zscore_is_invariant_to_increasing_linear_maps() -> None:
+    transforms = _bundle_module("transforms")
+    rng = np.random.default_rng(0)
+    x = torch.zeros(2, 20, 20, 12, dtype=torch.float64)
+    x[:, 4:16, 3:17, 2:10] = torch.from_numpy(rng.gamma(2.0, 100.0, (2, 12, 14, 8)))
+    x[0, 8, 8, 5] = 32767.0  # a saturated voxel is clipped, not allowed to flatten the brain
+    ref, mask = transforms.brain_zscore(x)
+    for scale, shift in ((0.01, -3.0), (7.0, 250.0)):
+        y = x * scale + shift
+        y[:, ~mask[0]] = y[:, mask[0]].min() - 1.0  # background: the site's own constant
+        out, mask_y = transforms.brain_zscore(y)
+        assert torch.equal(mask, mask_y)
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    assert float(ref.max()) < 10.0
+    assert torch.equal(ref[:, ~mask[0]], torch.zeros_like(ref[:, ~mask[0]]))
+
+
+@pytest.mark.parametrize(
+    ("et_voxels", "min_voxels", "kept"), [(5, 10, False), (5, 5, True), (5, 0, True)]
+)
+def test_small_enhancing_tumour_becomes_core(et_voxels: int, min_voxels: int, kept: bool) -> None:
+    transforms = _bundle_module("transforms")
+    pred = torch.zeros(3, 10, 10, 10)
+    pred[1, 2:8, 2:8, 2:8] = 1  # WT
+    pred[0, 3:6, 3:6, 3:6] = 1  # TC
+    pred[2].view(-1)[torch.nonzero(pred[0].view(-1))[:et_voxels, 0]] = 1
+    out = transforms.SmallEnhancingToCored(keys="pred", min_voxels=min_voxels)({"pred": pred})
+    assert int(out["pred"][2].sum()) == (et_voxels if kept else 0)
+    assert torch.equal(out["pred"][0], pred[0]) and torch.equal(out["pred"][1], pred[1])
+
+
+def test_ensemble_averages_member_probabilities(tmp_path: Path) -> None:
+    with bundle_scripts(BUNDLE):
+        from scripts.ensemble import SigmoidUNetEnsemble, assemble_folds
+
+        kwargs = {
+            "spatial_dims": 3,
+            "in_channels": 2,
+            "out_channels": 3,
+            "channels": [4, 8],
+            "strides": [2],
+            "num_res_units": 1,
+            "norm": "instance",
+        }
+        members = []
+        for seed in range(3):
+            torch.manual_seed(seed)
+            single = SigmoidUNetEnsemble(1, **kwargs).eval()
+            path = tmp_path / f"fold{seed}.pt"
+            torch.save({"model": single.members[0].state_dict(), "epoch": 3}, path)
+            members.append((single, path))
+        ensemble = SigmoidUNetEnsemble(3, **kwargs).eval()
+        ensemble.load_state_dict(
+            torch.load(assemble_folds([p for _, p in members], tmp_path / "m.pt"))
+        )
+        x = torch.randn(1, 2, 8, 8, 8, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            mean = torch.stack([torch.sigmoid(m(x)) for m, _ in members]).mean(0)
+            torch.testing.assert_close(torch.sigmoid(ensemble(x)), mean, atol=1e-5, rtol=1e-4)
+        bad = SigmoidUNetEnsemble(1, **{**kwargs, "channels": [4, 16]})
+        torch.save(bad.members[0].state_dict(), tmp_path / "bad.pt")
+        with pytest.raises(ValueError, match="member 1"):
+            assemble_folds([members[0][1], tmp_path / "bad.pt"], tmp_path / "x.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_cv26_recipe_trains_a_fold_and_crossval_scores_it(data_dir: Path, tmp_path: Path) -> None:
+    """One tiny fold of configs/cv26/train.json, then scripts.crossval on its validation case."""
+    run = tmp_path / "fold0"
+    proc = _run_bundle(
+        [
+            "run",
+            "--config_file",
+            str(CV26 / "train.json"),
+            "--bundle_root",
+            str(BUNDLE),
+            "--data_root",
+            str(data_dir),
+            "--fold",
+            "0",
+            "--num_members",
+            "1",
+            "--limit_train",
+            "2",
+            "--limit_val",
+            "1",
+            "--ckpt_dir",
+            str(run / "models"),
+            "--output_dir",
+            str(run / "eval"),
+            "--cache_dir",
+            str(tmp_path / "cache"),
+            "--max_epochs",
+            "1",
+            "--val_interval",
+            "1",
+            "--num_samples",
+            "1",
+            "--pixdim",
+            "[4.0, 4.0, 4.0]",
+            "--patch_size",
+            "[32, 32, 32]",
+        ],
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ckpt = run / "eval" / "checkpoints" / "checkpoint_last.pt"
+    assert torch.load(ckpt, map_location="cpu")["trainer"]["iteration"] == 2
+    out = tmp_path / "cv"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["OMP_NUM_THREADS"] = "1"
+    args = ["--split_file", str(REPO / "data" / "datasets" / "brats26_split.json")]
+    args += ["--config_file", "configs/cv26/inference.json", "--data_root", str(data_dir)]
+    args += ["--ckpt", str(tmp_path / "fold{fold}" / "eval" / "checkpoints" / "checkpoint_last.pt")]
+    args += ["--out_dir", str(out), "--folds", "0", "--limit", "1"]
+    code = (
+        f"import sys; sys.modules.update(dict.fromkeys({BLOCKED!r})); "
+        f"sys.argv = ['crossval', *{args!r}]; sys.path.insert(0, '.'); "
+        "from scripts.crossval import main; raise SystemExit(main())"
+    )
+    # the 32^3 training patch at 4 mm: the sliding window of the recipe (64^3 at 2 mm) is kept
+    cv = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=BUNDLE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert cv.returncode == 0, cv.stderr[-4000:]
+    rows = json.loads((out / "cases.json").read_text())
+    case = _first_validation_case()
+    assert {r["case"] for r in rows} == {case}
+    assert len({r["variant"] for r in rows}) == 16  # TTA x largest component x 4 ET rules
+    for r in rows:
+        assert all(0.0 <= r[region] <= 1.0 for region in ("TC", "WT", "ET"))
+    summary = json.loads((out / "summary.json").read_text())
+    plain = summary["tta=0,lcc=0,et_min=0"]
+    assert plain["cases"] == 1 and set(plain["per_fold"]) == {"0"}
+    label = nib.Nifti1Image.from_filename(str(out / f"{case}.nii.gz"))
+    assert label.shape == (240, 240, 155)
+    assert set(np.unique(np.asarray(label.dataobj)).tolist()) <= {0, 1, 2, 4}
+
+
+def _first_validation_case() -> str:
+    """First validation case of fold 0 in the split file's case order (what --limit 1 keeps)."""
+    split = json.loads((REPO / "data" / "datasets" / "brats26_split.json").read_text())
+    val = set(split["folds"][0]["validation"])
+    return next(c["case"] for c in split["cases"] if c["case"] in val)

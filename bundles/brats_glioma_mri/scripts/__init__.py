@@ -5,6 +5,7 @@ from __future__ import annotations
 from scripts import curves, datalist, transforms
 from scripts.datalist import inference_datalist, latest_checkpoint, load_split
 from scripts.transforms import (
+    BrainZScored,
     BratsLabelsToTcWtEtd,
     TcWtEtToBratsLabelsd,
     ZeroBackgroundd,
@@ -12,6 +13,7 @@ from scripts.transforms import (
 )
 
 __all__ = [
+    "BrainZScored",
     "BratsLabelsToTcWtEtd",
     "TcWtEtToBratsLabelsd",
     "ZeroBackgroundd",

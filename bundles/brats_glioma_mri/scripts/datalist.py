@@ -47,23 +47,29 @@ def _abs(root: str, item: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_split(
-    split_file: str, data_root: str, fold: int, part: str, label_key: str = "label"
+    split_file: str,
+    data_root: str,
+    fold: int,
+    part: str,
+    label_key: str = "label",
+    limit: int = 0,
 ) -> list[dict[str, Any]]:
     """Return the ``part`` ("training" or "validation") cases of cross-validation ``fold``.
 
-    Paths in the split file are relative to ``data_root`` (the folder holding ``brats/``).
-    ``label_key`` renames the reference label entry (evaluation loads it after inference).
+    Paths in the split file are relative to ``data_root`` (the folder holding ``brats/`` and
+    ``brats2018/``). ``label_key`` renames the reference label entry (evaluation loads it
+    after inference). ``limit`` > 0 keeps the first ``limit`` cases (smoke runs).
     """
     with open(split_file, encoding="utf-8") as f:
         split = json.load(f)
     folds = split["folds"]
-    if not 0 <= fold < len(folds):
+    if not 0 <= int(fold) < len(folds):
         raise ValueError(f"{split_file}: fold {fold} requested, the file has {len(folds)} folds")
-    cases = set(folds[fold][part])
+    cases = set(folds[int(fold)][part])
     items = [_abs(data_root, it) for it in split["cases"] if it["case"] in cases]
     for it in items:
         it[label_key] = it.pop("label")
-    return items
+    return items[: int(limit)] if int(limit) > 0 else items
 
 
 def _first(folder: Path, pattern: str) -> str:

@@ -21,13 +21,17 @@ from monai.transforms import MapTransform, Spacingd
 
 __all__ = [
     "TTA_AGREEMENT_KEY",
+    "BrainZScored",
     "BratsLabelsToTcWtEtd",
     "FlipTTASigmoidInferer",
     "KeepLargestComponentPerChanneld",
     "MetaSafeSpacingd",
+    "SmallEnhancingToCored",
     "TcWtEtToBratsLabelsd",
     "ZeroBackgroundd",
     "as_bool",
+    "brain_mask",
+    "brain_zscore",
     "brats_labels_to_tc_wt_et",
     "case_name_formatter",
     "largest_component",
@@ -147,6 +151,106 @@ class ZeroBackgroundd(MapTransform):
         return d
 
 
+def brain_mask(img: torch.Tensor) -> torch.Tensor:
+    """Brain voxels of skull-stripped MRI channels: any channel above its own minimum.
+
+    Raw skull-stripped volumes have 0 outside the brain, volumes z-scored by their site a
+    constant negative value; both are each channel's minimum, so the mask is the same.
+
+    Parameters
+    ----------
+    img
+        Shape (C, X, Y, Z).
+
+    Returns
+    -------
+    torch.Tensor
+        Bool, shape (1, X, Y, Z).
+    """
+    t = torch.as_tensor(img)
+    flat = t.reshape(t.shape[0], -1)
+    mins = flat.min(dim=1).values.reshape(-1, *([1] * (t.ndim - 1)))
+    return (t > mins).any(dim=0, keepdim=True)
+
+
+def brain_zscore(
+    img: torch.Tensor, *, lower: float = 0.1, upper: float = 99.9
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel z-score inside the brain, after clipping to brain percentiles.
+
+    Each channel is clipped to its [``lower``, ``upper``] percentiles inside
+    :func:`brain_mask`, then z-scored with the mean and standard deviation of the clipped
+    brain voxels; voxels outside the brain are 0. Percentiles, mean and standard deviation all
+    follow any increasing linear map of the intensities, so a raw volume and the same volume
+    z-scored (or rescaled) by its site give the same result up to float rounding; the clip
+    keeps a few saturated voxels (some scanners store 32767) from flattening the brain.
+    Computed in float64. Hand-written because MONAI's ``NormalizeIntensity(nonzero=True)``
+    treats every 0 as background (a z-scored brain has zeros inside it) and does not clip.
+
+    Parameters
+    ----------
+    img
+        Shape (C, X, Y, Z), any real dtype.
+    lower, upper
+        Clipping percentiles (0-100) computed over the brain voxels of each channel.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        The normalised image (float32, same shape) and the brain mask (bool, (1, X, Y, Z)).
+    """
+    t = torch.as_tensor(img).to(torch.float64)
+    mask = brain_mask(t)
+    out = torch.zeros_like(t)
+    m = mask[0]
+    if not bool(m.any()):
+        return out.to(torch.float32), mask
+    q = torch.tensor([lower / 100.0, upper / 100.0], dtype=torch.float64)
+    for c in range(t.shape[0]):
+        vals = t[c][m]
+        lo, hi = (float(v) for v in _quantiles(vals, q))
+        clipped = vals.clamp(lo, hi)
+        std = float(clipped.std())
+        out[c][m] = (clipped - clipped.mean()) / (std if std > 0 else 1.0)
+    return out.to(torch.float32), mask
+
+
+def _quantiles(values: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    # torch.quantile refuses inputs above 2**24 elements; sort-based, same "linear" rule
+    v = torch.sort(values).values
+    pos = q * (v.numel() - 1)
+    lo = torch.floor(pos).long()
+    hi = torch.clamp(lo + 1, max=v.numel() - 1)
+    frac = pos - lo.to(pos.dtype)
+    return v[lo] + (v[hi] - v[lo]) * frac
+
+
+class BrainZScored(MapTransform):
+    """Dictionary wrapper of :func:`brain_zscore` (same in training and inference).
+
+    Keeps the MetaTensor metadata; the background becomes 0, so a following
+    ``CropForegroundd(select_fn=x != 0)`` crops to the brain.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        lower: float = 0.1,
+        upper: float = 99.9,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.lower = float(lower)
+        self.upper = float(upper)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            normed, _ = brain_zscore(d[key], lower=self.lower, upper=self.upper)
+            d[key] = _with_meta(normed, d[key])
+        return d
+
+
 def case_name_formatter(metadict: dict[str, Any], saver: Any) -> dict[str, Any]:
     """Name the output after the case folder (``IN/<case>/Flair.nii.gz`` -> ``<case>``).
 
@@ -259,6 +363,34 @@ class KeepLargestComponentPerChanneld(MapTransform):
         return d
 
 
+class SmallEnhancingToCored(MapTransform):
+    """Relabel a tiny enhancing-tumour prediction as tumour core (nnU-Net's BraTS rule).
+
+    On binary TC/WT/ET channels: if the ET channel holds fewer than ``min_voxels`` voxels in
+    all, it is cleared; TC keeps those voxels, so they are written as label 1 instead of 4.
+    A case without enhancing tumour (common in low-grade glioma) then gets no stray ET.
+    ``min_voxels`` 0 disables the rule.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, min_voxels: int = 0, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.min_voxels = int(min_voxels)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            count = int((torch.as_tensor(img)[2] > 0.5).sum())
+            if 0 < count < self.min_voxels:
+                result = torch.as_tensor(img).clone()
+                result[0] = torch.maximum(result[0], result[2])
+                result[2] = 0
+                d[key] = _with_meta(result, img)
+        return d
+
+
 def as_bool(value: Any) -> bool:
     """Read a config switch (``monai.bundle run --tta false`` passes the string "false")."""
     if isinstance(value, str):
@@ -285,14 +417,14 @@ class FlipTTASigmoidInferer(Inferer):
 
     Runs ``inferer`` on the input and on its flips along every subset of ``spatial_axes``,
     averages the sigmoid probabilities and returns their logit, so the config's
-    ``Activationsd(sigmoid=True)`` still yields the mean probability. Disabled (the
-    default in ``inference.json``), it is exactly ``inferer``.
+    ``Activationsd(sigmoid=True)`` still yields the mean probability. Disabled, it is exactly
+    ``inferer``.
 
     Enabled, it also measures how far the passes agree: each pass's TC, WT and ET masks
     (probability >= 0.5, first sample of the batch) are compared with the masks of the mean
     (Dice; 1 when both are empty) and the smallest Dice per region is recorded in the output's
     meta under ``"tta_agreement"`` (``{"passes": n, "TC": d, "WT": d, "ET": d}``), where the
-    monai-tumor pipeline's plausibility review reads it.
+    monai-tumor pipeline reads it for its plausibility review.
     """
 
     def __init__(
