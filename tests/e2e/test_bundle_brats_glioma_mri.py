@@ -51,15 +51,24 @@ def _run_bundle(
     args: list[str], *, cwd: Path, timeout: int = 900
 ) -> subprocess.CompletedProcess[str]:
     """``python -m monai.bundle ARGS`` with ``monai_tumor`` (and non-bundle deps) unimportable."""
-    code = (
-        f"import sys; sys.modules.update(dict.fromkeys({BLOCKED!r})); import runpy; "
-        f"sys.argv = ['monai.bundle', *{args!r}]; "
-        "runpy.run_module('monai.bundle', run_name='__main__', alter_sys=True)"
+    return _run_blocked(
+        f"import runpy; sys.argv = ['monai.bundle', *{args!r}]; "
+        "runpy.run_module('monai.bundle', run_name='__main__', alter_sys=True)",
+        cwd=cwd,
+        timeout=timeout,
     )
+
+
+def _run_blocked(code: str, *, cwd: Path, timeout: int) -> subprocess.CompletedProcess[str]:
+    """Run Python ``code`` in a fresh process where the :data:`BLOCKED` modules cannot load."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["OMP_NUM_THREADS"] = "1"
     return subprocess.run(
-        [sys.executable, "-c", code],
+        [
+            sys.executable,
+            "-c",
+            f"import sys; sys.modules.update(dict.fromkeys({BLOCKED!r})); {code}",
+        ],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -598,26 +607,16 @@ def test_cv26_recipe_trains_a_fold_and_crossval_scores_it(data_dir: Path, tmp_pa
     ckpt = run / "eval" / "checkpoints" / "checkpoint_last.pt"
     assert torch.load(ckpt, map_location="cpu")["trainer"]["iteration"] == 2
     out = tmp_path / "cv"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["OMP_NUM_THREADS"] = "1"
     args = ["--split_file", str(REPO / "data" / "datasets" / "brats26_split.json")]
     args += ["--config_file", "configs/cv26/inference.json", "--data_root", str(data_dir)]
     args += ["--ckpt", str(tmp_path / "fold{fold}" / "eval" / "checkpoints" / "checkpoint_last.pt")]
     args += ["--out_dir", str(out), "--folds", "0", "--limit", "1"]
-    code = (
-        f"import sys; sys.modules.update(dict.fromkeys({BLOCKED!r})); "
+    # the fold model was trained at 4 mm on 32^3 patches; crossval runs the recipe's 2 mm grid
+    cv = _run_blocked(
         f"sys.argv = ['crossval', *{args!r}]; sys.path.insert(0, '.'); "
-        "from scripts.crossval import main; raise SystemExit(main())"
-    )
-    # the 32^3 training patch at 4 mm: the sliding window of the recipe (64^3 at 2 mm) is kept
-    cv = subprocess.run(
-        [sys.executable, "-c", code],
+        "from scripts.crossval import main; raise SystemExit(main())",
         cwd=BUNDLE,
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=600,
-        check=False,
     )
     assert cv.returncode == 0, cv.stderr[-4000:]
     rows = json.loads((out / "cases.json").read_text())

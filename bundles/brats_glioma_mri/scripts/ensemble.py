@@ -2,11 +2,14 @@
 
 Depends only on monai and torch (bundle rule: nothing from the project package).
 
+The nodule bundle carries a softmax counterpart (``UNetEnsemble``); each bundle stands alone,
+so neither imports the other.
+
 Why one module rather than MONAI's ``EnsembleEvaluator`` + ``MeanEnsembled``: MONAI Label,
 MONAI Deploy and ``ckpt_export`` expect a single ``network_def`` with one ``models/model.pt``
 and one ``models/model.ts``; wrapping the members keeps that contract, so every app runs the
-whole ensemble. The members are the five fold models of ``train.json`` (plain UNets), so the
-released weights need no separate training run.
+whole ensemble. The members are the fold models of ``configs/cv26/train.json`` (plain UNets),
+so an ensemble needs no training run beyond the cross-validation.
 """
 
 from __future__ import annotations
