@@ -39,46 +39,39 @@ from scripts.datalist import load_split
 from scripts.ensemble import member_weights
 from scripts.transforms import (
     TTA_AGREEMENT_KEY,
+    SmallEnhancingToCored,
     brats_labels_to_tc_wt_et,
+    dice,
     largest_component,
     tc_wt_et_to_brats_labels,
 )
 
-__all__ = ["ET_MIN_VOXELS", "REGIONS", "bootstrap_ci", "dice", "main", "summarise"]
+__all__ = ["ET_MIN_VOXELS", "REGIONS", "bootstrap_ci", "main", "summarise"]
 
 REGIONS = ("TC", "WT", "ET")
 #: Tiny-ET removal thresholds scored with TTA (voxels of the 1 mm grid; 0 = off).
 ET_MIN_VOXELS = (0, 100, 300, 1000)
 
 
-def dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Dice of two binary masks; 1.0 when both are empty."""
-    total = int(pred.sum()) + int(ref.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(pred, ref).sum()) / total
-
-
 def _regions(label: np.ndarray) -> dict[str, np.ndarray]:
     return {"TC": np.isin(label, (1, 4)), "WT": label > 0, "ET": label == 4}
 
 
-def _variants(prob: torch.Tensor, *, full: bool) -> dict[tuple[bool, int], np.ndarray]:
-    """Label maps of the (largest component, ET threshold) variants of a TC/WT/ET probability.
+def _variants(prob: torch.Tensor) -> dict[tuple[bool, int], np.ndarray]:
+    """Label maps of every (largest component, ET threshold) variant of a TC/WT/ET probability.
 
-    ``full``: every variant; otherwise only the plain one (no largest component, no ET rule).
+    The steps are the released post-processing's own: largest component of TC and WT
+    (``largest_component``) and :class:`SmallEnhancingToCored`.
     """
     out: dict[tuple[bool, int], np.ndarray] = {}
     binary = (prob >= 0.5).to(torch.uint8)
-    for lcc in (False, True) if full else (False,):
+    for lcc in (False, True):
         b = binary.clone()
         if lcc:
             for c in (0, 1):
                 b[c] = largest_component(b[c]).to(torch.uint8)
-        et_count = int(b[2].sum())
-        for thr in ET_MIN_VOXELS if full else (0,):
-            v = b.clone()
-            if 0 < et_count < thr:
-                v[0] = torch.maximum(v[0], v[2])
-                v[2] = 0
+        for thr in ET_MIN_VOXELS:
+            v = SmallEnhancingToCored(keys="pred", min_voxels=thr)({"pred": b})["pred"]
             out[(lcc, thr)] = tc_wt_et_to_brats_labels(v)[0].numpy()
     return out
 
@@ -187,7 +180,7 @@ def run_fold(
         for use_tta, logits in outputs.items():
             prob = torch.sigmoid(torch.as_tensor(logits)[0])
             back = invert({"image": data["image"], "pred": prob})["pred"]
-            labels = _variants(torch.as_tensor(back)[crop], full=True)
+            labels = _variants(torch.as_tensor(back)[crop])
             if use_tta:
                 affine = nib.Nifti1Image.from_filename(item["image"][0]).affine
                 full_label = np.zeros(ref_label.shape, dtype=np.uint8)

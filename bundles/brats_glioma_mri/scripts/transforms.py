@@ -34,6 +34,7 @@ __all__ = [
     "brain_zscore",
     "brats_labels_to_tc_wt_et",
     "case_name_formatter",
+    "dice",
     "largest_component",
     "tc_wt_et_to_brats_labels",
 ]
@@ -143,11 +144,7 @@ class ZeroBackgroundd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            img = d[key]
-            flat = img.reshape(img.shape[0], -1)
-            mins = flat.min(dim=1).values.reshape(-1, *([1] * (img.ndim - 1)))
-            brain = (img > mins).any(dim=0, keepdim=True)
-            d[key] = img * brain
+            d[key] = d[key] * brain_mask(d[key])
         return d
 
 
@@ -407,7 +404,8 @@ def as_bool(value: Any) -> bool:
 TTA_AGREEMENT_KEY = "tta_agreement"
 
 
-def _dice(a: torch.Tensor, b: torch.Tensor) -> float:
+def dice(a: Any, b: Any) -> float:
+    """Dice of two binary masks (torch or numpy); 1.0 when both are empty."""
     total = int(a.sum()) + int(b.sum())
     return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
@@ -457,7 +455,7 @@ class FlipTTASigmoidInferer(Inferer):
         consensus = mean[0] >= 0.5
         agreement: dict[str, float | int] = {"passes": len(subsets)}
         for c, region in enumerate(("TC", "WT", "ET")[: consensus.shape[0]]):
-            agreement[region] = round(min(_dice(m[c], consensus[c]) for m in masks), 4)
+            agreement[region] = round(min(dice(m[c], consensus[c]) for m in masks), 4)
         logit = torch.log(mean) - torch.log1p(-mean)
         meta = dict(base.meta) if isinstance(base, MetaTensor) else {}
         meta[TTA_AGREEMENT_KEY] = agreement
