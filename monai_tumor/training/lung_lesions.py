@@ -26,8 +26,8 @@ import torch
 from monai.data import MetaTensor
 
 from monai_tumor.errors import ConfigError
+from monai_tumor.evaluation.seeding import inner_points
 from monai_tumor.export.atomic import atomic_path
-from monai_tumor.geometry import ras_to_lps, voxel_to_patient
 from monai_tumor.ingest.lidc_xml import lidc_consensus
 from monai_tumor.ingest.reader import read_series
 from monai_tumor.transforms.voi import CropVOIAroundPoint, VOISpec
@@ -101,14 +101,11 @@ def build_lung_lesion_split(
         # A patient without VOIs goes to training: it cannot leak into the held-out VOIs.
         split = "validation" if patient in validation_patients else "training"
         ct = read_series(case / "dicom")
-        affine_lps = ras_to_lps(np.asarray(torch.as_tensor(ct.affine).numpy()))
         nodules = []
         for number, nodule in enumerate(lidc_consensus(case / "annotations.xml", ct), start=1):
             if nodule.diameter_mm < 3.0 or not nodule.mask.any():
                 continue
-            voxels = np.argwhere(nodule.mask)
-            picked = voxels[rng.choice(len(voxels), size=crops_per_nodule, replace=False)]
-            centres = voxel_to_patient(affine_lps, picked.astype(np.float64))
+            centres = inner_points(nodule.mask, ct, count=crops_per_nodule, rng=rng)
             nodules.append(
                 {
                     "nodule": number,

@@ -524,28 +524,13 @@ def _nearest_voxel(mask: torch.Tensor, target: npt.NDArray[np.float64]) -> tuple
     return (int(best[0]), int(best[1]), int(best[2]))
 
 
-def _mask_centre_lps(mask_voi: torch.Tensor, voi: MetaTensor) -> npt.NDArray[np.float64] | None:
-    """Centre of mass (LPS mm) of a 0/1 mask on a VOI grid; ``None`` if empty."""
-    mask = torch.as_tensor(mask_voi).detach().cpu()
-    if mask.ndim == 4:
-        mask = mask[0]
-    idx = torch.nonzero(mask > 0)
-    if idx.numel() == 0:
-        return None
-    centre = idx.to(torch.float64).mean(dim=0).numpy()
-    return voxel_to_patient(ras_to_lps(_affine_np(voi)), centre)
-
-
-def _distance_to_mask_mm(mask_voi: torch.Tensor, voi: MetaTensor, point: Any) -> float:
-    """Distance (mm) from a point (LPS) to the nearest voxel centre of a VOI mask."""
+def _mask_points_lps(mask_voi: torch.Tensor, voi: MetaTensor) -> npt.NDArray[np.float64]:
+    """Voxel centres (LPS mm, ``(N, 3)``) of a 0/1 mask on a VOI grid."""
     mask = torch.as_tensor(mask_voi).detach().cpu()
     if mask.ndim == 4:
         mask = mask[0]
     idx = torch.nonzero(mask > 0).to(torch.float64).numpy()
-    if len(idx) == 0:
-        return math.inf
-    lps = voxel_to_patient(ras_to_lps(_affine_np(voi)), idx)
-    return float(np.sqrt(((lps - np.asarray(point, dtype=np.float64)) ** 2).sum(axis=1)).min())
+    return voxel_to_patient(ras_to_lps(_affine_np(voi)), idx.reshape(-1, 3))
 
 
 def _as_network_grid(voi: MetaTensor, first: VOISpec) -> MetaTensor:
@@ -626,7 +611,8 @@ def segment_growing_voi(
         if moves < recentre:
             # Re-centring comes before growth: a box grown around an off-centre seed
             # shows the network more of what is not the lesion.
-            centre = _mask_centre_lps(mask_voi, voi)
+            inside = _mask_points_lps(mask_voi, voi)
+            centre = inside.mean(axis=0) if len(inside) else None
             if centre is not None and float(np.linalg.norm(centre - point)) >= voxel_mm:
                 point = centre
                 moves += 1
@@ -648,7 +634,9 @@ def segment_growing_voi(
         # touches no face and would pass as complete), the first box's result stands,
         # with its own border contact.
         tolerance = 2.0 * float(max(spec.spacing_mm))
-        if _distance_to_mask_mm(mask_voi, voi, seed) > tolerance:
+        inside = _mask_points_lps(mask_voi, voi)
+        distance = np.sqrt(((inside - seed) ** 2).sum(axis=1)).min() if len(inside) else math.inf
+        if distance > tolerance:
             mask_voi, voi, current, contact = first
     pasted = paste_voi_mask(mask_voi, voi, image)
     reasons = []
