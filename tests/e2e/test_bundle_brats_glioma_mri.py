@@ -1,9 +1,10 @@
-"""The brats_glioma_mri bundle: training smoke run, held-out inference, metadata, TorchScript.
+"""The brats_glioma_mri bundle: training, cross-validation, inference, metadata, TorchScript.
 
 Workflows run in a subprocess through ``python -m monai.bundle`` with ``monai_tumor`` blocked
 (``sys.modules["monai_tumor"] = None``), so the bundle is exercised exactly as a Model Zoo
-user would run it. The expected held-out Dice comes from ``configs/metadata.json``
-(``eval_metrics``), the same numbers the model card reports.
+user would run it. The expected Dice of the released ensemble comes from
+``configs/metadata.json`` (``eval_metrics.released_ensemble_per_case``), the numbers the model
+card reports.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tests.support.bundle_modules import load_bundle_script
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "brats_glioma_mri"
 CONFIGS = BUNDLE / "configs"
-HELD_OUT_CASE = "brats_2013_pat0003_1"  # validation case of fold 0, whose weights ship
+HELD_OUT_CASE = "brats_2013_pat0003_1"  # BraTS 2013 layout, intensities z-scored by the site
 BRATS18_CASE = "Brats18_2013_11_1"  # BraTS 2018 file naming, raw intensities
 
 
@@ -134,14 +135,15 @@ def test_metadata_valid_against_the_shipped_schema() -> None:
 def test_verify_net_in_out() -> None:
     from monai.bundle import verify_net_in_out
 
-    verify_net_in_out(
-        net_id="network_def",
-        meta_file=str(CONFIGS / "metadata.json"),
-        config_file=str(CONFIGS / "inference.json"),
-        bundle_root=str(BUNDLE),
-        n=2,
-        device="cpu",
-    )
+    with bundle_scripts(BUNDLE):  # network_def is the bundle's scripts.ensemble class
+        verify_net_in_out(
+            net_id="network_def",
+            meta_file=str(CONFIGS / "metadata.json"),
+            config_file=str(CONFIGS / "inference.json"),
+            bundle_root=str(BUNDLE),
+            n=2,
+            device="cpu",
+        )
 
 
 def test_torchscript_matches_state_dict() -> None:
@@ -149,7 +151,9 @@ def test_torchscript_matches_state_dict() -> None:
 
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "inference.json"))
-    net = parser.get_parsed_content("network_def")
+    parser["bundle_root"] = str(BUNDLE)
+    with bundle_scripts(BUNDLE):
+        net = parser.get_parsed_content("network_def")
     net.load_state_dict(torch.load(BUNDLE / "models" / "model.pt", map_location="cpu"))
     net.eval()
     scripted = torch.jit.load(str(BUNDLE / "models" / "model.ts"), map_location="cpu")
@@ -161,69 +165,12 @@ def test_torchscript_matches_state_dict() -> None:
         assert path.stat().st_size < 25 * 1024 * 1024
 
 
-# --- training smoke run through the bundle's own train.json ------------------------------------
+# --- inference on two shared cases, as Model Zoo users run it ------------------------------------
 
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_train_smoke(data_dir: Path, tmp_path: Path) -> None:
-    proc = _run_bundle(
-        [
-            "run",
-            "--config_file",
-            str(CONFIGS / "train.json"),
-            "--bundle_root",
-            str(BUNDLE),
-            "--data_root",
-            str(data_dir),
-            "--ckpt_dir",
-            str(tmp_path / "models"),
-            "--output_dir",
-            str(tmp_path / "eval"),
-            "--max_epochs",
-            "2",
-            "--val_interval",
-            "1",
-            "--save_interval",
-            "1",
-            "--num_samples",
-            "1",
-            "--batch_size",
-            "1",
-            "--pixdim",
-            "[4.0, 4.0, 4.0]",
-            "--patch_size",
-            "[32, 32, 32]",
-            "--validate#inferer#overlap",
-            "0.0",
-        ],
-        cwd=tmp_path,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    models = tmp_path / "models"
-    assert (models / "model.pt").is_file()  # best by validation mean Dice
-    assert sorted(p.name for p in models.iterdir()) == ["model.pt"]  # no training state there
-    last = tmp_path / "eval" / "checkpoints" / "checkpoint_last.pt"
-    assert last.is_file()  # full state for resuming (opt-in: --resume_training true)
-    state = torch.load(last, map_location="cpu")
-    assert {"model", "optimizer", "lr_scheduler", "trainer"} <= set(state)
-    assert state["trainer"]["max_epochs"] == 2
-    assert state["trainer"]["iteration"] == 4  # 2 epochs x 2 training cases, batch size 1
-    with open(tmp_path / "eval" / "metrics.csv", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    assert [int(r["epoch"]) for r in rows] == [1, 2]
-    assert all(0.0 <= float(r["val_mean_dice"]) <= 1.0 for r in rows)
-    assert all(np.isfinite(float(r["loss"])) for r in rows)
-    assert (tmp_path / "eval" / "training_curve.png").stat().st_size > 0
-
-
-# --- inference on a held-out case, as Model Zoo users run it ------------------------------------
-
-
-@pytest.mark.slow
-@pytest.mark.realdata
-def test_inference_on_held_out_case(data_dir: Path, tmp_path: Path) -> None:
+def test_inference_on_both_layouts_matches_the_card(data_dir: Path, tmp_path: Path) -> None:
     case_dir = data_dir / "brats" / "validation" / HELD_OUT_CASE
     dataset_dir = tmp_path / "in"
     dataset_dir.mkdir()
@@ -266,17 +213,21 @@ def test_inference_on_held_out_case(data_dir: Path, tmp_path: Path) -> None:
     pred = np.asarray(pred_img.dataobj)
     assert set(np.unique(pred).tolist()) <= {0, 1, 2, 4}
 
-    ref = np.rint(
-        np.asarray(nib.Nifti1Image.from_filename(str(case_dir / "OTMultiClass.nii.gz")).dataobj)
-    ).astype(int)
-    expected = _metadata()["eval_metrics"]["fold0_held_out_per_case"][HELD_OUT_CASE]
-    wt = _dice(pred > 0, ref > 0)
-    assert abs(wt - expected["WT"]) <= 0.02, (wt, expected)
-    # Regions recovered from the label map exactly as the model card defines them.
-    tc = _dice(np.isin(pred, (1, 4)), np.isin(ref, (1, 3, 4)))
-    et = _dice(pred == 4, ref == 4)
-    assert abs(tc - expected["TC"]) <= 0.02, (tc, expected)
-    assert abs(et - expected["ET"]) <= 0.02, (et, expected)
+    expected = _metadata()["eval_metrics"]["released_ensemble_per_case"]
+    refs = {
+        HELD_OUT_CASE: (pred, case_dir / "OTMultiClass.nii.gz"),
+        BRATS18_CASE: (np.asarray(other.dataobj), brats18 / f"{BRATS18_CASE}_seg.nii.gz"),
+    }
+    for case, (label, ref_path) in refs.items():
+        ref = np.rint(np.asarray(nib.Nifti1Image.from_filename(str(ref_path)).dataobj)).astype(int)
+        # Regions recovered from the label map exactly as the model card defines them.
+        measured = {
+            "TC": _dice(np.isin(label, (1, 4)), np.isin(ref, (1, 3, 4))),
+            "WT": _dice(label > 0, ref > 0),
+            "ET": _dice(label == 4, ref == 4),
+        }
+        for region, value in measured.items():
+            assert abs(value - expected[case][region]) <= 0.02, (case, measured, expected[case])
 
 
 @pytest.mark.parametrize("bundle", ["brats_glioma_mri", "lung_nodule_ct"])
@@ -300,10 +251,14 @@ def test_largest_component_scipy_and_torch_paths_agree(bundle: str, seed: int) -
             assert fast.any() and not (fast & ~mask).any()
 
 
-@pytest.mark.parametrize(
-    ("bundle", "anchor"),
-    [("brats_glioma_mri", "NormalizeIntensityd"), ("lung_nodule_ct", "ScaleIntensityRanged")],
-)
+#: The transform right before the optional denoise/enhance steps, per bundle and config.
+ANCHORS = {
+    "brats_glioma_mri": {"train": "Spacingd", "inference": "MetaSafeSpacingd"},
+    "lung_nodule_ct": {"train": "ScaleIntensityRanged", "inference": "ScaleIntensityRanged"},
+}
+
+
+@pytest.mark.parametrize("bundle", sorted(ANCHORS))
 @pytest.mark.parametrize("config", ["train", "inference"])
 @pytest.mark.parametrize(
     ("denoise", "enhance", "expected"),
@@ -316,7 +271,6 @@ def test_largest_component_scipy_and_torch_paths_agree(bundle: str, seed: int) -
 )
 def test_preprocessing_ideas_are_switchable_monai_transforms(
     bundle: str,
-    anchor: str,
     config: str,
     denoise: object,
     enhance: object,
@@ -336,7 +290,7 @@ def test_preprocessing_ideas_are_switchable_monai_transforms(
     with bundle_scripts(root):  # both bundles ship a top-level `scripts` package
         chain = parser.get_parsed_content(key, instantiate=True)
     names = [type(t).__name__ for t in chain]
-    at = names.index(anchor)
+    at = names.index(ANCHORS[bundle][config])
     assert tuple(names[at + 1 : at + 3]) == expected
     channels = 2 if bundle == "brats_glioma_mri" else 1
     image = torch.linspace(-3.0, 5.0, channels * 8 * 8 * 4).reshape(channels, 8, 8, 4)
@@ -454,9 +408,7 @@ def test_split_is_patient_level_five_fold() -> None:
     assert [it["case"] for it in limited] == [it["case"] for it in items][:2]
 
 
-# --- the 26-case cross-validation recipe (configs/cv26) -----------------------------------------
-
-CV26 = CONFIGS / "cv26"
+# --- the 26-case recipe: normalisation, ET rule, ensemble, training and cross-validation ---------
 
 
 def _preprocess(config: Path, paths: list[str]) -> Any:
@@ -471,7 +423,7 @@ def _preprocess(config: Path, paths: list[str]) -> Any:
 
 
 @pytest.mark.realdata
-def test_cv26_network_input_identical_for_raw_and_site_zscored_volume(
+def test_network_input_identical_for_raw_and_site_zscored_volume(
     data_dir: Path, tmp_path: Path
 ) -> None:
     case = "Brats18_CBICA_AQN_1"
@@ -487,7 +439,8 @@ def test_cv26_network_input_identical_for_raw_and_site_zscored_volume(
         nib.save(nib.Nifti1Image(z.astype(np.float32), img.affine), str(out))
         zscored.append(str(out))
         assert z[brain].min() < 0  # brain voxels below the mean: "non-zero" no longer finds them
-    a, b = _preprocess(CV26 / "inference.json", raw), _preprocess(CV26 / "inference.json", zscored)
+    config = CONFIGS / "inference.json"
+    a, b = _preprocess(config, raw), _preprocess(config, zscored)
     assert a.shape == b.shape
     torch.testing.assert_close(a.affine, b.affine)
     torch.testing.assert_close(a.as_tensor(), b.as_tensor(), atol=2e-5, rtol=0)
@@ -563,14 +516,14 @@ def test_ensemble_averages_member_probabilities(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_cv26_recipe_trains_a_fold_and_crossval_scores_it(data_dir: Path, tmp_path: Path) -> None:
-    """One tiny fold of configs/cv26/train.json, then scripts.crossval on its validation case."""
+def test_train_a_fold_then_crossval_scores_it(data_dir: Path, tmp_path: Path) -> None:
+    """A tiny fold through the bundle's own train.json, then scripts.crossval on its case."""
     run = tmp_path / "fold0"
     proc = _run_bundle(
         [
             "run",
             "--config_file",
-            str(CV26 / "train.json"),
+            str(CONFIGS / "train.json"),
             "--bundle_root",
             str(BUNDLE),
             "--data_root",
@@ -590,8 +543,10 @@ def test_cv26_recipe_trains_a_fold_and_crossval_scores_it(data_dir: Path, tmp_pa
             "--cache_dir",
             str(tmp_path / "cache"),
             "--max_epochs",
-            "1",
+            "2",
             "--val_interval",
+            "1",
+            "--save_interval",
             "1",
             "--num_samples",
             "1",
@@ -604,11 +559,22 @@ def test_cv26_recipe_trains_a_fold_and_crossval_scores_it(data_dir: Path, tmp_pa
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+    models = run / "models"
+    assert sorted(p.name for p in models.iterdir()) == ["model.pt"]  # no training state there
     ckpt = run / "eval" / "checkpoints" / "checkpoint_last.pt"
-    assert torch.load(ckpt, map_location="cpu")["trainer"]["iteration"] == 2
+    state = torch.load(ckpt, map_location="cpu")  # full state, for --resume_training true
+    assert {"model", "optimizer", "lr_scheduler", "trainer"} <= set(state)
+    assert state["trainer"]["max_epochs"] == 2
+    assert state["trainer"]["iteration"] == 4  # 2 epochs x 2 training cases, batch size 1
+    with open(run / "eval" / "metrics.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(0.0 <= float(r["val_mean_dice"]) <= 1.0 for r in rows)
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
+    assert (run / "eval" / "training_curve.png").stat().st_size > 0
     out = tmp_path / "cv"
     args = ["--split_file", str(REPO / "data" / "datasets" / "brats26_split.json")]
-    args += ["--config_file", "configs/cv26/inference.json", "--data_root", str(data_dir)]
+    args += ["--config_file", "configs/inference.json", "--data_root", str(data_dir)]
     args += ["--ckpt", str(tmp_path / "fold{fold}" / "eval" / "checkpoints" / "checkpoint_last.pt")]
     args += ["--out_dir", str(out), "--folds", "0", "--limit", "1"]
     # the fold model was trained at 4 mm on 32^3 patches; crossval runs the recipe's 2 mm grid

@@ -3,7 +3,7 @@
 Run from the bundle root (depends only on monai, torch, numpy, nibabel; scipy if present)::
 
     python -m scripts.crossval --split_file ../../data/datasets/brats26_split.json \\
-        --config_file configs/cv26/inference.json --data_root "$MONAI_TUMOR_DATA" \\
+        --config_file configs/inference.json --data_root "$MONAI_TUMOR_DATA" \\
         --ckpt "RUN/fold{fold}/eval/checkpoints/checkpoint_last.pt" \\
         --out_dir RUN/crossval [--folds 0,1,2,3,4]
 
@@ -14,8 +14,9 @@ there: TTA off/on x largest component of TC and WT off/on x tiny-ET removal thre
 per region (TC = 1|4, WT > 0, ET = 4 of the written label map; a region empty in both the
 reference and the prediction scores 1, empty in one of them 0). Writes ``cases.json`` (one
 row per case and variant), ``summary.json`` (per variant: mean per region, per fold,
-patient-level bootstrap 95 % intervals, per site group and grade) and per case the TTA label
-map ``<case>.nii.gz`` on the input grid.
+patient-level bootstrap 95 % intervals, per site group and grade) and per case the label
+maps without and with TTA (no other post-processing), ``<case>.nii.gz`` and
+``<case>_tta.nii.gz``, on the input grid.
 """
 
 from __future__ import annotations
@@ -181,12 +182,12 @@ def run_fold(
             prob = torch.sigmoid(torch.as_tensor(logits)[0])
             back = invert({"image": data["image"], "pred": prob})["pred"]
             labels = _variants(torch.as_tensor(back)[crop])
-            if use_tta:
-                affine = nib.Nifti1Image.from_filename(item["image"][0]).affine
-                full_label = np.zeros(ref_label.shape, dtype=np.uint8)
-                full_label[crop[1:]] = labels[(False, 0)]
-                img = nib.Nifti1Image(full_label, affine)
-                nib.save(img, str(out_dir / f"{item['case']}.nii.gz"))
+            affine = nib.Nifti1Image.from_filename(item["image"][0]).affine
+            full_label = np.zeros(ref_label.shape, dtype=np.uint8)
+            full_label[crop[1:]] = labels[(False, 0)]
+            suffix = "_tta" if use_tta else ""
+            img = nib.Nifti1Image(full_label, affine)
+            nib.save(img, str(out_dir / f"{item['case']}{suffix}.nii.gz"))
             for (lcc, thr), label in labels.items():
                 regions = _regions(label)
                 row: dict[str, Any] = {
@@ -224,8 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--config_file",
         default="configs/inference.json",
-        help="inference config, relative to the bundle root (the 26-case recipe: "
-        "configs/cv26/inference.json)",
+        help="inference config, relative to the bundle root",
     )
     ap.add_argument("--data_root", default=os.environ.get("MONAI_TUMOR_DATA", ""))
     ap.add_argument("--ckpt", required=True, help="checkpoint path with {fold}")

@@ -8,7 +8,7 @@ so neither imports the other.
 Why one module rather than MONAI's ``EnsembleEvaluator`` + ``MeanEnsembled``: MONAI Label,
 MONAI Deploy and ``ckpt_export`` expect a single ``network_def`` with one ``models/model.pt``
 and one ``models/model.ts``; wrapping the members keeps that contract, so every app runs the
-whole ensemble. The members are the fold models of ``configs/cv26/train.json`` (plain UNets),
+whole ensemble. The members are the fold models of ``configs/train.json`` (plain UNets),
 so an ensemble needs no training run beyond the cross-validation.
 """
 
