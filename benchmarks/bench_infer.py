@@ -134,7 +134,7 @@ def main() -> int:
             "median_s": statistics.median(ours_times),
             "cpu_s": None,
             "peak_rss_mib": ours_rss,
-            "note": "mask, lesions.json, overlay.png, manifest",
+            "note": "mask, lesions.json, features.csv, overlay.png, viewer, manifest",
         }
     )
     results.append(
