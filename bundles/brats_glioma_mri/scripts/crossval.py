@@ -174,6 +174,7 @@ def run_fold(
         ref_label = tc_wt_et_to_brats_labels(ref)[0].numpy()
         # score inside the brain's bounding box (every prediction lies in it): same Dice, less work
         crop = _brain_box(item["image"][0])
+        affine = nib.Nifti1Image.from_filename(item["image"][0]).affine
         ref_regions = _regions(ref_label[crop[1:]])
         with torch.no_grad():
             outputs = {False: sw(x, net), True: tta(x, net)}
@@ -182,7 +183,6 @@ def run_fold(
             prob = torch.sigmoid(torch.as_tensor(logits)[0])
             back = invert({"image": data["image"], "pred": prob})["pred"]
             labels = _variants(torch.as_tensor(back)[crop])
-            affine = nib.Nifti1Image.from_filename(item["image"][0]).affine
             full_label = np.zeros(ref_label.shape, dtype=np.uint8)
             full_label[crop[1:]] = labels[(False, 0)]
             suffix = "_tta" if use_tta else ""
