@@ -47,7 +47,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -58,7 +58,7 @@ from monai_tumor.bundle.imports import bundle_scripts
 from monai_tumor.errors import BundleError, ConfigError, MonaiTumorError, UnsupportedInputError
 from monai_tumor.export.seg import SegmentSpec
 from monai_tumor.geometry import patient_to_voxel, ras_to_lps
-from monai_tumor.inference.device import select_device
+from monai_tumor.inference.device import available_cpus, native_bf16, select_device
 from monai_tumor.inference.seeds import Seed
 from monai_tumor.postprocess.review import TTA_AGREEMENT_KEY, ReviewSpec, read_review_spec
 from monai_tumor.transforms.voi import (
@@ -72,6 +72,7 @@ __all__ = [
     "BundleInfo",
     "BundleKind",
     "LoadedBundle",
+    "Precision",
     "load_bundle",
     "read_bundle_info",
 ]
@@ -80,6 +81,11 @@ __all__ = [
 META_KEY = "monai_tumor"
 #: Largest difference (mm) between the input affine and the inverted prediction's affine.
 AFFINE_TOLERANCE_MM = 1e-3
+
+#: Arithmetic of the network on the CPU: ``"fp32"``, or ``"bf16"`` (autocast: convolutions in
+#: bfloat16, accumulation and everything outside the network in float32).
+Precision = Literal["fp32", "bf16"]
+_PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 
 _LOAD_TARGETS = ("LoadImaged", "LoadImage")
 _SAVE_TARGETS = ("SaveImaged", "SaveImage")
@@ -173,6 +179,10 @@ class BundleInfo:
     review
         Thresholds of the plausibility review of each result (``monai_tumor.review``,
         :mod:`monai_tumor.postprocess.review`); ``None``: results are not reviewed.
+    cpu_precision
+        The arithmetic the bundle was validated with on CPUs that compute bfloat16
+        natively (``monai_tumor.cpu_precision``: ``"bf16"`` when its label maps were shown
+        to stay within the model card's tolerance of float32; default ``"fp32"``).
     """
 
     root: Path
@@ -191,6 +201,7 @@ class BundleInfo:
     display_window: tuple[float, float] | None = None
     configs_sha256: str = ""
     review: ReviewSpec | None = None
+    cpu_precision: Precision = "fp32"
 
     @property
     def weights(self) -> Path:
@@ -454,6 +465,17 @@ def read_bundle_info(path: str | Path) -> BundleInfo:
         voi_recentre=recentre,
         display_window=window,
         review=review,
+        cpu_precision=_cpu_precision(block.get("cpu_precision", "fp32"), meta_path),
+    )
+
+
+def _cpu_precision(raw: Any, path: Path) -> Precision:
+    if raw == "fp32":
+        return "fp32"
+    if raw == "bf16":
+        return "bf16"
+    raise BundleError(
+        f"{META_KEY}.cpu_precision must be one of {list(_PRECISIONS)}, found {raw!r}", path=path
     )
 
 
@@ -527,8 +549,9 @@ def load_bundle(
     path: str | Path,
     *,
     device: str = "auto",
-    num_threads: int | None = None,
+    num_threads: int | Literal["auto"] | None = "auto",
     weights: str | Path | None = None,
+    precision: Literal["auto", "fp32", "bf16"] = "auto",
 ) -> LoadedBundle:
     """Build a bundle's network and transforms once, ready for many :meth:`~LoadedBundle.segment`.
 
@@ -540,13 +563,22 @@ def load_bundle(
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see
         :func:`~monai_tumor.inference.device.select_device`).
     num_threads
-        torch intra-op threads while segmenting (restored afterwards); ``None`` leaves
-        torch's setting alone. On a shared machine, set it to the cores this process
-        may use.
+        torch intra-op threads while segmenting (restored afterwards). ``"auto"``: the
+        CPUs this process may use (:func:`~monai_tumor.inference.device.available_cpus`:
+        affinity mask and container quota, never more, so threads are not
+        oversubscribed); ``None`` leaves torch's setting alone (a Dask worker or a server
+        that shares the CPUs between several models sets it itself).
     weights
         A state dict to load instead of ``models/model.pt`` (e.g. a fine-tuned version
         kept beside the released one); ``info.weights_sha256`` (and so the cache key and
         provenance) then describes this file.
+    precision
+        Arithmetic of the network on the CPU. ``"auto"``: ``"bf16"`` when the bundle
+        declares it (``info.cpu_precision``) and the CPU computes bfloat16 natively
+        (:func:`~monai_tumor.inference.device.native_bf16`), else ``"fp32"``. ``"bf16"``
+        runs the network under ``torch.autocast`` in bfloat16 (on a CPU without native
+        bfloat16 that is slower, never wrong). GPUs always run float32 (the bundle's own
+        setting).
 
     Returns
     -------
@@ -588,6 +620,13 @@ def load_bundle(
             raise BundleError("weights file not found", path=weights_path)
         info = dataclasses.replace(info, weights_sha256=_sha256(weights_path))
     dev = select_device(device)
+    if precision not in ("auto", *_PRECISIONS):
+        raise ConfigError(f"precision {precision!r} is not one of 'auto', 'fp32', 'bf16'")
+    wants_bf16 = precision == "bf16" or (
+        precision == "auto" and info.cpu_precision == "bf16" and native_bf16()
+    )
+    chosen: Precision = "bf16" if dev.type == "cpu" and wants_bf16 else "fp32"
+    threads = available_cpus() if num_threads == "auto" else num_threads
     config_path = info.root / "configs" / "inference.json"
     raw = _read_json(config_path)
     if not isinstance(raw, dict):
@@ -631,7 +670,8 @@ def load_bundle(
         inferer=inferer,
         postprocessing=postprocessing,
         image_key=image_key,
-        num_threads=num_threads,
+        num_threads=threads,
+        precision=chosen,
     )
 
 
@@ -674,6 +714,10 @@ class LoadedBundle:
         What the bundle is (:class:`BundleInfo`).
     device
         Where the network runs.
+    num_threads
+        torch intra-op threads while segmenting (``None``: torch's setting).
+    precision
+        ``"fp32"`` or ``"bf16"`` (the network under CPU autocast).
     """
 
     info: BundleInfo
@@ -685,6 +729,7 @@ class LoadedBundle:
     image_key: str = "image"
     pred_key: str = "pred"
     num_threads: int | None = None
+    precision: Precision = "fp32"
 
     def segment(self, image: MetaTensor, *, seeds: Sequence[Seed] = ()) -> MetaTensor:
         """Segment one image and return the label map on exactly its grid.
@@ -733,12 +778,14 @@ class LoadedBundle:
                 "monai_tumor.ingest.selection.load_inputs(order=info.input_names)"
             )
         fields_of_view: list[dict[str, Any]] | None = None
-        with _threads(self.num_threads), _deterministic(self.device), torch.no_grad():
+        with _threads(self.num_threads), _deterministic(self.device), torch.inference_mode():
             agreement: dict[str, Any] | None = None
             if self.info.kind == BundleKind.VOI:
                 label, fields_of_view = self._segment_vois(image, seeds)
             else:
                 label, agreement = self._run(image)
+        # a tensor made under inference_mode refuses in-place changes outside it: copy
+        label = label.clone()
         meta = {
             k: copy.deepcopy(v)
             for k, v in image.meta.items()
@@ -767,7 +814,10 @@ class LoadedBundle:
         data = self.preprocessing({self.image_key: source})
         x = data[self.image_key]
         batch = x.unsqueeze(0).to(self.device)
-        pred = self.inferer(batch, self.network)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            pred = self.inferer(batch, self.network)
+        if pred.dtype != torch.float32:
+            pred = pred.float()
         recorded = pred.meta.get(TTA_AGREEMENT_KEY) if isinstance(pred, MetaTensor) else None
         agreement = dict(recorded) if isinstance(recorded, Mapping) else None
         data[self.pred_key] = pred[0].detach().cpu() if self.device.type != "cpu" else pred[0]

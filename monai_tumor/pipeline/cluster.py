@@ -270,7 +270,10 @@ class SegmenterPlugin(WorkerPlugin):
             self._lock = threading.Lock()
         with self._lock:
             if self._model is None:
-                self._model = self._given or load_segmenter(self.bundle, device=self.device)
+                # the worker's threads (set in setup), not every CPU of the host
+                self._model = self._given or load_segmenter(
+                    self.bundle, device=self.device, num_threads=None
+                )
             return self._model.segment(image, seeds=seeds)
 
 

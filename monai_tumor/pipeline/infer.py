@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import pydicom
@@ -159,9 +159,15 @@ def reference_input(bundle: BundleInfo) -> str:
     return name if name in bundle.input_names else bundle.input_names[0]
 
 
-def load_segmenter(bundle: BundleInfo, *, device: str = "auto") -> Segmenter:
-    """Load a bundle's network on a device (``inference.bundle.load_bundle``)."""
-    return load_bundle(bundle.root, device=device)
+def load_segmenter(
+    bundle: BundleInfo, *, device: str = "auto", num_threads: int | Literal["auto"] | None = "auto"
+) -> Segmenter:
+    """Load a bundle's network on a device (``inference.bundle.load_bundle``).
+
+    ``num_threads``: torch threads while segmenting; ``"auto"``: the CPUs this process may
+    use; ``None``: torch's setting (a Dask worker sets its own).
+    """
+    return load_bundle(bundle.root, device=device, num_threads=num_threads)
 
 
 def read_source_headers(files: Sequence[Path], series_uid: str) -> list[pydicom.Dataset]:

@@ -30,6 +30,7 @@ All geometry (voxel spacing) comes from :mod:`monai_tumor.geometry`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,12 +214,30 @@ def rim_fraction(
     if total == 0:
         return 0.0
     brain = _brain(_array(image))
-    # distance of every brain voxel to the nearest voxel outside it (mm); padding so the
-    # volume border counts as outside (a brain cut by the field of view has a rim there too)
-    padded = np.pad(brain, 1, constant_values=False)
-    depth = ndimage.distance_transform_edt(padded, sampling=_spacing(image))[1:-1, 1:-1, 1:-1]
-    rim = brain & (depth <= rim_mm)
-    return float((lab & rim).sum()) / total
+    spacing = _spacing(image)
+    # Distance of a brain voxel to the nearest voxel outside it (mm), where everything
+    # beyond the volume's border counts as outside (a brain cut by the field of view has a
+    # rim there too). Only the labelled voxels' distances up to rim_mm matter, and an
+    # outside voxel within rim_mm of one lies within ceil(rim_mm / spacing) voxels of the
+    # label's bounding box along every axis: the transform runs on that box grown by one
+    # more voxel, not on the whole volume (a nearer outside voxel is always inside the
+    # box, so the rim test gives the same answer for every labelled voxel).
+    lo, hi = [], []
+    for axis, step in enumerate(spacing):
+        along = np.flatnonzero(lab.any(axis=tuple(a for a in range(3) if a != axis)))
+        margin = math.ceil(rim_mm / step) + 1
+        lo.append(max(-1, int(along[0]) - margin))  # -1, n: the outside beyond the border
+        hi.append(min(lab.shape[axis] + 1, int(along[-1]) + 1 + margin))
+    src = tuple(slice(max(a, 0), min(b, n)) for a, b, n in zip(lo, hi, lab.shape, strict=True))
+    dst = tuple(slice(s.start - a, s.stop - a) for s, a in zip(src, lo, strict=True))
+    shape = tuple(b - a for a, b in zip(lo, hi, strict=True))
+    region = np.zeros(shape, dtype=bool)
+    region[dst] = brain[src]
+    if region.all():  # no outside voxel near any labelled voxel
+        return 0.0
+    depth = ndimage.distance_transform_edt(region, sampling=spacing)
+    rim = region[dst] & (depth[dst] <= rim_mm)
+    return float((lab[src] & rim).sum()) / total
 
 
 def input_statistics(image: MetaTensor, input_names: Sequence[str]) -> dict[str, float]:

@@ -28,6 +28,7 @@ from monai_tumor.inference import (
     seeds_from_mask,
     seeds_from_rtstruct,
 )
+from monai_tumor.inference.device import available_cpus, native_bf16
 from monai_tumor.ingest.groundtruth import rtstruct_to_mask
 from monai_tumor.ingest.reader import read_series
 from monai_tumor.ingest.selection import load_inputs
@@ -148,6 +149,7 @@ def _edit_meta(root: Path, **block: object) -> None:
             {"voi": {**_NODULE_VOI, "growth": {"max_size_mm": [9, 9, 9], "coarse": "yes"}}},
             "voi.growth.coarse must be true or false",
         ),
+        ({"cpu_precision": "fp16"}, r"cpu_precision must be one of \['fp32', 'bf16'\]"),
     ],
 )
 def test_invalid_metadata_block_is_a_bundle_error(
@@ -424,6 +426,60 @@ def test_num_threads_applies_during_the_call_only(data_dir: Path) -> None:
     bundle.segment(image, seeds=seeds_from_mask(ref, image))
     assert seen and set(seen) == {1}
     assert torch.get_num_threads() == before
+
+
+def test_threads_default_to_the_cpus_this_process_may_use() -> None:
+    assert load_bundle(NODULE, device="cpu").num_threads == available_cpus()
+    assert load_bundle(NODULE, device="cpu", num_threads=None).num_threads is None
+    assert load_bundle(NODULE, device="cpu", num_threads=3).num_threads == 3
+
+
+def test_precision_follows_the_bundle_and_the_cpu(tmp_path: Path) -> None:
+    """bf16 only where the bundle was validated with it and the CPU computes it natively."""
+    assert read_bundle_info(NODULE).cpu_precision == "fp32"
+    assert read_bundle_info(GLIOMA).cpu_precision == "bf16"
+    assert load_bundle(NODULE, device="cpu").precision == "fp32"
+    root = _copy_bundle(tmp_path)
+    _edit_meta(root, cpu_precision="bf16")
+    assert load_bundle(root, device="cpu").precision == ("bf16" if native_bf16() else "fp32")
+    assert load_bundle(root, device="cpu", precision="fp32").precision == "fp32"
+    assert load_bundle(NODULE, device="cpu", precision="bf16").precision == "bf16"
+    with pytest.raises(ConfigError, match="precision 'half'"):
+        load_bundle(NODULE, device="cpu", precision="half")  # type: ignore[arg-type]
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_glioma_fast_path_agrees_with_the_stock_run(data_dir: Path, tmp_path: Path) -> None:
+    """Default path (threads, bf16 where native) within Dice 0.005 of `monai.bundle run`.
+
+    The float32 path equals the stock run voxel for voxel (same transforms and weights).
+    """
+    case = "brats_2013_pat0003_1"
+    folder = data_dir / "brats" / "validation" / case
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / case).symlink_to(folder, target_is_directory=True)
+    command = [sys.executable, "-m", "monai.bundle", "run"]
+    command += ["--config_file", "configs/inference.json", "--bundle_root", str(GLIOMA)]
+    command += ["--dataset_dir", str(tmp_path / "in"), "--output_dir", str(tmp_path / "out")]
+    done = subprocess.run(
+        command, cwd=GLIOMA, capture_output=True, text=True, timeout=900, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    stock = np.asarray(nib.Nifti1Image.from_filename(tmp_path / "out" / f"{case}.nii.gz").dataobj)
+    image = load_inputs(
+        {
+            "flair": folder / "Flair_subtrMeanDivStd.nii.gz",
+            "t1c": folder / "T1c_subtrMeanDivStd.nii.gz",
+        },
+        reference="flair",
+        order=("flair", "t1c"),
+    )
+    fp32 = load_bundle(GLIOMA, device="cpu", precision="fp32").segment(image)[0].numpy()
+    np.testing.assert_array_equal(fp32, stock)
+    fast = load_bundle(GLIOMA, device="cpu", precision="bf16").segment(image)[0].numpy()
+    for region in ((1, 4), (1, 2, 4), (4,)):  # TC, WT, ET as the model card reads them
+        assert _dice(np.isin(fast, region), np.isin(stock, region)) >= 0.995, region
 
 
 @pytest.mark.realdata

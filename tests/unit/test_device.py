@@ -1,12 +1,15 @@
-"""Tests for monai_tumor.inference.device.select_device."""
+"""Tests for monai_tumor.inference.device: device, CPU threads, native bfloat16."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 import torch
 
 from monai_tumor.errors import ConfigError
-from monai_tumor.inference.device import select_device
+from monai_tumor.inference.device import available_cpus, native_bf16, select_device
 
 
 @pytest.mark.parametrize("option", ["cpu", "CPU", " cpu "])
@@ -41,3 +44,30 @@ def test_cuda_index_beyond_device_count(monkeypatch: pytest.MonkeyPatch) -> None
 def test_unknown_options_are_refused(option: str) -> None:
     with pytest.raises(ConfigError, match="device"):
         select_device(option)
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "limit"),
+    [("max 100000\n", None), ("50000 100000\n", 1), ("150000 100000\n", 2), ("garbage", None)],
+)
+def test_available_cpus_follows_affinity_and_the_container_quota(
+    tmp_path: Path, cpu_max: str, limit: int | None
+) -> None:
+    affinity = len(os.sched_getaffinity(0))
+    path = tmp_path / "cpu.max"
+    path.write_text(cpu_max, encoding="ascii")
+    expected = affinity if limit is None else min(affinity, limit)
+    assert available_cpus(cgroup_cpu_max=path) == expected
+    assert available_cpus(cgroup_cpu_max=tmp_path / "missing") == affinity
+
+
+def test_available_cpus_never_exceeds_the_affinity_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert available_cpus() == 1
+
+
+def test_native_bf16_is_a_cpu_feature_probe() -> None:
+    import torch.cpu
+
+    expected = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert native_bf16() is expected

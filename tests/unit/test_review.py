@@ -8,6 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from monai.data import MetaTensor
 
 from monai_tumor.errors import BundleError
@@ -56,6 +58,48 @@ def test_rim_fraction_of_a_shell_and_a_core(spacing: float) -> None:
     half = shell | core
     expected = shell.sum() / half.sum()
     assert rim_fraction(image, _label(half), rim_mm=3.0) == pytest.approx(expected, abs=0.01)
+
+
+def _rim_fraction_whole_volume(image: MetaTensor, label: MetaTensor, rim_mm: float) -> float:
+    """The definition: a distance transform over the whole (padded) volume."""
+    from scipy import ndimage
+
+    lab = label.numpy()[0] > 0
+    img = image.numpy()
+    brain = (img > img.reshape(img.shape[0], -1).min(1)[:, None, None, None]).any(0)
+    spacing = tuple(float(v) for v in np.abs(np.diag(image.affine.numpy())[:3]))
+    padded = np.pad(brain, 1, constant_values=False)
+    depth = ndimage.distance_transform_edt(padded, sampling=spacing)[1:-1, 1:-1, 1:-1]
+    return float((lab & brain & (depth <= rim_mm)).sum()) / max(1, int(lab.sum()))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    spacing=st.tuples(*[st.sampled_from([0.5, 0.9, 1.0, 2.0, 3.3])] * 3),
+    rim_mm=st.sampled_from([0.0, 1.0, 2.5, 3.0, 7.0]),
+)
+def test_rim_fraction_on_the_label_box_equals_the_whole_volume_transform(
+    seed: int, spacing: tuple[float, float, float], rim_mm: float
+) -> None:
+    """Cropping the distance transform to the label's box changes no labelled voxel's answer."""
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in rng.integers(4, 24, 3))
+    brain = np.zeros(shape, dtype=bool)
+    lo = [int(rng.integers(-2, n // 2)) for n in shape]  # brains cut by the border, too
+    hi = [int(rng.integers(n // 2 + 1, n + 3)) for n in shape]
+    brain[tuple(slice(max(a, 0), b) for a, b in zip(lo, hi, strict=True))] = True
+    brain &= rng.random(shape) > 0.05  # holes: outside voxels inside the brain
+    img = np.stack([np.where(brain, rng.normal(100, 10, shape), -3.0)] * 2)
+    affine = torch.from_numpy(np.diag([*spacing, 1.0]))
+    image = MetaTensor(torch.from_numpy(img).float(), affine=affine)
+    label = np.zeros(shape, dtype=bool)
+    centre = [int(rng.integers(0, n)) for n in shape]
+    half = [int(rng.integers(0, 5)) for _ in shape]
+    label[tuple(slice(max(c - h, 0), c + h + 1) for c, h in zip(centre, half, strict=True))] = True
+    label &= rng.random(shape) > 0.3
+    fast = rim_fraction(image, _label(label), rim_mm=rim_mm)
+    assert fast == _rim_fraction_whole_volume(image, _label(label), rim_mm)
 
 
 def test_input_statistics_ignore_intensity_scale() -> None:

@@ -57,13 +57,16 @@ class SigmoidUNetEnsemble(nn.Module):
         Returns
         -------
         torch.Tensor
-            (B, C_out, X, Y, Z): logit of the mean probability (logits for one member).
+            (B, C_out, X, Y, Z): logit of the mean probability, float32 (logits for one
+            member, in the member's dtype).
         """
         if len(self.members) == 1:
             return self.members[0](x)
         probs: list[torch.Tensor] = []
         for member in self.members:  # TorchScript unrolls loops over a ModuleList
-            probs.append(torch.sigmoid(member(x)))
+            # averaged in float32 even when the members run in bfloat16 (CPU autocast):
+            # in bfloat16 the clamp below would round 1 - 1e-6 to 1 and give infinite logits
+            probs.append(torch.sigmoid(member(x).float()))
         mean = torch.stack(probs).mean(dim=0).clamp(1e-6, 1.0 - 1e-6)
         return torch.log(mean) - torch.log1p(-mean)
 
