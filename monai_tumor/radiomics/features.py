@@ -42,6 +42,7 @@ from monai.data import MetaTensor
 from monai_tumor.errors import RadiomicsError
 from monai_tumor.postprocess.lesions import Lesion, lesion_mask
 from monai_tumor.radiomics.settings import RadiomicsSettings
+from monai_tumor.radiomics.spatial import faster_mirp_spatial
 
 __all__ = ["LesionFeatures", "compute_features", "feature_columns", "lesion_features"]
 
@@ -87,9 +88,10 @@ def compute_features(
     from mirp import extract_features
 
     try:
-        tables = extract_features(
-            image=str(image), mask=str(mask), num_cpus=None, **settings.mirp_kwargs()
-        )
+        with faster_mirp_spatial():  # same values, without a Python call per voxel pair
+            tables = extract_features(
+                image=str(image), mask=str(mask), num_cpus=None, **settings.mirp_kwargs()
+            )
     except Exception as exc:  # MIRP raises many types; one project error names the input
         raise RadiomicsError(
             f"MIRP could not compute features for mask {mask} ({exc}); check that "
