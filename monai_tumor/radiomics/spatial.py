@@ -121,8 +121,8 @@ def faster_mirp_spatial() -> Iterator[bool]:
         return
     with _lock:
         if _active == 0:
-            _original = cls._spatial_distribution
-            cls._spatial_distribution = _vectorised  # type: ignore[attr-defined]
+            _original = getattr(cls, "_spatial_distribution")  # noqa: B009 (private to MIRP)
+            setattr(cls, "_spatial_distribution", _vectorised)  # noqa: B010
         _active += 1
     try:
         yield True
@@ -130,5 +130,5 @@ def faster_mirp_spatial() -> Iterator[bool]:
         with _lock:
             _active -= 1
             if _active == 0 and _original is not None:
-                cls._spatial_distribution = _original  # type: ignore[attr-defined]
+                setattr(cls, "_spatial_distribution", _original)  # noqa: B010
                 _original = None
