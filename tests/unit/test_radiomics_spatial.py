@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +15,7 @@ from monai_tumor.radiomics.spatial import faster_mirp_spatial, moran_geary
 mirp_data = pytest.importorskip("mirp._features.morph_3d_data")
 
 
-def _region(seed: int, n: int, spacing: tuple[float, float, float]) -> tuple[object, pd.DataFrame]:
+def _region(seed: int, n: int, spacing: tuple[float, float, float]) -> tuple[Any, pd.DataFrame]:
     rng = np.random.default_rng(seed)
     data = pd.DataFrame(
         {
