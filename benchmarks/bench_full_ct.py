@@ -11,8 +11,14 @@ voxels inside it, through the in-process path ``monai-tumor infer``/``batch`` us
 * ``growth``: the box grows x1.5 per step up to 128 mm at the training spacing;
 * ``growth+recentre``: re-centred first, then grown;
 * ``coarse``: the box grows x1.5 per step up to 128 mm (LUNG1: 192 mm) at a coarser
-  spacing, resampled to the network's 48 x 48 x 16 input (coarse to fine);
+  spacing, resampled to the network's input size (the first box's voxels; coarse to fine);
 * ``coarse+recentre``: both.
+
+``--cases crop`` seeds the same LIDC nodule in its pre-cut crop (``lidc_nodules/`` VOI
+``LIDC-IDRI-0001_R_1``) with the same number of points, scored against the same consensus
+resampled onto the crop's grid: the full-CT score is meant to be within 0.02 of it.
+``--bundle`` evaluates another copy of the bundle (candidate weights and configs), not the
+released one; its own ``monai_tumor.voi`` metadata gives the first box.
 
 Writes ``benchmarks/results/full_ct.json`` (per lesion and per seed) and prints a table.
 The fine growing boxes are left out for LUNG1-001 unless named with ``--variants``: each
@@ -20,6 +26,7 @@ run over a 156 mL tumour at the training spacing is a sliding window over up to
 182 x 182 x 102 voxels, minutes per seed on CPU.
 
     MONAI_TUMOR_DATA=... python benchmarks/bench_full_ct.py [--points 10] [--variants ...]
+        [--cases lidc crop lung1] [--bundle BUNDLE_DIR] [--out RESULT.json]
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from _common import data_label, run_info  # noqa: E402
+from monai.transforms import ResampleToMatch  # noqa: E402
 
 from monai_tumor.config import data_root  # noqa: E402
 from monai_tumor.evaluation.seeding import score_seeded_lesion  # noqa: E402
@@ -83,6 +91,24 @@ def _cases(root: Path, only: set[str]) -> list[tuple[str, Path, Any, list[tuple[
             for i, n in enumerate(nodules)
         ]
         cases.append(("lidc", lidc / "dicom", ct, lesions))
+    if "crop" in only:
+        full = read_series(lidc / "dicom")
+        nodules = [n for n in lidc_consensus(lidc / "annotations.xml", full) if n.diameter_mm >= 3]
+        crop_file = root / "lidc_nodules" / "image" / "LIDC-IDRI-0001_R_1.nii.gz"
+        crop = read_series(crop_file)
+        lesions = []
+        for i, n in enumerate(nodules):
+            mask = full.clone()
+            mask[0] = torch.as_tensor(n.mask, dtype=mask.dtype)
+            on_crop = ResampleToMatch(mode="nearest")(mask, crop)
+            if bool((on_crop > 0).any()):
+                lesions.append(
+                    (
+                        f"LIDC-IDRI-0001_R_1 crop, nodule {i + 1}",
+                        np.asarray(torch.as_tensor(on_crop)[0].numpy()) > 0,
+                    )
+                )
+        cases.append(("crop", crop_file, crop, lesions))
     if "lung1" in only:
         case = root / "lung1" / "LUNG1-001"
         ct = read_series(case / "image")
@@ -97,7 +123,12 @@ def main() -> int:
     parser.add_argument("--points", type=int, default=10, help="random inner points per lesion")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", nargs="*", default=None, help="subset of the variants")
-    parser.add_argument("--cases", nargs="*", default=["lidc", "lung1"], choices=["lidc", "lung1"])
+    parser.add_argument(
+        "--cases", nargs="*", default=["lidc", "lung1"], choices=["lidc", "crop", "lung1"]
+    )
+    parser.add_argument(
+        "--bundle", type=Path, default=BUNDLE, help="bundle folder (default: the released one)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "full_ct.json"
@@ -105,7 +136,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     root = data_root()
-    bundle = load_bundle(BUNDLE, device="cpu", num_threads=args.threads)
+    bundle = load_bundle(args.bundle, device="cpu", num_threads=args.threads)
     results: list[dict[str, Any]] = []
     for name, series, ct, lesions in _cases(root, set(args.cases)):
         variants = _variants(large=name == "lung1")

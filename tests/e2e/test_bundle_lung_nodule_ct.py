@@ -452,3 +452,144 @@ def test_bootstrap_cli_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[
         boot.bootstrap_mean({"case.nii.gz": 0.5})
     with pytest.raises(ValueError, match="no values"):
         boot.bootstrap_mean({})
+
+
+# --------------------------------------------------------------------------- lung lesions
+
+
+LESION_SPLIT = BUNDLE.parent.parent / "data" / "datasets" / "lung_lesions_split.json"
+
+
+def test_log_zoom_is_log_uniform_and_moves_image_and_label_together() -> None:
+    zoom = _bundle_transforms().RandLogZoomd(
+        keys=["image", "label"],
+        prob=1.0,
+        min_zoom=0.5,
+        max_zoom=3.0,
+        mode=["trilinear", "nearest"],
+        pad_value=[-2.0, 0.0],
+    )
+    zoom.set_random_state(seed=0)
+    factors = []
+    for _ in range(400):
+        zoom.randomize()
+        factors.append(zoom.factor)
+    logs = np.log(factors)
+    assert min(factors) >= 0.5 and max(factors) <= 3.0
+    # log-uniform: half the draws below the geometric mean sqrt(0.5 * 3) (uniform: 29 %)
+    assert 0.42 < float(np.mean(np.asarray(factors) < np.sqrt(1.5))) < 0.58
+    assert abs(float(np.mean(logs)) - float(np.log(1.5) / 2)) < 0.08
+
+    label = torch.zeros((1, 40, 40, 24))
+    label[0, 16:24, 16:24, 8:16] = 1.0  # an 8-voxel cube at the centre
+    image = label * 3.0 - 1.0
+    for factor, fg_ratio in ((2.0, 8.0), (0.5, 1.0 / 8.0)):
+        fixed = _bundle_transforms().RandLogZoomd(
+            keys=["image", "label"],
+            prob=1.0,
+            min_zoom=factor,
+            max_zoom=factor,
+            mode=["trilinear", "nearest"],
+            pad_value=[-2.0, 0.0],
+        )
+        out = fixed({"image": image, "label": label})
+        assert fixed.factor == pytest.approx(factor)
+        assert out["image"].shape == image.shape and out["label"].shape == label.shape
+        fg = out["label"] > 0.5
+        assert set(torch.unique(out["label"]).tolist()) <= {0.0, 1.0}
+        assert float(fg.sum()) == pytest.approx(float(label.sum()) * fg_ratio, rel=0.2)
+        # image and label zoomed by the same factor: the bright cube is where the label is
+        assert float((out["image"] > 0.5).eq(fg).float().mean()) > 0.98
+    # zooming out pads with each key's constant (air for the image, background for the label)
+    assert float(out["image"][0, 0, 0, 0]) == -2.0 and float(out["label"][0, 0, 0, 0]) == 0.0
+    with pytest.raises(ValueError, match="min_zoom"):
+        _bundle_transforms().RandLogZoomd(keys="image", min_zoom=2.0, max_zoom=1.0)
+
+
+def _lesion_split_with_one_crop(tmp_path: Path) -> Path:
+    split = json.loads(LESION_SPLIT.read_text(encoding="utf-8"))
+    entry = split["full_ct"][0]
+    entry["nodules"] = entry["nodules"][:1]
+    entry["nodules"][0]["crop_centres_lps"] = entry["nodules"][0]["crop_centres_lps"][:1]
+    split["full_ct"] = [entry]
+    path = tmp_path / "lung_lesions_split.json"
+    path.write_text(json.dumps(split), encoding="utf-8")
+    return path
+
+
+def test_full_ct_vois_lists_the_folds_crops(tmp_path: Path) -> None:
+    datalist = _bundle_module("datalist")
+    split_file = _lesion_split_with_one_crop(tmp_path)
+    assert datalist.full_ct_vois(str(split_file), "", 0, "training") == []
+    with pytest.raises(FileNotFoundError, match="cut the full-CT VOIs"):
+        datalist.full_ct_vois(str(split_file), str(tmp_path / "vois"), 0, "training")
+    for part in ("image", "label"):
+        (tmp_path / "vois" / part).mkdir(parents=True)
+        (tmp_path / "vois" / part / "LIDC-IDRI-0001_N1_C0.nii.gz").write_bytes(b"")
+    (item,) = datalist.full_ct_vois(str(split_file), str(tmp_path / "vois"), 0, "training")
+    assert item["case"] == "LIDC-IDRI-0001_N1_C0"
+    assert item["label"].endswith("label/LIDC-IDRI-0001_N1_C0.nii.gz")
+    assert datalist.full_ct_vois(str(split_file), str(tmp_path / "vois"), 0, "validation") == []
+    with pytest.raises(ValueError, match="fold 3"):
+        datalist.full_ct_vois(str(split_file), str(tmp_path / "vois"), 3, "training")
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_lesion_training_smoke_run(data_dir: Path, tmp_path: Path) -> None:
+    """train_lesions.json over train.json: 48 x 48 x 32 patches, zoom, a real full-CT VOI."""
+    from monai_tumor.training.lung_lesions import cut_full_ct_vois
+
+    split_file = _lesion_split_with_one_crop(tmp_path)
+    entry = json.loads(split_file.read_text(encoding="utf-8"))["full_ct"][0]
+    cut_full_ct_vois(entry, data_dir, tmp_path / "vois")
+    out = tmp_path / "run"
+    proc = _run_bundle(
+        [
+            "run",
+            "--config_file",
+            "['configs/train.json','configs/train_lesions.json']",
+            "--logging_file",
+            "configs/logging.conf",
+            "--bundle_root",
+            str(BUNDLE),
+            "--ckpt_dir",
+            str(out),
+            "--output_dir",
+            str(out),
+            "--lesion_split_file",
+            str(split_file),
+            "--full_ct_voi_dir",
+            str(tmp_path / "vois"),
+            "--network_def#num_members",
+            "1",
+            "--init_ckpt",
+            str(_member_zero(tmp_path)),
+            "--limit_train",
+            "2",
+            "--limit_val",
+            "1",
+            "--batch_size",
+            "3",
+            "--num_samples",
+            "1",
+            "--max_epochs",
+            "1",
+            "--val_interval",
+            "1",
+        ],
+        data_dir,
+    )
+    assert "Restored all variables from" in proc.stdout + proc.stderr  # --init_ckpt loaded
+    assert (out / "model.pt").is_file()
+    rows = (out / "metrics.csv").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 2
+    # one iteration: the two LIDC VOIs and the full-CT VOI in one batch of 3
+    assert rows[1].split(",")[1] == "1"
+
+
+def _member_zero(tmp_path: Path) -> Path:
+    state = torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True)
+    path = tmp_path / "member0.pt"
+    torch.save({k: v for k, v in state.items() if k.startswith("members.0.")}, path)
+    return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 from scripts import curves, datalist, transforms
 from scripts.datalist import (
     case_name_formatter,
+    full_ct_vois,
     inference_datalist,
     latest_checkpoint,
     load_split,
@@ -14,6 +15,7 @@ __all__ = [
     "case_name_formatter",
     "curves",
     "datalist",
+    "full_ct_vois",
     "inference_datalist",
     "latest_checkpoint",
     "load_split",

@@ -7,9 +7,13 @@ same nodules it also gives the paired difference between the two, resampled the 
 
 Usage::
 
-    python bundles/lung_nodule_ct/scripts/bootstrap.py EVAL_DIR [BASELINE_EVAL_DIR]
+    python bundles/lung_nodule_ct/scripts/bootstrap.py EVAL_DIR [BASELINE_EVAL_DIR] \
+        [--by-size MASK_DIR]
 
-where each folder holds the ``mean_dice_raw.csv`` that ``evaluate.json`` writes.
+where each folder holds the ``mean_dice_raw.csv`` that ``evaluate.json`` writes. With
+``--by-size`` the nodules are also grouped by the equivalent-sphere diameter of their
+reference mask (the file of the same name in ``MASK_DIR``, e.g. ``lidc_nodules/nodule_mask``):
+under 10 mm, 10-30 mm, 30 mm and over, each with its own interval (nibabel reads the masks).
 """
 
 from __future__ import annotations
@@ -24,7 +28,22 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BootstrapResult", "bootstrap_mean", "main", "per_nodule_dice"]
+__all__ = [
+    "SIZE_CLASSES_MM",
+    "BootstrapResult",
+    "bootstrap_mean",
+    "equivalent_diameter_mm",
+    "main",
+    "per_nodule_dice",
+    "size_class",
+]
+
+#: Size classes of lesions of every size (equivalent-sphere diameter, mm): [low, high).
+SIZE_CLASSES_MM: tuple[tuple[str, float, float], ...] = (
+    ("< 10 mm", 0.0, 10.0),
+    ("10-30 mm", 10.0, 30.0),
+    (">= 30 mm", 30.0, float("inf")),
+)
 
 _PATIENT = re.compile(r"LIDC-IDRI-\d+")
 
@@ -115,9 +134,64 @@ def bootstrap_mean(
     )
 
 
+def equivalent_diameter_mm(mask_file: str | Path) -> float:
+    """Diameter of the sphere with the volume of a reference mask (voxels > 0), in mm.
+
+    Parameters
+    ----------
+    mask_file
+        A NIfTI mask; its voxel size comes from the header.
+
+    Returns
+    -------
+    float
+        ``(6 V / pi) ** (1/3)``; 0 for an empty mask.
+    """
+    import nibabel as nib  # only the --by-size option needs it
+
+    image = nib.Nifti1Image.from_filename(str(mask_file))
+    voxel_ml = float(np.prod(image.header.get_zooms()[:3]))
+    volume = float(np.count_nonzero(np.asarray(image.dataobj) > 0)) * voxel_ml
+    return float((6.0 * volume / np.pi) ** (1.0 / 3.0))
+
+
+def size_class(diameter_mm: float) -> str:
+    """Name of the :data:`SIZE_CLASSES_MM` class holding ``diameter_mm``."""
+    for name, low, high in SIZE_CLASSES_MM:
+        if low <= diameter_mm < high:
+            return name
+    raise ValueError(f"diameter {diameter_mm!r} mm is in no size class")
+
+
+def _by_size(run: Mapping[str, float], mask_dir: Path) -> None:
+    classes: dict[str, dict[str, float]] = defaultdict(dict)
+    for name, value in run.items():
+        mask = mask_dir / Path(name).name
+        if not mask.is_file():
+            raise FileNotFoundError(f"{mask}: reference mask of {name} not found")
+        classes[size_class(equivalent_diameter_mm(mask))][name] = value
+    for label, _, _ in SIZE_CLASSES_MM:
+        if label not in classes:
+            print(f"{label}: no nodule")
+            continue
+        result = bootstrap_mean(classes[label])
+        print(
+            f"{label}: mean Dice {result.mean:.4f}, 95 % CI {result.low:.4f}-{result.high:.4f} "
+            f"({result.nodules} nodules, {result.patients} patients)"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the interval of one run, and of its difference to a baseline run if given."""
     args = list(sys.argv[1:] if argv is None else argv)
+    mask_dir: Path | None = None
+    if "--by-size" in args:
+        at = args.index("--by-size")
+        if at + 1 >= len(args):
+            print(__doc__, file=sys.stderr)
+            return 2
+        mask_dir = Path(args[at + 1])
+        del args[at : at + 2]
     if len(args) not in (1, 2):
         print(__doc__, file=sys.stderr)
         return 2
@@ -134,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         diff = bootstrap_mean({name: run[name] - base[name] for name in run})
         print(f"paired difference {diff.mean:+.4f}, 95 % CI {diff.low:+.4f} to {diff.high:+.4f}")
+    if mask_dir is not None:
+        _by_size(run, mask_dir)
     return 0
 
 

@@ -7,7 +7,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["case_name_formatter", "inference_datalist", "latest_checkpoint", "load_split"]
+__all__ = [
+    "case_name_formatter",
+    "full_ct_vois",
+    "inference_datalist",
+    "latest_checkpoint",
+    "load_split",
+]
 
 
 def load_split(
@@ -40,6 +46,53 @@ def load_split(
                     label_key: os.path.join(data_root, it["label"]),
                 }
             )
+    return items[:limit] if limit > 0 else items
+
+
+def full_ct_vois(
+    lesion_split_file: str,
+    voi_dir: str,
+    fold: int,
+    part: str,
+    label_key: str = "label",
+    limit: int = 0,
+) -> list[dict[str, Any]]:
+    """Return the VOIs cut from the full CTs of ``part`` of ``fold`` of the lung-lesion split.
+
+    ``lesion_split_file`` is ``data/datasets/lung_lesions_split.json``; ``voi_dir`` the
+    folder its crops were cut into (``image/<case>_N<nodule>_C<crop>.nii.gz`` and
+    ``label/...``, see the project's ``monai_tumor.training.lung_lesions.cut_full_ct_vois``).
+    An empty ``voi_dir`` gives no items (the nodule VOIs alone). A listed crop whose files
+    are missing is an error: the crops must be cut before training.
+    """
+    if not voi_dir:
+        return []
+    with open(lesion_split_file, encoding="utf-8") as f:
+        split = json.load(f)
+    folds = split["folds"]
+    if not 0 <= fold < len(folds):
+        raise ValueError(
+            f"{lesion_split_file}: fold {fold} requested, the file has {len(folds)} folds"
+        )
+    wanted = set(folds[fold][f"{part}_full_ct"])
+    items = []
+    for entry in split["full_ct"]:
+        if entry["case"] not in wanted:
+            continue
+        for nodule in entry["nodules"]:
+            for index in range(len(nodule["crop_centres_lps"])):
+                name = f"{entry['case']}_N{nodule['nodule']}_C{index}.nii.gz"
+                image = os.path.join(voi_dir, "image", name)
+                label = os.path.join(voi_dir, "label", name)
+                for path in (image, label):
+                    if not os.path.isfile(path):
+                        raise FileNotFoundError(
+                            f"{path}: crop listed in {lesion_split_file} not found; cut the "
+                            f"full-CT VOIs into {voi_dir} first (cut_full_ct_vois)"
+                        )
+                items.append(
+                    {"case": name.removesuffix(".nii.gz"), "image": image, label_key: label}
+                )
     return items[:limit] if limit > 0 else items
 
 

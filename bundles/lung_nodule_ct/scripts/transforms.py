@@ -14,12 +14,13 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.inferers import Inferer
-from monai.transforms import MapTransform, Spacingd
+from monai.transforms import MapTransform, Randomizable, Spacingd, Zoom
 
 __all__ = [
     "FlipTTAInferer",
     "KeepLargestComponentd",
     "MetaSafeSpacingd",
+    "RandLogZoomd",
     "as_bool",
     "largest_component",
 ]
@@ -200,3 +201,78 @@ class MetaSafeSpacingd(Spacingd):
         out = super().__call__(d, lazy=lazy)
         out.update(aside)
         return out
+
+
+class RandLogZoomd(Randomizable, MapTransform):
+    """Isotropic zoom by a log-uniform factor, the same for all keys, size kept (scale augment).
+
+    MONAI's ``RandZoomd`` and ``RandAffined`` draw the factor uniformly; for a range of
+    [0.5, 3] that zooms in five times as often as out. Here ``log(factor)`` is uniform, so
+    halving and doubling are equally likely. The zoom is about the array's centre and keeps
+    its size (MONAI ``Zoom(keep_size=True)``): zooming in crops, so a lesion may leave the
+    array; zooming out pads with a constant per key (air for the image, background for the
+    label).
+
+    Parameters
+    ----------
+    keys
+        Keys zoomed together (image and label).
+    prob
+        Probability of zooming a sample.
+    min_zoom, max_zoom
+        Range of the factor (> 0); > 1 magnifies.
+    mode
+        Interpolation per key (``"trilinear"`` for the image, ``"nearest"`` for the label).
+    pad_value
+        Constant per key used where zooming out leaves no data.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        prob: float = 0.5,
+        min_zoom: float = 0.5,
+        max_zoom: float = 3.0,
+        mode: Sequence[str] | str = "trilinear",
+        pad_value: Sequence[float] | float = 0.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if not 0 < float(min_zoom) <= float(max_zoom):
+            raise ValueError(f"expected 0 < min_zoom <= max_zoom, got {min_zoom}, {max_zoom}")
+        self.prob = float(prob)
+        self.log_range = (float(np.log(float(min_zoom))), float(np.log(float(max_zoom))))
+        n = len(self.keys)
+        self.mode = [mode] * n if isinstance(mode, str) else list(mode)
+        values = pad_value if isinstance(pad_value, Sequence) else [pad_value] * n
+        self.pad_value = [float(v) for v in values]
+        if len(self.mode) != n or len(self.pad_value) != n:
+            raise ValueError(f"mode and pad_value need one entry per key ({n} keys)")
+        self._do = False
+        self.factor = 1.0
+
+    def randomize(self, data: Any = None) -> None:
+        """Draw whether to zoom and the factor."""
+        self._do = bool(self.R.rand() < self.prob)
+        self.factor = float(np.exp(self.R.uniform(*self.log_range)))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize()
+        if not self._do:
+            return d
+        for key, mode, value in zip(self.keys, self.mode, self.pad_value, strict=True):
+            if key not in d:
+                if self.allow_missing_keys:
+                    continue
+                raise KeyError(f"key {key!r} not found in the data")
+            zoom = Zoom(
+                zoom=self.factor,
+                mode=mode,
+                padding_mode="constant",
+                keep_size=True,
+                align_corners=None if mode == "nearest" else False,
+                value=value,
+            )
+            d[key] = zoom(d[key])
+        return d
