@@ -61,6 +61,16 @@ def test_configs_share_preprocessing_constants() -> None:
     assert train["intensity"]["std"] == stats["std_clipped"]
 
 
+def _one_epoch(out: Path, *, limit_train: int, limit_val: int, batch_size: int) -> list[str]:
+    """Arguments of a one-epoch training smoke run into ``out``, validated once."""
+    return [
+        *("--ckpt_dir", str(out), "--output_dir", str(out)),
+        *("--limit_train", str(limit_train), "--limit_val", str(limit_val)),
+        *("--batch_size", str(batch_size), "--num_samples", "1"),
+        *("--max_epochs", "1", "--val_interval", "1"),
+    ]
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_training_smoke_run(data_dir: Path, tmp_path: Path) -> None:
@@ -74,22 +84,7 @@ def test_training_smoke_run(data_dir: Path, tmp_path: Path) -> None:
             str(BUNDLE),
             "--dataset_dir",
             str(data_dir),
-            "--ckpt_dir",
-            str(tmp_path),
-            "--output_dir",
-            str(tmp_path),
-            "--limit_train",
-            "4",
-            "--limit_val",
-            "2",
-            "--batch_size",
-            "2",
-            "--num_samples",
-            "1",
-            "--max_epochs",
-            "1",
-            "--val_interval",
-            "1",
+            *_one_epoch(tmp_path, limit_train=4, limit_val=2, batch_size=2),
         ],
         data_dir,
     )
@@ -454,6 +449,39 @@ def test_bootstrap_cli_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[
         boot.bootstrap_mean({})
 
 
+def test_bootstrap_by_size_classes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    boot = _bundle_module("bootstrap")
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    # equivalent diameters: 8 mm (a 268 mm^3 cube of 1 mm voxels) and 12.4 mm (1000 mm^3)
+    for name, edge in (("LIDC-IDRI-0001_R_1", 0), ("LIDC-IDRI-0002_R_1", 10)):
+        data = np.zeros((20, 20, 20), np.uint8)
+        if edge:
+            data[:edge, :edge, :edge] = 1
+        else:
+            data.reshape(-1)[:268] = 1
+        nib.save(nib.Nifti1Image(data, np.eye(4)), masks / f"{name}.nii.gz")
+    assert boot.equivalent_diameter_mm(masks / "LIDC-IDRI-0002_R_1.nii.gz") == pytest.approx(
+        (6000 / np.pi) ** (1 / 3)
+    )
+    assert [boot.size_class(d) for d in (3.0, 10.0, 29.9, 30.0)] == [
+        "< 10 mm",
+        "10-30 mm",
+        "10-30 mm",
+        ">= 30 mm",
+    ]
+    run = _write_eval(
+        tmp_path / "run",
+        {"/d/image/LIDC-IDRI-0001_R_1.nii.gz": 0.7, "/d/image/LIDC-IDRI-0002_R_1.nii.gz": 0.9},
+    )
+    assert boot.main([str(run), "--by-size", str(masks)]) == 0
+    out = capsys.readouterr().out
+    assert "< 10 mm: mean Dice 0.7000" in out and "(1 nodules, 1 patients)" in out
+    assert "10-30 mm: mean Dice 0.9000" in out and ">= 30 mm: no nodule" in out
+    with pytest.raises(FileNotFoundError, match="reference mask"):
+        boot.main([str(run), "--by-size", str(tmp_path)])
+
+
 # --------------------------------------------------------------------------- lung lesions
 
 
@@ -523,12 +551,13 @@ def test_full_ct_vois_lists_the_folds_crops(tmp_path: Path) -> None:
     assert datalist.full_ct_vois(str(split_file), "", 0, "training") == []
     with pytest.raises(FileNotFoundError, match="cut the full-CT VOIs"):
         datalist.full_ct_vois(str(split_file), str(tmp_path / "vois"), 0, "training")
+    name = "LIDC-IDRI-0001_N1_C0.nii.gz"
     for part in ("image", "label"):
         (tmp_path / "vois" / part).mkdir(parents=True)
-        (tmp_path / "vois" / part / "LIDC-IDRI-0001_N1_C0.nii.gz").write_bytes(b"")
+        (tmp_path / "vois" / part / name).write_bytes(b"")
     (item,) = datalist.full_ct_vois(str(split_file), str(tmp_path / "vois"), 0, "training")
-    assert item["case"] == "LIDC-IDRI-0001_N1_C0"
-    assert item["label"].endswith("label/LIDC-IDRI-0001_N1_C0.nii.gz")
+    assert item["case"] == "LIDC-IDRI-0001_N1_C0" and item["image"].endswith("image/" + name)
+    assert item["label"].endswith("label/" + name)
     assert datalist.full_ct_vois(str(split_file), str(tmp_path / "vois"), 0, "validation") == []
     with pytest.raises(ValueError, match="fold 3"):
         datalist.full_ct_vois(str(split_file), str(tmp_path / "vois"), 3, "training")
@@ -553,30 +582,10 @@ def test_lesion_training_smoke_run(data_dir: Path, tmp_path: Path) -> None:
             "configs/logging.conf",
             "--bundle_root",
             str(BUNDLE),
-            "--ckpt_dir",
-            str(out),
-            "--output_dir",
-            str(out),
-            "--lesion_split_file",
-            str(split_file),
-            "--full_ct_voi_dir",
-            str(tmp_path / "vois"),
-            "--network_def#num_members",
-            "1",
-            "--init_ckpt",
-            str(_member_zero(tmp_path)),
-            "--limit_train",
-            "2",
-            "--limit_val",
-            "1",
-            "--batch_size",
-            "3",
-            "--num_samples",
-            "1",
-            "--max_epochs",
-            "1",
-            "--val_interval",
-            "1",
+            *("--lesion_split_file", str(split_file)),
+            *("--full_ct_voi_dir", str(tmp_path / "vois")),
+            *("--network_def#num_members", "1", "--init_ckpt", str(_member_zero(tmp_path))),
+            *_one_epoch(out, limit_train=2, limit_val=1, batch_size=3),
         ],
         data_dir,
     )

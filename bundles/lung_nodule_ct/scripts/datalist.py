@@ -16,6 +16,16 @@ __all__ = [
 ]
 
 
+def _read_split(split_file: str, fold: int) -> dict[str, Any]:
+    """The split file's content, after checking that it has fold ``fold``."""
+    with open(split_file, encoding="utf-8") as f:
+        split: dict[str, Any] = json.load(f)
+    count = len(split["folds"])
+    if not 0 <= fold < count:
+        raise ValueError(f"{split_file}: fold {fold} requested, the file has {count} folds")
+    return split
+
+
 def load_split(
     split_file: str,
     data_root: str,
@@ -30,12 +40,8 @@ def load_split(
     ``label_key`` renames the reference mask entry; ``limit`` > 0 keeps only the first cases
     (smoke tests).
     """
-    with open(split_file, encoding="utf-8") as f:
-        split = json.load(f)
-    folds = split["folds"]
-    if not 0 <= fold < len(folds):
-        raise ValueError(f"{split_file}: fold {fold} requested, the file has {len(folds)} folds")
-    wanted = set(folds[fold][part])
+    split = _read_split(split_file, fold)
+    wanted = set(split["folds"][fold][part])
     items = []
     for it in split["cases"]:
         if it["case"] in wanted:
@@ -50,12 +56,7 @@ def load_split(
 
 
 def full_ct_vois(
-    lesion_split_file: str,
-    voi_dir: str,
-    fold: int,
-    part: str,
-    label_key: str = "label",
-    limit: int = 0,
+    lesion_split_file: str, voi_dir: str, fold: int, part: str, *, limit: int = 0
 ) -> list[dict[str, Any]]:
     """Return the VOIs cut from the full CTs of ``part`` of ``fold`` of the lung-lesion split.
 
@@ -63,18 +64,13 @@ def full_ct_vois(
     folder its crops were cut into (``image/<case>_N<nodule>_C<crop>.nii.gz`` and
     ``label/...``, see the project's ``monai_tumor.training.lung_lesions.cut_full_ct_vois``).
     An empty ``voi_dir`` gives no items (the nodule VOIs alone). A listed crop whose files
-    are missing is an error: the crops must be cut before training.
+    are missing is an error: the crops must be cut before training. ``limit`` > 0 keeps only
+    the first crops (smoke tests).
     """
     if not voi_dir:
         return []
-    with open(lesion_split_file, encoding="utf-8") as f:
-        split = json.load(f)
-    folds = split["folds"]
-    if not 0 <= fold < len(folds):
-        raise ValueError(
-            f"{lesion_split_file}: fold {fold} requested, the file has {len(folds)} folds"
-        )
-    wanted = set(folds[fold][f"{part}_full_ct"])
+    split = _read_split(lesion_split_file, fold)
+    wanted = set(split["folds"][fold][f"{part}_full_ct"])
     items = []
     for entry in split["full_ct"]:
         if entry["case"] not in wanted:
@@ -90,9 +86,7 @@ def full_ct_vois(
                             f"{path}: crop listed in {lesion_split_file} not found; cut the "
                             f"full-CT VOIs into {voi_dir} first (cut_full_ct_vois)"
                         )
-                items.append(
-                    {"case": name.removesuffix(".nii.gz"), "image": image, label_key: label}
-                )
+                items.append({"case": name.removesuffix(".nii.gz"), "image": image, "label": label})
     return items[:limit] if limit > 0 else items
 
 
