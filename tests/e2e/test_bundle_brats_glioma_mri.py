@@ -466,6 +466,36 @@ def test_brain_zscore_is_invariant_to_increasing_linear_maps() -> None:
     assert torch.equal(ref[:, ~mask[0]], torch.zeros_like(ref[:, ~mask[0]]))
 
 
+@pytest.mark.parametrize("n", [1, 2, 7, 1000, 4097])
+def test_brain_zscore_quantiles_are_torch_quantile(n: int) -> None:
+    """Order statistics by kthvalue: torch.quantile's linear rule, exactly."""
+    transforms = _bundle_module("transforms")
+    values = torch.from_numpy(np.random.default_rng(n).gamma(2.0, 50.0, n))
+    values[: n // 3] = values[0]  # ties
+    q = torch.tensor([0.001, 0.5, 0.999], dtype=torch.float64)
+    assert torch.equal(transforms._quantiles(values, q), torch.quantile(values, q))
+
+
+def test_brain_zscore_on_the_brain_box_equals_the_whole_volume() -> None:
+    """Normalising only the brain's bounding box gives the whole-volume result bit for bit."""
+    transforms = _bundle_module("transforms")
+    rng = np.random.default_rng(1)
+    x = torch.full((2, 30, 26, 20), -1.5, dtype=torch.float32)
+    x[:, 5:21, 3:17, 8:19] = torch.from_numpy(rng.normal(0.0, 1.0, (2, 16, 14, 11))).float()
+    out, mask = transforms.brain_zscore(x)
+    t = x.to(torch.float64)  # the definition, on the whole volume
+    ref = torch.zeros_like(t)
+    q = torch.tensor([0.001, 0.999], dtype=torch.float64)
+    for c in range(2):
+        vals = t[c][mask[0]]
+        lo, hi = (float(v) for v in torch.quantile(vals, q))
+        clipped = vals.clamp(lo, hi)
+        ref[c][mask[0]] = (clipped - clipped.mean()) / float(clipped.std())
+    assert torch.equal(out, ref.to(torch.float32))
+    empty, none = transforms.brain_zscore(torch.zeros(2, 4, 4, 4))
+    assert not none.any() and not empty.any()
+
+
 @pytest.mark.parametrize(
     ("et_voxels", "min_voxels", "kept"), [(5, 10, False), (5, 5, True), (5, 0, True)]
 )

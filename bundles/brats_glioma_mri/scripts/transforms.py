@@ -85,7 +85,7 @@ def tc_wt_et_to_brats_labels(pred: torch.Tensor) -> torch.Tensor:
     torch.Tensor
         Shape (1, X, Y, Z), uint8.
     """
-    p = torch.as_tensor(pred) > 0.5
+    p = _plain(pred) > 0.5
     if p.ndim != 4 or p.shape[0] != 3:
         raise ValueError(f"expected (3, X, Y, Z) TC/WT/ET channels, got shape {tuple(p.shape)}")
     out = torch.zeros(p.shape[1:], dtype=torch.uint8)
@@ -93,6 +93,24 @@ def tc_wt_et_to_brats_labels(pred: torch.Tensor) -> torch.Tensor:
     out[p[0]] = 1
     out[p[2]] = 4
     return out[None]
+
+
+def _plain(x: Any) -> torch.Tensor:
+    """The tensor without MONAI's metadata (operations on a MetaTensor copy its meta)."""
+    t = torch.as_tensor(x)
+    return t.as_tensor() if isinstance(t, MetaTensor) else t
+
+
+def _bounding_box(mask: torch.Tensor) -> tuple[slice, ...] | None:
+    """Slices of the smallest box holding every True voxel of ``mask``; None if empty."""
+    box = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = torch.nonzero(mask.any(dim=others) if others else mask)[:, 0]
+        if hits.numel() == 0:
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
 
 
 def _with_meta(data: torch.Tensor, like: Any) -> torch.Tensor:
@@ -164,7 +182,7 @@ def brain_mask(img: torch.Tensor) -> torch.Tensor:
     torch.Tensor
         Bool, shape (1, X, Y, Z).
     """
-    t = torch.as_tensor(img)
+    t = _plain(img)
     flat = t.reshape(t.shape[0], -1)
     mins = flat.min(dim=1).values.reshape(-1, *([1] * (t.ndim - 1)))
     return (t > mins).any(dim=0, keepdim=True)
@@ -196,30 +214,42 @@ def brain_zscore(
     tuple of torch.Tensor
         The normalised image (float32, same shape) and the brain mask (bool, (1, X, Y, Z)).
     """
-    t = torch.as_tensor(img).to(torch.float64)
-    mask = brain_mask(t)
-    out = torch.zeros_like(t)
-    m = mask[0]
-    if not bool(m.any()):
+    t = _plain(img)
+    mask = brain_mask(t)  # the same mask in the input's dtype as in float64
+    out = torch.zeros(t.shape, dtype=torch.float64)
+    box = _bounding_box(mask[0])
+    if box is None:
         return out.to(torch.float32), mask
+    # Only the brain's bounding box is converted and normalised: outside it every voxel is
+    # 0, and inside it the brain voxels come in the same (C) order as in the whole volume,
+    # so every statistic is computed on the same values in the same order.
+    inner = t[(slice(None), *box)].to(torch.float64)
+    out_box = out[(slice(None), *box)]
+    m = mask[0][box]
     q = torch.tensor([lower / 100.0, upper / 100.0], dtype=torch.float64)
     for c in range(t.shape[0]):
-        vals = t[c][m]
+        vals = inner[c][m]
         lo, hi = (float(v) for v in _quantiles(vals, q))
         clipped = vals.clamp(lo, hi)
         std = float(clipped.std())
-        out[c][m] = (clipped - clipped.mean()) / (std if std > 0 else 1.0)
+        out_box[c][m] = (clipped - clipped.mean()) / (std if std > 0 else 1.0)
     return out.to(torch.float32), mask
 
 
 def _quantiles(values: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    # torch.quantile refuses inputs above 2**24 elements; sort-based, same "linear" rule
-    v = torch.sort(values).values
-    pos = q * (v.numel() - 1)
+    # torch.quantile refuses inputs above 2**24 elements; its "linear" rule on order
+    # statistics found with kthvalue (linear time; exactly the sorted values)
+    n = values.numel()
+    pos = q * (n - 1)
     lo = torch.floor(pos).long()
-    hi = torch.clamp(lo + 1, max=v.numel() - 1)
+    hi = torch.clamp(lo + 1, max=n - 1)
     frac = pos - lo.to(pos.dtype)
-    return v[lo] + (v[hi] - v[lo]) * frac
+
+    def order(k: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.kthvalue(values, int(i) + 1).values for i in k])
+
+    v_lo, v_hi = order(lo), order(hi)
+    return v_lo + (v_hi - v_lo) * frac
 
 
 class BrainZScored(MapTransform):
@@ -286,14 +316,12 @@ def largest_component(mask: torch.Tensor, *, check_every: int = 8) -> torch.Tens
     torch.Tensor
         Bool mask of the same shape holding only the largest component (empty if ``mask`` is).
     """
-    m = torch.as_tensor(mask) > 0
+    m = _plain(mask) > 0
     out = torch.zeros_like(m)
-    nz = torch.nonzero(m)
-    if nz.shape[0] == 0:
+    bounds = _bounding_box(m)
+    if bounds is None:
         return out
-    lo = nz.min(dim=0).values
-    hi = nz.max(dim=0).values + 1
-    box = m[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    box = m[bounds]
     try:
         from scipy import ndimage
     except ImportError:
@@ -302,7 +330,7 @@ def largest_component(mask: torch.Tensor, *, check_every: int = 8) -> torch.Tens
         keep_box = torch.from_numpy(_largest_scipy(box.cpu().numpy(), ndimage)).to(m.device)
     else:
         keep_box = _largest_torch(box, check_every)
-    out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = keep_box
+    out[bounds] = keep_box
     return out
 
 
@@ -353,7 +381,7 @@ class KeepLargestComponentPerChanneld(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             img = d[key]
-            result = torch.as_tensor(img).clone()
+            result = _plain(img).clone()
             for c in self.channels:
                 result[c] = largest_component(result[c]).to(result.dtype)
             d[key] = _with_meta(result, img)
@@ -378,8 +406,10 @@ class SmallEnhancingToCored(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
+            if self.min_voxels <= 0:  # the rule is off: nothing to count
+                continue
             img = d[key]
-            count = int((torch.as_tensor(img)[2] > 0.5).sum())
+            count = int((_plain(img)[2] > 0.5).sum())
             if 0 < count < self.min_voxels:
                 result = torch.as_tensor(img).clone()
                 result[0] = torch.maximum(result[0], result[2])
