@@ -257,12 +257,12 @@ def input_statistics(image: MetaTensor, input_names: Sequence[str]) -> dict[str,
         and 99th percentiles of the brain voxels z-scored with their own mean and standard
         deviation (unchanged by any increasing linear rescaling of the channel).
     """
-    arr = _array(image).astype(np.float64)
-    brain = _brain(arr)
+    arr = _array(image)
+    brain = _brain(arr)  # the same voxels in the input's dtype as in float64
     spacing = _spacing(image)
     stats = {"brain_volume_ml": float(brain.sum()) * spacing[0] * spacing[1] * spacing[2] / 1000.0}
     for c, name in enumerate(input_names):
-        values = arr[c][brain]
+        values = arr[c][brain].astype(np.float64)  # only the brain's voxels, to float64
         if values.size < 2:
             stats[f"{name}_p01_z"] = 0.0
             stats[f"{name}_p99_z"] = 0.0

@@ -102,6 +102,19 @@ def test_rim_fraction_on_the_label_box_equals_the_whole_volume_transform(
     assert fast == _rim_fraction_whole_volume(image, _label(label), rim_mm)
 
 
+def test_input_statistics_equal_the_float64_definition() -> None:
+    """Converting only the brain's voxels to float64 changes no statistic."""
+    image = _ball_image(spacing=0.9)
+    arr = image.numpy().astype(np.float64)
+    brain = (arr > arr.reshape(2, -1).min(1)[:, None, None, None]).any(0)
+    stats = input_statistics(image, NAMES)
+    for c, name in enumerate(NAMES):
+        values = arr[c][brain]
+        z = (values - values.mean()) / values.std()
+        p01, p99 = np.percentile(z, [1.0, 99.0])
+        assert stats[f"{name}_p01_z"] == p01 and stats[f"{name}_p99_z"] == p99
+
+
 def test_input_statistics_ignore_intensity_scale() -> None:
     image = _ball_image()
     stats = input_statistics(image, NAMES)
