@@ -31,7 +31,6 @@ import os
 import platform
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -425,35 +424,57 @@ def write_series_outputs(
     report = lesions_report(lesions, provenance=provenance)
     if review is not None:
         report["review"] = review.to_dict()
-    shown_lesions = [dict(entry) for entry in report["lesions"]]  # before any annotation
+    if analysis is not None and not analysis.empty:
+        analysis.annotate(report, image=image, mask=label_map, lesions=lesions)
+    atomic_write_json(out / LESIONS_NAME, report)
+    files.append(LESIONS_NAME)
     seconds["lesions"] = time.perf_counter() - t0
-    # The per-lesion analysis (radiomics features: seconds of MIRP per lesion) runs in a
-    # worker thread while the overlay and the viewer are drawn here: they only read the
-    # image, the mask and the lesions' geometry. lesions.json is written once it is done.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lesion-analysis") as pool:
-        annotated = None
-        if analysis is not None and not analysis.empty:
-            annotated = pool.submit(
-                _annotate, analysis, report, image=image, mask=label_map, lesions=lesions
-            )
-        files.append(LESIONS_NAME)
-        viewer_info = _write_pictures(
+
+    t0 = time.perf_counter()
+    is_ct = str(image.meta.get("Modality", "")).upper() == "CT"
+    window = (style.ct_window or bundle.display_window) if is_ct else None
+    render_overlay(
+        image,
+        label_map,
+        out / OVERLAY_NAME,
+        n_slices=style.n_slices,
+        window=window,
+        lesions=lesions,
+        segments=bundle.segments,
+        title=f"{bundle.name} {bundle.version}",
+        provenance=provenance,
+    )
+    files.append(OVERLAY_NAME)
+    seconds["overlay"] = time.perf_counter() - t0
+
+    viewer_info: dict[str, Any] | None = None
+    if viewer is not None:
+        t0 = time.perf_counter()
+        number = image.meta.get("SeriesNumber")
+        # The series' hashed key, never the folder name (a user may name it after a patient).
+        uid = str(image.meta.get("SeriesInstanceUID") or "")
+        shown = write_viewer(
             out,
             image=image,
-            label_map=label_map,
-            lesions=lesions,
-            shown_lesions=shown_lesions,
-            bundle=bundle,
-            style=style,
-            viewer=viewer,
-            run_dir=run_dir,
-            provenance=provenance,
-            files=files,
-            seconds=seconds,
+            mask=label_map,
+            lesions=report["lesions"],
+            segments=bundle.segments,
+            run_dir=run_dir if run_dir is not None else out,
+            title=" ".join(
+                part
+                for part in (
+                    f"{bundle.name} {bundle.version}",
+                    str(image.meta.get("Modality", "")),
+                    f"series #{number}" if number not in (None, "") else "",
+                    series_key(uid) if uid else "",
+                )
+                if part
+            ),
+            options=viewer,
         )
-        if annotated is not None:
-            seconds["analysis"] = annotated.result()
-    atomic_write_json(out / LESIONS_NAME, report)
+        files.extend([shown.page.name, shown.display.name])
+        viewer_info = shown.to_dict()
+        seconds["viewer"] = time.perf_counter() - t0
 
     largest = max((les.diameter_3d_mm for les in lesions), default=0.0)
     labels = label_map.as_tensor()[0]
@@ -502,84 +523,3 @@ def write_series_outputs(
         seconds=seconds,
         review=review,
     )
-
-
-def _annotate(
-    analysis: LesionAnalysis,
-    report: dict[str, Any],
-    *,
-    image: MetaTensor,
-    mask: MetaTensor,
-    lesions: Sequence[Lesion],
-) -> float:
-    """Run the per-lesion analysis into ``report``; return its seconds."""
-    t0 = time.perf_counter()
-    analysis.annotate(report, image=image, mask=mask, lesions=lesions)
-    return time.perf_counter() - t0
-
-
-def _write_pictures(
-    out: Path,
-    *,
-    image: MetaTensor,
-    label_map: MetaTensor,
-    lesions: Sequence[Lesion],
-    shown_lesions: Sequence[Mapping[str, Any]],
-    bundle: BundleInfo,
-    style: OverlayStyle,
-    viewer: ViewerOptions | None,
-    run_dir: str | os.PathLike[str] | None,
-    provenance: Mapping[str, Any],
-    files: list[str],
-    seconds: dict[str, float],
-) -> dict[str, Any] | None:
-    """Write overlay.png and the viewer page; their names go to ``files``, times to ``seconds``.
-
-    Returns the viewer's description for the manifest (``None``: no viewer written).
-    """
-    t0 = time.perf_counter()
-    is_ct = str(image.meta.get("Modality", "")).upper() == "CT"
-    window = (style.ct_window or bundle.display_window) if is_ct else None
-    render_overlay(
-        image,
-        label_map,
-        out / OVERLAY_NAME,
-        n_slices=style.n_slices,
-        window=window,
-        lesions=lesions,
-        segments=bundle.segments,
-        title=f"{bundle.name} {bundle.version}",
-        provenance=provenance,
-    )
-    files.append(OVERLAY_NAME)
-    seconds["overlay"] = time.perf_counter() - t0
-
-    viewer_info: dict[str, Any] | None = None
-    if viewer is not None:
-        t0 = time.perf_counter()
-        number = image.meta.get("SeriesNumber")
-        # The series' hashed key, never the folder name (a user may name it after a patient).
-        uid = str(image.meta.get("SeriesInstanceUID") or "")
-        shown = write_viewer(
-            out,
-            image=image,
-            mask=label_map,
-            lesions=shown_lesions,
-            segments=bundle.segments,
-            run_dir=run_dir if run_dir is not None else out,
-            title=" ".join(
-                part
-                for part in (
-                    f"{bundle.name} {bundle.version}",
-                    str(image.meta.get("Modality", "")),
-                    f"series #{number}" if number not in (None, "") else "",
-                    series_key(uid) if uid else "",
-                )
-                if part
-            ),
-            options=viewer,
-        )
-        files.extend([shown.page.name, shown.display.name])
-        viewer_info = shown.to_dict()
-        seconds["viewer"] = time.perf_counter() - t0
-    return viewer_info
