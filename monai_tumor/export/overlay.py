@@ -103,6 +103,15 @@ def _to_display(x: MetaTensor) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64
     return out[0].detach().cpu().numpy(), aff
 
 
+def _integer_labels(mask: MetaTensor) -> MetaTensor:
+    """Return the mask as integers without widening: bool to uint8, floats to int32."""
+    if mask.dtype == torch.bool:
+        return cast(MetaTensor, mask.to(torch.uint8))
+    if torch.is_floating_point(mask):
+        return cast(MetaTensor, mask.to(torch.int32))
+    return mask
+
+
 def _pick_slices(mask: npt.NDArray[Any], n_slices: int) -> list[int]:
     area = np.count_nonzero(mask, axis=(0, 1))
     depth = mask.shape[2]
@@ -222,12 +231,13 @@ def render_overlay(
         )
     source_affine = _affine(img_t)
     vol, disp_affine = _to_display(img_t)
-    lab, _ = _to_display(cast(MetaTensor, mask_t.to(torch.int32)))
-    lab = lab.astype(np.int64)
+    # The label map keeps its integer type (uint8 from the pipeline): a wider copy of a
+    # whole CT's mask costs hundreds of MB (512 x 512 x 400: 420 MB as int32, 840 MB int64).
+    lab, _ = _to_display(_integer_labels(mask_t))
     spacing = spacing_from_affine(disp_affine)
     chosen = _pick_slices(lab, n_slices)
     low, high = window if window is not None else _default_window(image, vol)
-    labels = [int(v) for v in np.unique(lab) if v != 0]
+    labels = [int(v) for v in np.unique(lab[lab != 0])]  # mostly background: sort the rest
     styles = _segment_styles(labels, segments)
     source_is_axial = axis_codes(source_affine)[2] in "SI"
 

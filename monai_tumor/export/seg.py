@@ -472,8 +472,9 @@ def write_dicom_seg(
     # [column, row, slice] -> (slice, row, column): highdicom's frame (rows, columns).
     stacked = np.zeros((n_frames, shape[1], shape[0], len(segments)), dtype=np.uint8)
     for s, spec in enumerate(segments):
-        per_slice = np.transpose(labels == spec.number, (2, 1, 0))
-        stacked[frame_index, :, :, s] = per_slice
+        # slice by slice: no whole-volume boolean copy per segment
+        for k, f in enumerate(frame_index):
+            stacked[f, :, :, s] = (labels[:, :, k] == spec.number).T
     further = [ds for u, ds in by_uid.items() if u not in set(distinct)]
     if further:
         _log.warning(

@@ -869,7 +869,7 @@ class LoadedBundle:
             raise BundleError(f"{self.info.name}: no VOI spec", path=self.info.root)
         affine_lps = ras_to_lps(_affine(image).numpy())
         shape = np.asarray(image.shape[1:], dtype=np.float64)
-        union = torch.zeros((1, *image.shape[1:]), dtype=torch.uint8)
+        union: torch.Tensor | None = None  # one full-grid uint8 mask, updated in place
         fields_of_view: list[dict[str, Any]] = []
         for seed in seeds:
             point = np.asarray(seed.point_lps, dtype=np.float64)
@@ -890,6 +890,9 @@ class LoadedBundle:
                 growth=self.info.voi_growth,
                 recentre=self.info.voi_recentre,
             )
-            union = torch.maximum(union, pasted.as_tensor().to(torch.uint8))
+            mask = pasted.as_tensor().to(torch.uint8)
+            union = mask if union is None else torch.maximum(union, mask, out=union)
             fields_of_view.append({"seed": seed.label, **fov.to_dict()})
+        if union is None:  # pragma: no cover - seeds is not empty
+            raise BundleError(f"{self.info.name}: no seed was segmented", path=self.info.root)
         return union, fields_of_view

@@ -157,14 +157,15 @@ class LoadedClassifier:
         margin = [max(1, round(self.info.context_mm / float(s))) for s in spacing]
         out = []
         for lesion in lesions:
-            component = torch.as_tensor(lesion_mask(mask, lesion), dtype=torch.float32)[None]
+            # uint8 view of the whole-grid mask; only the crop becomes float32
+            component = torch.from_numpy(lesion_mask(mask, lesion).view(np.uint8))[None]
             lesion_mt = MetaTensor(component, affine=image.affine, meta=dict(image.meta))
             lo, hi = lesion.bbox_voxel
             crop = SpatialCrop(
                 roi_start=[max(0, v - m) for v, m in zip(lo, margin, strict=True)],
                 roi_end=[v + m + 1 for v, m in zip(hi, margin, strict=True)],
             )
-            item = {"image": crop(image), "mask": crop(lesion_mt)}
+            item = {"image": crop(image), "mask": crop(lesion_mt).to(torch.float32)}
             try:
                 with bundle_scripts(self.info.root), torch.no_grad():
                     batch = self.preprocessing(item)["image"]

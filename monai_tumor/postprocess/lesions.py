@@ -153,6 +153,32 @@ class Lesion:
         return out
 
 
+def _label_foreground(
+    binary: npt.NDArray[np.bool_],
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.intp]]:
+    """26-connected components, labelled inside the foreground's bounding box only.
+
+    Every component lies inside the bounding box of all foreground voxels, and the box's
+    C order is the grid's, so labelling the box gives the same components with the same
+    numbers as labelling the whole grid, without an int32 copy of the grid (420 MB for a
+    512 x 512 x 400 CT). Returns the labelled box and its first voxel ``(i, j, k)``.
+    """
+    origin = np.zeros(3, dtype=np.intp)
+    ranges = []
+    for axis in range(3):
+        present = np.flatnonzero(np.any(binary, axis=tuple(a for a in range(3) if a != axis)))
+        if present.size == 0:
+            return np.zeros((1, 1, 1), dtype=np.int32), origin  # no component
+        origin[axis] = present[0]
+        ranges.append(slice(int(present[0]), int(present[-1]) + 1))
+    labelled, _ = ndimage.label(binary[tuple(ranges)], structure=_CONNECTIVITY_26)
+    return labelled, origin
+
+
+def _shifted(box: tuple[slice, ...], origin: npt.NDArray[np.intp]) -> tuple[slice, ...]:
+    return tuple(slice(s.start + int(o), s.stop + int(o)) for s, o in zip(box, origin, strict=True))
+
+
 def _to_numpy(x: MetaTensor | torch.Tensor | npt.ArrayLike) -> npt.NDArray[Any]:
     arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     if arr.ndim == 4:
@@ -318,16 +344,17 @@ def measure_lesions(
     uid_list = list(uids) if uids is not None and len(uids) == m.shape[2] else None
 
     binary = (m == label) if label is not None else (m != 0)
-    labelled, _ = ndimage.label(binary, structure=_CONNECTIVITY_26)
+    labelled, origin = _label_foreground(binary)
     found: list[Lesion] = []
-    for number, box in enumerate(ndimage.find_objects(labelled), start=1):
-        if box is None:
+    for number, local_box in enumerate(ndimage.find_objects(labelled), start=1):
+        if local_box is None:
             continue
-        component = labelled[box] == number
+        component = labelled[local_box] == number
         count = int(np.count_nonzero(component))
         volume = count * voxel_ml
         if volume < min_volume_ml:
             continue
+        box = _shifted(local_box, origin)
         offset = np.array([s.start for s in box])
         local = np.argwhere(component)
         indices = local + offset
@@ -386,17 +413,18 @@ def lesion_mask(
         If no such component exists (the lesion was measured on another mask).
     """
     m = _to_numpy(mask)
-    binary = (m == lesion.label) if lesion.label is not None else (m != 0)
     (i0, j0, k0), (i1, j1, k1) = lesion.bbox_voxel
     box = (slice(i0, i1 + 1), slice(j0, j1 + 1), slice(k0, k1 + 1))
-    labelled, _ = ndimage.label(binary[box], structure=_CONNECTIVITY_26)
+    inside = m[box]  # only the box: no whole-grid boolean copy
+    binary = (inside == lesion.label) if lesion.label is not None else (inside != 0)
+    labelled, _ = ndimage.label(binary, structure=_CONNECTIVITY_26)
     box_shape = (i1 - i0 + 1, j1 - j0 + 1, k1 - k0 + 1)
     for number, sub in enumerate(ndimage.find_objects(labelled), start=1):
         if sub is None or tuple(s.stop - s.start for s in sub) != box_shape:
             continue
         component = labelled == number
         if int(np.count_nonzero(component)) == lesion.voxel_count:
-            out = np.zeros(binary.shape, dtype=bool)
+            out = np.zeros(m.shape, dtype=bool)
             out[box] = component
             return out
     raise MonaiTumorError(
@@ -431,20 +459,22 @@ def mark_truncated(
     if not flagged or not lesions:
         return list(lesions)
     m = _to_numpy(mask)
-    labelled, _ = ndimage.label(m != 0, structure=_CONNECTIVITY_26)
+    labelled, origin = _label_foreground(m != 0)
     boxes = ndimage.find_objects(labelled)
     reasons: dict[int, list[str]] = {}
     for record in flagged:
-        i, j, k = (int(v) for v in record["voxel"])
-        number = int(labelled[i, j, k])
-        box = boxes[number - 1] if number > 0 else None
-        if box is None:
+        local = np.asarray([int(v) for v in record["voxel"]], dtype=np.intp) - origin
+        inside = bool(np.all(local >= 0) and np.all(local < np.asarray(labelled.shape)))
+        number = int(labelled[tuple(local)]) if inside else 0
+        local_box = boxes[number - 1] if number > 0 else None
+        if local_box is None:
             continue
+        box = _shifted(local_box, origin)
         bbox = (
             (box[0].start, box[1].start, box[2].start),
             (box[0].stop - 1, box[1].stop - 1, box[2].stop - 1),
         )
-        count = int(np.count_nonzero(labelled[box] == number))
+        count = int(np.count_nonzero(labelled[local_box] == number))
         for les in lesions:
             if les.bbox_voxel == bbox and les.voxel_count == count:
                 reasons.setdefault(les.index, []).append(str(record.get("reason", "")))

@@ -137,7 +137,8 @@ def lesion_features(
     list of LesionFeatures
         One per lesion, in the order given.
     """
-    img = _as_numpy(image).astype(np.float32)
+    # Whole-grid arrays are only viewed; copies (float32 image, uint8 mask) are of each crop.
+    img = _as_numpy(image)
     affine = np.asarray(image.affine, dtype=np.float64)
     out = []
     for lesion in lesions:
@@ -150,7 +151,11 @@ def lesion_features(
         box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
         # nibabel's slicer shifts the affine's origin to the crop: geometry stays exact.
         crop_img = nib.Nifti1Image(img, affine).slicer[box]
-        crop_mask = nib.Nifti1Image(component.astype(np.uint8), affine).slicer[box]
+        if crop_img.get_data_dtype() != np.float32:
+            crop_img = nib.Nifti1Image(
+                np.asarray(crop_img.dataobj, dtype=np.float32), crop_img.affine
+            )
+        crop_mask = nib.Nifti1Image(component.view(np.uint8), affine).slicer[box]
         with _scratch_folder(crop_img, crop_mask) as folder:
             img_path, mask_path = folder / "image.nii.gz", folder / "mask.nii.gz"
             nib.save(crop_img, img_path)

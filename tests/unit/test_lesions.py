@@ -253,3 +253,48 @@ def test_lung1_gtv(data_dir: Path) -> None:
     )
     np.testing.assert_allclose(gtv.centroid_lps_mm, pts.mean(axis=0), atol=10.0)
     assert np.sign(gtv.centroid_lps_mm[0]) == np.sign(pts[:, 0].mean())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    shape=st.tuples(st.integers(1, 9), st.integers(1, 9), st.integers(1, 6)),
+    density=st.floats(0.0, 0.5),
+)
+def test_components_of_the_foreground_box_are_those_of_the_grid(
+    seed: int, shape: tuple[int, int, int], density: float
+) -> None:
+    """Labelling only the foreground's bounding box numbers every component as the whole
+    grid does (no int32 copy of a whole CT), so lesions and their order are unchanged."""
+    from scipy import ndimage
+
+    from monai_tumor.postprocess.lesions import _label_foreground
+
+    binary = np.random.default_rng(seed).random(shape) < density
+    full, _ = ndimage.label(binary, structure=np.ones((3, 3, 3), dtype=bool))
+    labelled, origin = _label_foreground(binary)
+    placed = np.zeros(shape, dtype=full.dtype)
+    i, j, k = origin
+    placed[i : i + labelled.shape[0], j : j + labelled.shape[1], k : k + labelled.shape[2]] = (
+        labelled
+    )
+    np.testing.assert_array_equal(placed, full)
+
+
+def test_lesions_at_the_grid_faces_and_outside_voxels_of_truncation_records() -> None:
+    from monai_tumor.postprocess.lesions import mark_truncated
+
+    labels = np.zeros((30, 20, 12), dtype=np.uint8)
+    labels[0:3, 5:8, 0:2] = 1  # touches three faces of the grid
+    labels[20:30, 15:20, 8:12] = 1  # the opposite faces
+    mask = _tensor(labels, np.eye(4))
+    lesions = measure_lesions(mask, _tensor(labels.astype(np.float32), np.eye(4)))
+    assert [les.voxel_count for les in lesions] == [10 * 5 * 4, 3 * 3 * 2]
+    assert lesions[1].bbox_voxel == ((0, 5, 0), (2, 7, 1))
+    records = [
+        {"truncated": True, "voxel": [25, 17, 10], "reason": "edge"},
+        {"truncated": True, "voxel": [29, 0, 0], "reason": "outside the foreground box"},
+    ]
+    marked = mark_truncated(lesions, mask, records)
+    assert [les.truncated for les in marked] == [True, False]
+    assert marked[0].truncation_reason == "edge"

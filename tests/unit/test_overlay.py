@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -176,3 +177,14 @@ def test_lung1_gtv_is_on_the_image_right(data_dir: Path, tmp_path: Path) -> None
     red = _coloured(imread(out), "red")
     assert len(red) > 20
     assert red[:, 1].mean() > PANEL * DPI / 2  # patient left -> image right
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int32, torch.float32])
+def test_mask_types_draw_the_same_picture(dtype: torch.dtype, tmp_path: Path) -> None:
+    """A uint8 mask is drawn without a wider copy; other types give the same picture."""
+    image, labels = _scene("lps")
+    binary = labels > 0 if dtype == torch.bool else labels
+    as_u8, as_other = (cast(MetaTensor, binary.to(d)) for d in (torch.uint8, dtype))
+    reference = render_overlay(image, as_u8, tmp_path / "u8.png", dpi=DPI)
+    other = render_overlay(image, as_other, tmp_path / "other.png", dpi=DPI)
+    assert other.read_bytes() == reference.read_bytes()
