@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
-from monai.inferers import SimpleInferer
+from monai.inferers import SimpleInferer, SlidingWindowInferer
 from monai.networks.nets import UNet
 
 from monai_tumor.bundle.imports import bundle_scripts
@@ -309,6 +309,90 @@ def test_flip_tta_averages_mirrored_predictions() -> None:
         ).mean(0)
     torch.testing.assert_close(off, net(x))
     torch.testing.assert_close(torch.softmax(on, 1), expected, rtol=1e-5, atol=1e-6)
+
+
+class _CountingInferer(SlidingWindowInferer):
+    """A sliding window that records the batch size of every call."""
+
+    def __init__(self) -> None:
+        super().__init__(roi_size=(8, 8, 4), sw_batch_size=3, overlap=0.5, mode="gaussian")
+        self.batches: list[int] = []
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> Any:
+        self.batches.append(int(inputs.shape[0]))
+        return super().__call__(inputs, network, *args, **kwargs)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize(
+    ("per_call", "max_voxels", "calls"),
+    [(8, 1 << 20, 1), (3, 1 << 20, 3), (8, 3, 8), ("voxels of 3 copies", None, 3)],
+)
+def test_flip_tta_batched_copies_equal_the_loop(
+    batch: int, per_call: int | str, max_voxels: int | None, calls: int
+) -> None:
+    """Mirrored copies stacked into one call give the loop's probabilities (1e-5), on an
+    input of several windows that flipping does not map onto themselves, with instance
+    norm; the voxel bound splits the copies into calls of at most that many voxels."""
+    module = _bundle_transforms()
+    torch.manual_seed(0)
+    net = UNet(**{**_SMALL_UNET, "norm": "instance"}).eval()
+    x = torch.randn(batch, 1, 13, 10, 7, generator=torch.Generator().manual_seed(2))
+    if max_voxels is None:
+        per_call, max_voxels = 8, 3 * x.numel()
+    base = _CountingInferer()
+    counted = _CountingInferer()
+    with torch.no_grad():
+        loop = module.FlipTTAInferer(base, flips_per_call=1, precision="float32")(x, net)
+        stacked = module.FlipTTAInferer(
+            counted, flips_per_call=per_call, max_call_voxels=max_voxels, precision="float32"
+        )(x, net)
+    assert base.batches == [batch] * 8
+    assert len(counted.batches) == calls and sum(counted.batches) == 8 * batch
+    assert max(counted.batches) * x[0].numel() <= max(max_voxels, x.numel())
+    torch.testing.assert_close(torch.softmax(stacked, 1), torch.softmax(loop, 1), rtol=0, atol=1e-5)
+
+
+class _AutocastProbe(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 2, kernel_size=3, padding=1)
+        self.seen: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(torch.is_autocast_enabled("cpu"))
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_flip_tta_precision(enabled: bool) -> None:
+    """bfloat16 runs the network under autocast and returns float32 close to float32;
+    "auto" picks bfloat16 exactly when the CPU has bfloat16 instructions."""
+    module = _bundle_transforms()
+    torch.manual_seed(0)
+    net = _AutocastProbe()
+    x = torch.randn(1, 1, 8, 8, 4, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full = module.FlipTTAInferer(SimpleInferer(), enabled=enabled, precision="float32")(x, net)
+        assert net.seen and not any(net.seen)
+        net.seen.clear()
+        half = module.FlipTTAInferer(SimpleInferer(), enabled=enabled, precision="bfloat16")(x, net)
+        assert net.seen and all(net.seen)
+        net.seen.clear()
+        module.FlipTTAInferer(SimpleInferer(), enabled=enabled, precision="auto")(x, net)
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(torch.softmax(half, 1), torch.softmax(full, 1), rtol=0, atol=0.05)
+    assert all(net.seen) == module.native_cpu_bfloat16()
+    assert module._autocast_dtype("auto", torch.device("cuda")) is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"flips_per_call": 0}, "flips_per_call"), ({"precision": "fp16"}, "precision")],
+)
+def test_flip_tta_rejects_bad_options(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _bundle_transforms().FlipTTAInferer(SimpleInferer(), **kwargs)
 
 
 @pytest.mark.parametrize(

@@ -411,6 +411,33 @@ def test_nodule_result_follows_a_flipped_grid(data_dir: Path, nodule: LoadedBund
 
 
 @pytest.mark.realdata
+def test_batched_mirroring_gives_the_loop_mask(data_dir: Path, nodule: LoadedBundle) -> None:
+    """The 8 mirrored copies in one network call, or in calls bounded to one copy's voxels,
+    give the released loop's mask; bfloat16 (the default on CPUs that have it) nearly so."""
+    image, ref = _lidc(data_dir, "LIDC-IDRI-0014_R_1")
+    seeds = seeds_from_mask(ref, image)
+    inferer = nodule.inferer
+    saved = (inferer.flips_per_call, inferer.max_call_voxels, inferer.precision)
+    masks = {}
+    try:
+        for name, per_call, voxels, precision in [
+            ("loop", 1, 1 << 20, "float32"),
+            ("batched", 8, 1 << 20, "float32"),
+            ("bounded", 8, 1, "float32"),
+            ("bf16", 8, 1 << 20, "bfloat16"),
+        ]:
+            inferer.flips_per_call, inferer.max_call_voxels = per_call, voxels
+            inferer.precision = precision
+            masks[name] = nodule.segment(image, seeds=seeds)[0].numpy()
+    finally:
+        inferer.flips_per_call, inferer.max_call_voxels, inferer.precision = saved
+    assert masks["loop"].sum() > 0
+    np.testing.assert_array_equal(masks["batched"], masks["loop"])
+    np.testing.assert_array_equal(masks["bounded"], masks["loop"])
+    assert _dice(masks["bf16"], masks["loop"]) > 0.97
+
+
+@pytest.mark.realdata
 def test_num_threads_applies_during_the_call_only(data_dir: Path) -> None:
     image, ref = _lidc(data_dir, "LIDC-IDRI-0014_R_1")
     bundle = load_bundle(NODULE, device="cpu", num_threads=1)

@@ -23,6 +23,7 @@ __all__ = [
     "RandLogZoomd",
     "as_bool",
     "largest_component",
+    "native_cpu_bfloat16",
 ]
 
 
@@ -142,37 +143,123 @@ class FlipTTAInferer(Inferer):
     Runs ``inferer`` on the input and on its flips along every subset of ``spatial_axes``,
     averages the softmax probabilities (not the logits) and returns the log of that mean:
     ``softmax`` of it gives back the mean, so the configs' ``Activationsd(softmax=True)``
-    stays valid. Disabled, it is exactly ``inferer``.
+    stays valid. Disabled, it is exactly ``inferer`` (run at ``precision``).
+
+    The mirrored copies go to ``inferer`` stacked along the batch axis, up to
+    ``flips_per_call`` copies per call: one network call per batch of windows instead of
+    one per flip, which on a CPU is what makes mirroring affordable for a volume of
+    interest (each copy is still a separate sample, so the windows, blending and result
+    are those of the loop over flips within float rounding). The copies of one call hold
+    at most ``max_call_voxels`` input voxels (at least one copy per call), which bounds the
+    sliding-window output buffers of a large input (a grown box) to those of about that
+    many voxels; ``flips_per_call=1`` is the plain loop.
+
+    Parameters
+    ----------
+    inferer
+        The inferer run on every mirrored copy (e.g. ``SlidingWindowInferer``).
+    spatial_axes
+        Spatial axes to mirror (0-based, after batch and channel): ``2 ** len`` copies.
+    enabled
+        ``False`` (or ``"false"``): no mirroring.
+    flips_per_call
+        Most mirrored copies per ``inferer`` call (1 to 8 for three axes).
+    max_call_voxels
+        Most input voxels (copies x channels x spatial voxels) per ``inferer`` call.
+    precision
+        ``"float32"``, ``"bfloat16"`` (the network runs under ``torch.autocast`` in
+        bfloat16 on the input's device; probabilities are averaged in float32) or
+        ``"auto"``: bfloat16 on a CPU with bfloat16 instructions (AVX512-BF16 or AMX),
+        where it is about twice as fast, float32 anywhere else.
     """
 
     def __init__(
-        self, inferer: Inferer, spatial_axes: Sequence[int] = (0, 1, 2), enabled: bool | str = True
+        self,
+        inferer: Inferer,
+        spatial_axes: Sequence[int] = (0, 1, 2),
+        enabled: bool | str = True,
+        flips_per_call: int = 8,
+        max_call_voxels: int = 1 << 20,
+        precision: str = "float32",
     ) -> None:
         super().__init__()
         self.inferer = inferer
         self.spatial_axes = tuple(int(a) for a in spatial_axes)
         self.enabled = as_bool(enabled)
+        if int(flips_per_call) < 1:
+            raise ValueError(f"flips_per_call must be at least 1, found {flips_per_call!r}")
+        self.flips_per_call = int(flips_per_call)
+        self.max_call_voxels = int(max_call_voxels)
+        if precision not in (*_PRECISIONS, "auto"):
+            raise ValueError(f"precision must be float32, bfloat16 or auto, found {precision!r}")
+        self.precision = precision
+
+    def _infer(
+        self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        dtype = _autocast_dtype(self.precision, inputs.device)
+        if dtype is None:
+            return self.inferer(inputs, network, *args, **kwargs)
+        with torch.autocast(device_type=inputs.device.type, dtype=dtype):
+            out = self.inferer(inputs, network, *args, **kwargs)
+        return out.float() if isinstance(out, torch.Tensor) else out
 
     def __call__(
         self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
     ) -> torch.Tensor:
-        base = self.inferer(inputs, network, *args, **kwargs)
         if not self.enabled:
-            return base
+            return self._infer(inputs, network, *args, **kwargs)
         subsets: list[tuple[int, ...]] = [()]
         for a in self.spatial_axes:
             subsets += [(*s, a) for s in subsets]
-        total = torch.softmax(torch.as_tensor(base), dim=1)
-        for s in subsets[1:]:
-            dims = [2 + a for a in s]
-            out = self.inferer(torch.flip(inputs, dims), network, *args, **kwargs)
-            total = total + torch.flip(torch.softmax(torch.as_tensor(out), dim=1), dims)
-        mean = total / len(subsets)
+        flips = [[2 + a for a in s] for s in subsets]
+        batch = inputs.shape[0]
+        per_call = min(self.flips_per_call, max(1, self.max_call_voxels // inputs.numel()))
+        total: torch.Tensor | None = None
+        meta: dict[str, Any] | None = None
+        for start in range(0, len(flips), per_call):
+            group = flips[start : start + per_call]
+            stacked = torch.cat([torch.flip(inputs, d) if d else inputs for d in group], dim=0)
+            out = self._infer(stacked, network, *args, **kwargs)
+            if meta is None and isinstance(out, MetaTensor):
+                meta = dict(out.meta)
+            # softmax per copy, flipped back, summed in flip order (as the loop over flips did)
+            probs = torch.softmax(_plain(out).float(), dim=1)
+            for n, d in enumerate(group):
+                p = probs[n * batch : (n + 1) * batch]
+                p = torch.flip(p, d) if d else p
+                total = p.clone() if total is None else total + p
+        if total is None:  # pragma: no cover - the identity copy is always run
+            raise RuntimeError("FlipTTAInferer ran no copy")
+        mean = total / len(flips)
         # log of the mean probability: softmax(log p) == p, so the config's softmax stays valid
         logp = torch.log(mean.clamp_min(1e-8))
-        if isinstance(base, MetaTensor):
-            return MetaTensor(logp, meta=base.meta)  # affine in meta["affine"]
+        if meta is not None:
+            return MetaTensor(logp, meta=meta)  # affine in meta["affine"]
         return logp
+
+
+def _plain(x: torch.Tensor) -> torch.Tensor:
+    return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
+
+
+#: ``FlipTTAInferer`` precisions: autocast dtype (``None``: the network's own float32).
+_PRECISIONS: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16}
+
+
+def native_cpu_bfloat16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX), per torch."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    try:  # private torch helpers: absent or failing means no
+        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+    except Exception:
+        return False
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision != "auto":
+        return _PRECISIONS[precision]
+    return torch.bfloat16 if device.type == "cpu" and native_cpu_bfloat16() else None
 
 
 class MetaSafeSpacingd(Spacingd):
