@@ -479,9 +479,10 @@ def write_series_outputs(
     largest = max((les.diameter_3d_mm for les in lesions), default=0.0)
     labels = label_map.as_tensor()[0]
     voxel_ml = abs(float(torch.linalg.det(label_map.affine[:3, :3].double()))) / 1000.0
-    counts = torch.bincount(labels.flatten().long(), minlength=256)
+    # One comparison per segment: a bincount would need an int64 copy of the whole grid
+    # (800 MB for a 512 x 512 x 400 CT).
     segment_volumes = {
-        spec.label: float(counts[spec.number]) * voxel_ml
+        spec.label: float(torch.count_nonzero(labels == spec.number)) * voxel_ml
         for spec in bundle.segments
         if 0 < spec.number < 256
     }
