@@ -23,7 +23,6 @@ __all__ = [
     "RandLogZoomd",
     "as_bool",
     "largest_component",
-    "native_cpu_bfloat16",
 ]
 
 
@@ -167,10 +166,11 @@ class FlipTTAInferer(Inferer):
     max_call_voxels
         Most input voxels (copies x channels x spatial voxels) per ``inferer`` call.
     precision
-        ``"float32"``, ``"bfloat16"`` (the network runs under ``torch.autocast`` in
-        bfloat16 on the input's device; probabilities are averaged in float32) or
-        ``"auto"``: bfloat16 on a CPU with bfloat16 instructions (AVX512-BF16 or AMX),
-        where it is about twice as fast, float32 anywhere else.
+        ``"float32"`` (default: the network as it is, also under a caller's autocast) or
+        ``"bfloat16"``: the network runs under ``torch.autocast`` in bfloat16 on the
+        input's device (about twice as fast on CPUs with AVX512-BF16 or AMX; the
+        probabilities are averaged in float32). The monai-tumor pipeline chooses bfloat16
+        itself from the bundle's ``cpu_precision``; this switch is for ``monai.bundle run``.
     """
 
     def __init__(
@@ -190,14 +190,14 @@ class FlipTTAInferer(Inferer):
             raise ValueError(f"flips_per_call must be at least 1, found {flips_per_call!r}")
         self.flips_per_call = int(flips_per_call)
         self.max_call_voxels = int(max_call_voxels)
-        if precision not in (*_PRECISIONS, "auto"):
-            raise ValueError(f"precision must be float32, bfloat16 or auto, found {precision!r}")
+        if precision not in _PRECISIONS:
+            raise ValueError(f"precision must be float32 or bfloat16, found {precision!r}")
         self.precision = precision
 
     def _infer(
         self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
     ) -> torch.Tensor:
-        dtype = _autocast_dtype(self.precision, inputs.device)
+        dtype = _PRECISIONS[self.precision]
         if dtype is None:
             return self.inferer(inputs, network, *args, **kwargs)
         with torch.autocast(device_type=inputs.device.type, dtype=dtype):
@@ -245,21 +245,6 @@ def _plain(x: torch.Tensor) -> torch.Tensor:
 
 #: ``FlipTTAInferer`` precisions: autocast dtype (``None``: the network's own float32).
 _PRECISIONS: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16}
-
-
-def native_cpu_bfloat16() -> bool:
-    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX), per torch."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    try:  # private torch helpers: absent or failing means no
-        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
-    except Exception:
-        return False
-
-
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision != "auto":
-        return _PRECISIONS[precision]
-    return torch.bfloat16 if device.type == "cpu" and native_cpu_bfloat16() else None
 
 
 class MetaSafeSpacingd(Spacingd):
