@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -354,7 +355,7 @@ def test_in_process_equals_stock_monai_bundle_run(data_dir: Path, tmp_path: Path
     root = _copy_bundle(tmp_path)
     _edit_meta(root, voi=None)  # the stock run segments the whole file, so do we
     image = read_series(source)
-    label = load_bundle(root, device="cpu").segment(image)
+    label = load_bundle(root, device="cpu", precision="fp32").segment(image)  # as the stock run
     np.testing.assert_allclose(stock.affine, image.affine.numpy(), atol=1e-6)
     np.testing.assert_array_equal(label[0].numpy(), np.asarray(stock.dataobj))
     assert int(label.sum()) > 0
@@ -413,24 +414,24 @@ def test_nodule_result_follows_a_flipped_grid(data_dir: Path, nodule: LoadedBund
 @pytest.mark.realdata
 def test_batched_mirroring_gives_the_loop_mask(data_dir: Path, nodule: LoadedBundle) -> None:
     """The 8 mirrored copies in one network call, or in calls bounded to one copy's voxels,
-    give the released loop's mask; bfloat16 (the default on CPUs that have it) nearly so."""
+    give the released loop's mask in float32; bfloat16 nearly the same mask."""
     image, ref = _lidc(data_dir, "LIDC-IDRI-0014_R_1")
     seeds = seeds_from_mask(ref, image)
     inferer = nodule.inferer
-    saved = (inferer.flips_per_call, inferer.max_call_voxels, inferer.precision)
+    saved = (inferer.flips_per_call, inferer.max_call_voxels)
     masks = {}
     try:
         for name, per_call, voxels, precision in [
-            ("loop", 1, 1 << 20, "float32"),
-            ("batched", 8, 1 << 20, "float32"),
-            ("bounded", 8, 1, "float32"),
-            ("bf16", 8, 1 << 20, "bfloat16"),
+            ("loop", 1, 1 << 20, "fp32"),
+            ("batched", 8, 1 << 20, "fp32"),
+            ("bounded", 8, 1, "fp32"),
+            ("bf16", 8, 1 << 20, "bf16"),
         ]:
             inferer.flips_per_call, inferer.max_call_voxels = per_call, voxels
-            inferer.precision = precision
-            masks[name] = nodule.segment(image, seeds=seeds)[0].numpy()
+            run = dataclasses.replace(nodule, precision=precision)
+            masks[name] = run.segment(image, seeds=seeds)[0].numpy()
     finally:
-        inferer.flips_per_call, inferer.max_call_voxels, inferer.precision = saved
+        inferer.flips_per_call, inferer.max_call_voxels = saved
     assert masks["loop"].sum() > 0
     np.testing.assert_array_equal(masks["batched"], masks["loop"])
     np.testing.assert_array_equal(masks["bounded"], masks["loop"])
@@ -463,14 +464,15 @@ def test_threads_default_to_the_cpus_this_process_may_use() -> None:
 
 def test_precision_follows_the_bundle_and_the_cpu(tmp_path: Path) -> None:
     """bf16 only where the bundle was validated with it and the CPU computes it natively."""
-    assert read_bundle_info(NODULE).cpu_precision == "fp32"
+    assert read_bundle_info(NODULE).cpu_precision == "bf16"
     assert read_bundle_info(GLIOMA).cpu_precision == "bf16"
-    assert load_bundle(NODULE, device="cpu").precision == "fp32"
     root = _copy_bundle(tmp_path)
-    _edit_meta(root, cpu_precision="bf16")
-    assert load_bundle(root, device="cpu").precision == ("bf16" if native_bf16() else "fp32")
-    assert load_bundle(root, device="cpu", precision="fp32").precision == "fp32"
-    assert load_bundle(NODULE, device="cpu", precision="bf16").precision == "bf16"
+    _edit_meta(root, cpu_precision=None)
+    assert read_bundle_info(root).cpu_precision == "fp32"
+    assert load_bundle(root, device="cpu").precision == "fp32"
+    assert load_bundle(root, device="cpu", precision="bf16").precision == "bf16"
+    assert load_bundle(NODULE, device="cpu").precision == ("bf16" if native_bf16() else "fp32")
+    assert load_bundle(NODULE, device="cpu", precision="fp32").precision == "fp32"
     with pytest.raises(ConfigError, match="precision 'half'"):
         load_bundle(NODULE, device="cpu", precision="half")  # type: ignore[arg-type]
 
