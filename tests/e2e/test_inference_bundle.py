@@ -29,6 +29,7 @@ from monai_tumor.inference import (
     seeds_from_mask,
     seeds_from_rtstruct,
 )
+from monai_tumor.inference.bundle import Precision
 from monai_tumor.inference.device import available_cpus, native_bf16
 from monai_tumor.ingest.groundtruth import rtstruct_to_mask
 from monai_tumor.ingest.reader import read_series
@@ -420,13 +421,14 @@ def test_batched_mirroring_gives_the_loop_mask(data_dir: Path, nodule: LoadedBun
     inferer = nodule.inferer
     saved = (inferer.flips_per_call, inferer.max_call_voxels)
     masks = {}
+    runs: list[tuple[str, int, int, Precision]] = [
+        ("loop", 1, 1 << 20, "fp32"),
+        ("batched", 8, 1 << 20, "fp32"),
+        ("bounded", 8, 1, "fp32"),
+        ("bf16", 8, 1 << 20, "bf16"),
+    ]
     try:
-        for name, per_call, voxels, precision in [
-            ("loop", 1, 1 << 20, "fp32"),
-            ("batched", 8, 1 << 20, "fp32"),
-            ("bounded", 8, 1, "fp32"),
-            ("bf16", 8, 1 << 20, "bf16"),
-        ]:
+        for name, per_call, voxels, precision in runs:
             inferer.flips_per_call, inferer.max_call_voxels = per_call, voxels
             run = dataclasses.replace(nodule, precision=precision)
             masks[name] = run.segment(image, seeds=seeds)[0].numpy()
