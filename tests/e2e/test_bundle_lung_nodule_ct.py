@@ -162,18 +162,18 @@ def test_metadata_and_network_shapes(tmp_path: Path) -> None:
 
 
 def test_torchscript_matches_state_dict() -> None:
-    """model.ts (made by ckpt_export) == network_def + model.pt, both members included."""
+    """model.ts (made by ckpt_export) == network_def + model.pt, every member included."""
     parser = ConfigParser()
     parser.read_config(str(BUNDLE / "configs" / "inference.json"))
     parser["bundle_root"] = str(BUNDLE)
     with bundle_scripts(BUNDLE):  # no other bundle's `scripts` package in the way
         net = parser.get_parsed_content("network_def")
-    assert len(net.members) == parser["network_def"]["num_members"] == 2
+    assert len(net.members) == parser["network_def"]["num_members"]
     net.load_state_dict(torch.load(BUNDLE / "models" / "model.pt", map_location="cpu"))
     net.eval()
     scripted = torch.jit.load(str(BUNDLE / "models" / "model.ts"), map_location="cpu")
     scripted.eval()
-    x = torch.randn(1, 1, 48, 48, 16, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(1, 1, *parser["patch_size"], generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), net(x), rtol=1e-4, atol=1e-4)
 
