@@ -260,14 +260,15 @@ def part_dice(args: argparse.Namespace) -> dict[str, Any]:
 # -------------------------------------------------------------------------- memory
 
 
-def build_ct(out: Path, *, slices: int = 400) -> tuple[Path, Path]:
+def build_ct(out: Path, *, slices: int = 400, copy: int = 0) -> tuple[Path, Path]:
     """Write a ``slices`` x 512 x 512 CT re-stacked from LUNG1-001's real slices; seeds CSV.
 
     Slice ``k`` of the new series lies at ``first + k * span / (slices - 1)`` along the
     original stack (same first and last positions, orientation and pixel spacing) and
     carries the pixels of the original slice nearest to that position, so anatomy and HU
-    are real and GTV-1 stays where it was. Every UID is new. Returns the series folder and
-    a seeds CSV holding GTV-1's centroid (LPS mm).
+    are real and GTV-1 stays where it was. Every UID is new (``copy`` > 0: another series
+    of new UIDs, folder ``ct400-<copy>``). Returns the series folder and a seeds CSV holding
+    GTV-1's centroid (LPS mm).
     """
     import numpy as np
     import pydicom
@@ -277,7 +278,7 @@ def build_ct(out: Path, *, slices: int = 400) -> tuple[Path, Path]:
     from monai_tumor.ingest import read_series, rtstruct_to_mask
 
     case = data_root() / "lung1" / "LUNG1-001"
-    series = out / "export" / "ct400"
+    series = out / "export" / (f"ct400-{copy}" if copy else "ct400")
     seeds = out / "seeds.csv"
     if series.is_dir() and len(list(series.iterdir())) == slices and seeds.is_file():
         return series, seeds
@@ -292,7 +293,7 @@ def build_ct(out: Path, *, slices: int = 400) -> tuple[Path, Path]:
     last = np.asarray(source[-1].ImagePositionPatient, dtype=float)
     step = float(np.linalg.norm(last - first)) / (slices - 1)
     uids = {
-        key: generate_uid(entropy_srcs=["bench_ct", key, str(slices)])
+        key: generate_uid(entropy_srcs=["bench_ct", key, str(slices), str(copy)])
         for key in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
     }
     for k in range(slices):
@@ -421,15 +422,18 @@ def whole_child(export: Path, seeds: Path, out: Path, threads: int) -> dict[str,
     torch.set_num_threads(threads)
     start = time.perf_counter()
     result = run_batch(export, out, bundle=BUNDLE, options=_batch_options(seeds, out))
-    row = result.records[0]
-    manifest = json.loads((out / str(row.folder) / "manifest.json").read_text(encoding="utf-8"))
-    return {
-        "status": row.status.value,
-        "reason": row.reason,
-        "wall_s": round(time.perf_counter() - start, 1),
-        "total_volume_ml": row.total_volume_ml,
-        "fields_of_view": manifest.get("fields_of_view"),
-    }
+    series = []
+    for row in result.records:
+        manifest = json.loads((out / str(row.folder) / "manifest.json").read_text(encoding="utf-8"))
+        series.append(
+            {
+                "status": row.status.value,
+                "reason": row.reason,
+                "total_volume_ml": row.total_volume_ml,
+                "fields_of_view": manifest.get("fields_of_view"),
+            }
+        )
+    return {"wall_s": round(time.perf_counter() - start, 1), "series": series}
 
 
 def _child(
@@ -466,6 +470,22 @@ def part_memory(args: argparse.Namespace) -> dict[str, Any]:
         print(f"memory {mode}: peak RSS {rss:.0f} MiB, {wall:.0f} s", flush=True)
         for name, stage in found.get("stages", {}).items():
             print(f"  {name}: {stage}", flush=True)
+    # Three such CTs in one batch: one read ahead, one segmented, one being written.
+    for copy in (1, 2):
+        several, _ = build_ct(work / "ct400x3", copy=copy)
+    first = several.parent / "ct400"
+    first.mkdir(exist_ok=True)
+    for f in series.iterdir():
+        if not (first / f.name).exists():
+            (first / f.name).symlink_to(f)
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        found, wall, rss = _child("whole", first.parent, seeds, Path(tmp) / "out", args.threads)
+    rows["whole, 3 CTs"] = {
+        **found,
+        "process_wall_s": round(wall, 1),
+        "process_peak_rss_mib": round(rss),
+    }
+    print(f"memory 3 CTs in one batch: peak RSS {rss:.0f} MiB, {wall:.0f} s", flush=True)
     readers = {}
     for name in bench_read.IN_PROCESS:
         readers[name] = round(bench_read._child_rss_rise(name, series))
@@ -615,14 +635,17 @@ def main() -> int:
 def _print_tables(result: dict[str, Any]) -> None:
     if "voi" in result:
         print(
-            "\n| configuration | s per VOI run | CPU s | network | pre | post | crop/paste/other |"
+            "\n| configuration | s per VOI run | CPU s | network | pre | post | crop/paste/other "
+            "| Dice vs released min / mean | identical |"
         )
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in result["voi"]["rows"]:
             print(
                 f"| {r['configuration']} | {r['s_per_run']:.3f} | {r['cpu_s_per_run']:.3f} "
                 f"| {r['network_s']:.3f} | {r['preprocessing_s']:.3f} "
-                f"| {r['postprocessing_s']:.3f} | {r['crop_paste_other_s']:.3f} |"
+                f"| {r['postprocessing_s']:.3f} | {r['crop_paste_other_s']:.3f} "
+                f"| {r['dice_vs_released_min']} / {r['dice_vs_released_mean']} "
+                f"| {r['identical_masks']}/{r['vois']} |"
             )
     if "dice" in result:
         print("\n| configuration | held-out mean Dice | VOIs | stock wall s | CPU s |")
@@ -642,10 +665,11 @@ def _print_tables(result: dict[str, Any]) -> None:
         for r in result["startup"]["rows"]:
             print(f"{r['command']}: {r['median_s']} s")
     if "batch" in result:
-        b = result["batch"]
-        print(
-            f"\nbatch: {b['median_series_per_min']} series/min (median wall {b['median_wall_s']} s)"
-        )
+        for b in result["batch"]["rows"]:
+            print(
+                f"batch {b['environment']}: {b['median_series_per_min']} series/min "
+                f"(median wall {b['median_wall_s']} s)"
+            )
 
 
 if __name__ == "__main__":
