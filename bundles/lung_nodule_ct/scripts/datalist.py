@@ -62,7 +62,7 @@ def full_ct_vois(
 
     ``lesion_split_file`` is ``data/datasets/lung_lesions_split.json``; ``voi_dir`` the
     folder its crops were cut into (``image/<case>_N<nodule>_C<crop>.nii.gz`` and
-    ``label/...``, see the project's ``monai_tumor.training.lung_lesions.cut_full_ct_vois``).
+    ``label/...``, cut by the monai-tumor package's ``training.lung_lesions.cut_full_ct_vois``).
     An empty ``voi_dir`` gives no items (the nodule VOIs alone). A listed crop whose files
     are missing is an error: the crops must be cut before training. ``limit`` > 0 keeps only
     the first crops (smoke tests).
