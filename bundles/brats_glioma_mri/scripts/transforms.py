@@ -316,12 +316,14 @@ def largest_component(mask: torch.Tensor, *, check_every: int = 8) -> torch.Tens
     torch.Tensor
         Bool mask of the same shape holding only the largest component (empty if ``mask`` is).
     """
-    m = _plain(mask) > 0
+    m = torch.as_tensor(mask) > 0
     out = torch.zeros_like(m)
-    bounds = _bounding_box(m)
-    if bounds is None:
+    nz = torch.nonzero(m)
+    if nz.shape[0] == 0:
         return out
-    box = m[bounds]
+    lo = nz.min(dim=0).values
+    hi = nz.max(dim=0).values + 1
+    box = m[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
     try:
         from scipy import ndimage
     except ImportError:
@@ -330,7 +332,7 @@ def largest_component(mask: torch.Tensor, *, check_every: int = 8) -> torch.Tens
         keep_box = torch.from_numpy(_largest_scipy(box.cpu().numpy(), ndimage)).to(m.device)
     else:
         keep_box = _largest_torch(box, check_every)
-    out[bounds] = keep_box
+    out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = keep_box
     return out
 
 
