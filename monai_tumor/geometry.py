@@ -35,6 +35,7 @@ __all__ = [
     "affine_from_dicom",
     "affine_from_itk",
     "axis_codes",
+    "foreground_box",
     "frame_to_voxel",
     "gantry_tilt_degrees",
     "in_plane_offsets",
@@ -607,3 +608,30 @@ def axis_codes(affine: npt.ArrayLike, *, ras: bool = True) -> str:
     if not ras:
         aff = lps_to_ras(aff)
     return "".join(str(c) for c in nio.aff2axcodes(aff))
+
+
+def foreground_box(mask: npt.ArrayLike) -> tuple[slice, ...] | None:
+    """Return the index bounding box of a mask's non-zero voxels, or None if it has none.
+
+    One ``np.any`` projection per axis: no index array of the foreground (as
+    ``np.nonzero`` would build) and no copy of the grid, which matters for a small lesion
+    on a 512 x 512 x 400 CT.
+
+    Parameters
+    ----------
+    mask
+        Array of any number of dimensions; non-zero (True) voxels are the foreground.
+
+    Returns
+    -------
+    tuple of slice or None
+        One ``slice(first, last + 1)`` per axis, or None for an empty mask.
+    """
+    m = np.asarray(mask)
+    box = []
+    for axis in range(m.ndim):
+        hits = np.flatnonzero(np.any(m, axis=tuple(a for a in range(m.ndim) if a != axis)))
+        if hits.size == 0:
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)

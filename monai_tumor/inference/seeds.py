@@ -22,7 +22,7 @@ import numpy.typing as npt
 import torch
 
 from monai_tumor.errors import ConfigError
-from monai_tumor.geometry import ras_to_lps, voxel_to_patient
+from monai_tumor.geometry import foreground_box, ras_to_lps, voxel_to_patient
 
 if TYPE_CHECKING:
     from monai.data import MetaTensor
@@ -153,14 +153,11 @@ def _components(mask: npt.NDArray[np.bool_]) -> Iterable[npt.NDArray[np.float64]
 
     # Work on the bounding box of the mask: a tumour is a tiny part of a 512 x 512 x N CT
     # (LUNG1-001 GTV: 4.7 s on the full grid, milliseconds on its box).
-    bounds = []
-    for axis in range(3):
-        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        if hits.size == 0:
-            return []
-        bounds.append((int(hits[0]), int(hits[-1]) + 1))
-    box = mask[tuple(slice(lo, hi) for lo, hi in bounds)]
-    offset = np.asarray([lo for lo, _ in bounds], dtype=np.float64)
+    bounds = foreground_box(mask)
+    if bounds is None:
+        return []
+    box = mask[bounds]
+    offset = np.asarray([s.start for s in bounds], dtype=np.float64)
     labels, count = ndimage.label(box, structure=np.ones((3, 3, 3), dtype=bool))
     index = np.arange(1, count + 1)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]

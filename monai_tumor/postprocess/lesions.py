@@ -56,6 +56,7 @@ from scipy.spatial.distance import pdist
 from monai_tumor.errors import MonaiTumorError
 from monai_tumor.geometry import (
     Orientation,
+    foreground_box,
     orientation_of,
     ras_to_lps,
     spacing_from_affine,
@@ -163,16 +164,11 @@ def _label_foreground(
     numbers as labelling the whole grid, without an int32 copy of the grid (420 MB for a
     512 x 512 x 400 CT). Returns the labelled box and its first voxel ``(i, j, k)``.
     """
-    origin = np.zeros(3, dtype=np.intp)
-    ranges = []
-    for axis in range(3):
-        present = np.flatnonzero(np.any(binary, axis=tuple(a for a in range(3) if a != axis)))
-        if present.size == 0:
-            return np.zeros((1, 1, 1), dtype=np.int32), origin  # no component
-        origin[axis] = present[0]
-        ranges.append(slice(int(present[0]), int(present[-1]) + 1))
-    labelled, _ = ndimage.label(binary[tuple(ranges)], structure=_CONNECTIVITY_26)
-    return labelled, origin
+    box = foreground_box(binary)
+    if box is None:  # no component
+        return np.zeros((1, 1, 1), dtype=np.int32), np.zeros(3, dtype=np.intp)
+    labelled, _ = ndimage.label(binary[box], structure=_CONNECTIVITY_26)
+    return labelled, np.asarray([s.start for s in box], dtype=np.intp)
 
 
 def _shifted(box: tuple[slice, ...], origin: npt.NDArray[np.intp]) -> tuple[slice, ...]:

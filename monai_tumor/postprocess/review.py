@@ -43,7 +43,7 @@ from monai.data import MetaTensor
 from scipy import ndimage
 
 from monai_tumor.errors import BundleError
-from monai_tumor.geometry import spacing_from_affine
+from monai_tumor.geometry import foreground_box, spacing_from_affine
 
 __all__ = [
     "TTA_AGREEMENT_KEY",
@@ -210,9 +210,10 @@ def rim_fraction(
         In [0, 1]; 0 for an empty label map.
     """
     lab = _array(label)[0] > 0
-    total = int(lab.sum())
-    if total == 0:
+    label_box = foreground_box(lab)
+    if label_box is None:
         return 0.0
+    total = int(lab[label_box].sum())
     brain = _brain(_array(image))
     spacing = _spacing(image)
     # Distance of a brain voxel to the nearest voxel outside it (mm), where everything
@@ -223,11 +224,10 @@ def rim_fraction(
     # more voxel, not on the whole volume (a nearer outside voxel is always inside the
     # box, so the rim test gives the same answer for every labelled voxel).
     lo, hi = [], []
-    for axis, step in enumerate(spacing):
-        along = np.flatnonzero(lab.any(axis=tuple(a for a in range(3) if a != axis)))
+    for axis, (along, step) in enumerate(zip(label_box, spacing, strict=True)):
         margin = math.ceil(rim_mm / step) + 1
-        lo.append(max(-1, int(along[0]) - margin))  # -1, n: the outside beyond the border
-        hi.append(min(lab.shape[axis] + 1, int(along[-1]) + 1 + margin))
+        lo.append(max(-1, along.start - margin))  # -1, n: the outside beyond the border
+        hi.append(min(lab.shape[axis] + 1, along.stop + margin))
     src = tuple(slice(max(a, 0), min(b, n)) for a, b, n in zip(lo, hi, lab.shape, strict=True))
     dst = tuple(slice(s.start - a, s.stop - a) for s, a in zip(src, lo, strict=True))
     shape = tuple(b - a for a, b in zip(lo, hi, strict=True))

@@ -255,3 +255,20 @@ def test_residual_tolerance_is_a_capped_fraction_of_the_spacing() -> None:
     assert geometry.residual_tolerance(3.27) == pytest.approx(0.327)
     assert geometry.residual_tolerance(8.0) == pytest.approx(0.5)
     assert geometry.residual_tolerance(0.05) == pytest.approx(0.01)
+
+
+@given(
+    st.tuples(st.integers(1, 9), st.integers(1, 9), st.integers(1, 9)),
+    st.integers(0, 2**32 - 1),
+    st.floats(0.0, 0.3),
+)
+def test_foreground_box_is_the_bounding_box_of_the_nonzero_voxels(shape, seed, density) -> None:
+    mask = np.random.default_rng(seed).random(shape) < density
+    box = geometry.foreground_box(mask)
+    hits = np.argwhere(mask)
+    if hits.size == 0:
+        assert box is None
+        return
+    first, last = hits.min(0), hits.max(0)
+    assert box == tuple(slice(int(a), int(b) + 1) for a, b in zip(first, last, strict=True))
+    assert np.count_nonzero(mask[box]) == np.count_nonzero(mask)
