@@ -574,7 +574,7 @@ def part_batch(args: argparse.Namespace) -> dict[str, Any]:
 def part_startup(args: argparse.Namespace) -> dict[str, Any]:
     """Whole-process seconds of ``monai-tumor --help`` and of ``scan`` on LUNG1-001 (134 files)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), MONAI_TUMOR_DATA=str(data_root()))
-    cli = [sys.executable, "-c", "from monai_tumor.cli.main import app; app()"]
+    cli = [sys.executable, "-c", "from monai_tumor.cli.main import main; main()"]
     series = data_root() / "lung1" / "LUNG1-001" / "image"
     rows: dict[str, list[float]] = {"--help": [], "scan (LUNG1-001, 134 files)": []}
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:

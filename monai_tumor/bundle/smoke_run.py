@@ -12,21 +12,21 @@ that runtime, and ``monai_tumor`` itself, is made unimportable, so the run behav
 one in a bare ``pip install torch "monai[fire,ignite]" nibabel`` environment: MONAI's
 optional imports then report those packages as missing, exactly as they would there.
 
-This module imports only the standard library before the block is in place.
+This module imports only the standard library (and ``monai_tumor.startup``, which imports
+nothing else) before the block is in place.
 """
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import importlib.metadata as md
 import json
 import re
 import sys
 from collections.abc import Iterable, Sequence
-from types import ModuleType
 
-__all__ = ["ImportBlocker", "blocked_modules", "main", "runtime_closure"]
+from monai_tumor.startup import ModuleBlocker
+
+__all__ = ["blocked_modules", "main", "runtime_closure"]
 
 #: Always allowed: packaging tools present in every environment.
 _BASE = frozenset({"pip", "setuptools", "wheel"})
@@ -88,27 +88,6 @@ def blocked_modules(runtime: Iterable[str]) -> set[str]:
     return blocked - set(sys.stdlib_module_names)
 
 
-class ImportBlocker(importlib.abc.MetaPathFinder):
-    """A meta path finder that refuses the given top-level modules with an ImportError."""
-
-    def __init__(self, blocked: Iterable[str]) -> None:
-        self.blocked = frozenset(blocked)
-
-    def find_spec(
-        self,
-        fullname: str,
-        path: Sequence[str] | None = None,
-        target: ModuleType | None = None,
-    ) -> importlib.machinery.ModuleSpec | None:
-        """Raise ImportError for a blocked module; defer to the other finders otherwise."""
-        if fullname.partition(".")[0] in self.blocked:
-            raise ImportError(
-                f"{fullname} is not available to bundles (only torch, monai, nibabel and their "
-                "dependencies; blocked by monai-tumor bundle verify)"
-            )
-        return None
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Block everything outside the bundle runtime, then ``monai.bundle.run(**args)``.
 
@@ -119,7 +98,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     args_json, runtime_json = list(sys.argv[1:] if argv is None else argv)
     args = json.loads(args_json)
-    blocker = ImportBlocker(blocked_modules(json.loads(runtime_json)))
+    blocker = ModuleBlocker(
+        blocked_modules(json.loads(runtime_json)),
+        "is not available to bundles (only torch, monai, nibabel and their dependencies; "
+        "blocked by monai-tumor bundle verify)",
+    )
     # `python -m` imported this package (and its parents) before the block existed: forget
     # them, so that a bundle's `import monai_tumor...` goes through the finders and fails.
     for name in [n for n in sys.modules if n.partition(".")[0] in blocker.blocked]:

@@ -7,6 +7,8 @@ stable exit code (see :data:`monai_tumor.errors.EXIT_CODES`).
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from monai_tumor import __version__
@@ -57,5 +59,28 @@ report_cmd.register(app)
 pacs_cmd.register(app)
 serve_cmd.register(app)
 
+#: Commands that only run inference: their process starts as
+#: :func:`monai_tumor.startup.prepare_inference_process` says.
+INFERENCE_COMMANDS = frozenset({"infer", "batch"})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: the start-up choices of the process, then :data:`app`.
+
+    Parameters
+    ----------
+    argv
+        The arguments (default ``sys.argv[1:]``); the first one not starting with ``-``
+        names the command.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command in INFERENCE_COMMANDS:
+        from monai_tumor.startup import prepare_inference_process
+
+        prepare_inference_process()
+    app(args=args, prog_name="monai-tumor")
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

@@ -468,7 +468,7 @@ def test_brain_zscore_is_invariant_to_increasing_linear_maps() -> None:
 
 @pytest.mark.parametrize("n", [1, 2, 7, 1000, 4097])
 def test_brain_zscore_quantiles_are_torch_quantile(n: int) -> None:
-    """Order statistics by kthvalue: torch.quantile's linear rule, exactly."""
+    """Order statistics by one partition: torch.quantile's linear rule, exactly."""
     transforms = _bundle_module("transforms")
     values = torch.from_numpy(np.random.default_rng(n).gamma(2.0, 50.0, n))
     values[: n // 3] = values[0]  # ties
