@@ -98,8 +98,12 @@ def import_monai_for_inference(skip: Sequence[str] = INFERENCE_SKIPPED_MODULES) 
     return True
 
 
-def prepare_inference_process(modules: Sequence[str] = ("monai_tumor.pipeline",)) -> None:
-    """Start-up of a process that segments: imports, garbage collector, numpy memory advice.
+def prepare_inference_process(
+    modules: Sequence[str] = ("monai_tumor.pipeline",),
+    *,
+    openmp_wait_policy: str | None = None,
+) -> None:
+    """Start-up of a process that segments: imports, garbage collector, memory, OpenMP.
 
     1. MONAI is imported by :func:`import_monai_for_inference`, then ``modules``, with the
        garbage collector paused; everything they created is then frozen (``gc.freeze``):
@@ -112,11 +116,25 @@ def prepare_inference_process(modules: Sequence[str] = ("monai_tumor.pipeline",)
        the kernel to assemble huge pages (measured on a whole-brain volume; 0.02 s with the
        advice off), and a segmentation allocates many of them.
 
+    3. With ``openmp_wait_policy`` (``"PASSIVE"`` for ``batch``), ``OMP_WAIT_POLICY`` is set
+       for torch's OpenMP threads, unless the user set it or torch is already imported (the
+       OpenMP runtime reads it once, when torch loads). Passive threads sleep instead of
+       spinning while they wait: a batch run overlaps reading and writing threads with the
+       network, and on a shared machine spinning threads slow everything else down.
+
     Parameters
     ----------
     modules
         Modules to import while the collector is paused.
+    openmp_wait_policy
+        ``"PASSIVE"`` or ``"ACTIVE"``; ``None`` leaves OpenMP's default.
     """
+    if (
+        openmp_wait_policy is not None
+        and "OMP_WAIT_POLICY" not in os.environ
+        and "torch" not in sys.modules
+    ):
+        os.environ["OMP_WAIT_POLICY"] = openmp_wait_policy
     if "NUMPY_MADVISE_HUGEPAGE" not in os.environ:
         import numpy as np
 

@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> None:
     if command in INFERENCE_COMMANDS:
         from monai_tumor.startup import prepare_inference_process
 
-        prepare_inference_process()
+        # batch: OpenMP threads that sleep while waiting (same throughput on an idle
+        # machine, far better beside other jobs; docs/cli.md); infer keeps them spinning
+        prepare_inference_process(openmp_wait_policy="PASSIVE" if command == "batch" else None)
     app(args=args, prog_name="monai-tumor")
 
 

@@ -90,15 +90,24 @@ def test_prepare_freezes_the_import_heap_and_sets_numpy_advice(user_setting: str
 
 
 @pytest.mark.parametrize(
-    ("argv", "prepared"),
-    [(["--help"], False), (["scan", "--help"], False), (["infer", "--help"], True)],
+    ("argv", "user_policy", "prepared", "policy"),
+    [
+        (["--help"], None, False, None),
+        (["scan", "--help"], None, False, None),
+        (["infer", "--help"], None, True, None),
+        (["batch", "--help"], None, True, "PASSIVE"),
+        (["batch", "--help"], "ACTIVE", True, "ACTIVE"),  # the user's setting wins
+    ],
 )
 def test_the_console_entry_prepares_inference_commands_only(
-    argv: list[str], prepared: bool
+    argv: list[str], user_policy: str | None, prepared: bool, policy: str | None
 ) -> None:
     out = _run(
         f"""
-        import json, sys
+        import json, os, sys
+        os.environ.pop("OMP_WAIT_POLICY", None)
+        if {user_policy!r} is not None:
+            os.environ["OMP_WAIT_POLICY"] = {user_policy!r}
         from monai_tumor.cli.main import main
         try:
             main({argv!r})
@@ -106,12 +115,14 @@ def test_the_console_entry_prepares_inference_commands_only(
             code = exc.code
         print()
         print(json.dumps({{"code": code, "monai": "monai" in sys.modules,
-                          "ignite": "ignite" in sys.modules}}))
+                          "ignite": "ignite" in sys.modules,
+                          "policy": os.environ.get("OMP_WAIT_POLICY")}}))
         """
     )
     assert out["code"] == 0
     assert out["monai"] is prepared
     assert out["ignite"] is False
+    assert out["policy"] == policy
 
 
 @pytest.mark.parametrize(
