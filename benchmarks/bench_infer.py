@@ -12,8 +12,9 @@ weights (``bundles/brats_glioma_mri``):
   to one CPU with ``taskset`` (the stock run's one thread);
 * the same command on the case written as a DICOM MR study (two series folders in, DICOM
   SEG out: ``tests/support/brats_dicom.py``);
-* warm, in one process started as ``batch`` starts (``prepare_inference_process``), with
-  the bundle loaded once (as ``batch`` and the annotation server run it):
+* warm, in one process started as ``infer`` starts (``prepare_inference_process``; ``batch``
+  also makes OpenMP's threads passive), with the bundle loaded once (as ``batch`` and the
+  annotation server run it):
   ``LoadedBundle.segment`` on the image in memory (default, one thread, one thread in
   float32 as before), where its seconds go (preprocessing, network, postprocessing), and
   ``infer_one`` with the loaded model (read, segment and every output) on the NIfTI files
@@ -61,7 +62,7 @@ _WARM = r"""
 import json, resource, statistics, sys, time
 from pathlib import Path
 from monai_tumor.startup import prepare_inference_process
-prepare_inference_process()  # as the console script starts `batch` and `infer`
+prepare_inference_process()  # as the console script starts `infer`
 import torch
 from monai.data import MetaTensor
 from monai_tumor.inference.bundle import load_bundle

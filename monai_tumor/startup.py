@@ -1,4 +1,8 @@
-"""Process start-up: import MONAI without the optional packages inference never touches.
+"""Start-up of a process that segments (``monai-tumor infer`` and ``batch``).
+
+:func:`prepare_inference_process` imports MONAI without the optional packages inference never
+touches, freezes the import heap for the garbage collector, and sets numpy's and OpenMP's
+behaviour for large arrays and waiting threads; see its docstring for what each step saves.
 
 ``import monai`` imports every MONAI submodule (``monai/__init__.py`` calls
 ``load_submodules``), and through MONAI's ``optional_import`` each of them imports whatever
@@ -32,6 +36,7 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from types import ModuleType
+from typing import Literal
 
 __all__ = [
     "INFERENCE_SKIPPED_MODULES",
@@ -101,7 +106,7 @@ def import_monai_for_inference(skip: Sequence[str] = INFERENCE_SKIPPED_MODULES) 
 def prepare_inference_process(
     modules: Sequence[str] = ("monai_tumor.pipeline",),
     *,
-    openmp_wait_policy: str | None = None,
+    openmp_wait_policy: Literal["PASSIVE", "ACTIVE"] | None = None,
 ) -> None:
     """Start-up of a process that segments: imports, garbage collector, memory, OpenMP.
 
@@ -115,7 +120,6 @@ def prepare_inference_process(
        ``defrag=madvise`` setting, a fresh 20-70 MB array at times waited 0.15-0.45 s for
        the kernel to assemble huge pages (measured on a whole-brain volume; 0.02 s with the
        advice off), and a segmentation allocates many of them.
-
     3. With ``openmp_wait_policy`` (``"PASSIVE"`` for ``batch``), ``OMP_WAIT_POLICY`` is set
        for torch's OpenMP threads, unless the user set it or torch is already imported (the
        OpenMP runtime reads it once, when torch loads). Passive threads sleep instead of
