@@ -87,7 +87,7 @@ def command(export: Path, out: Path, index: Path, cluster: str | None) -> list[s
     cmd = [
         sys.executable,
         "-c",
-        "from monai_tumor.cli.main import app; app()",
+        "from monai_tumor.cli.main import main; main()",  # as the console script starts
         "batch",
         str(export),
         "--bundle",

@@ -8,8 +8,10 @@ weights (``bundles/brats_glioma_mri``):
   setting, one torch thread, float32; writes the mask only);
 * ``monai-tumor infer`` as a whole process on the NIfTI files (start-up, bundle load, read,
   segment, every output: mask, lesions.json with radiomics features, overlay, viewer,
-  manifest), with and without ``--no-features``, on both CPUs (the default) and pinned
-  to one CPU with ``taskset`` (the stock run's one thread);
+  manifest), with and without ``--no-features``, on both CPUs (the default: two radiomics
+  worker processes, ``radiomics.pool``) and pinned to one CPU with ``taskset`` (the stock
+  run's one thread; no worker processes on one CPU); CPU time and peak RSS are the
+  command's own (``/usr/bin/time`` reports the largest process, not the workers' sum);
 * the same command on the case written as a DICOM MR study (two series folders in, DICOM
   SEG out: ``tests/support/brats_dicom.py``);
 * warm, in one process started as ``infer`` starts (``prepare_inference_process``; ``batch``
@@ -18,7 +20,7 @@ weights (``bundles/brats_glioma_mri``):
   ``LoadedBundle.segment`` on the image in memory (default, one thread, one thread in
   float32 as before), where its seconds go (preprocessing, network, postprocessing), and
   ``infer_one`` with the loaded model (read, segment and every output) on the NIfTI files
-  and on the DICOM series.
+  and on the DICOM series, with two feature worker processes as ``batch`` has them.
 
 "After imports" subtracts the time a bare ``python -c "import torch, monai, nibabel"``
 takes in the same run (both sides pay it). CPU time and peak RSS are the child process's
@@ -68,6 +70,7 @@ from monai.data import MetaTensor
 from monai_tumor.inference.bundle import load_bundle
 from monai_tumor.ingest.selection import load_inputs
 from monai_tumor.pipeline.infer import InferOptions, infer_one
+from monai_tumor.radiomics.pool import FeaturePool
 
 case, bundle, runs = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 dicom, scratch = sys.argv[4], Path(sys.argv[5])
@@ -120,10 +123,13 @@ for _ in range(runs):
         stages["postprocessing"].append(time.perf_counter() - t)
 out["segment_stages"] = {k: statistics.median(v) for k, v in stages.items()}
 
+pool = FeaturePool(workers=2)  # as `batch` runs it: features in two worker processes
+
 def case_run(inputs, features, name):
     opts = InferOptions(device="cpu", force=True, features=features)
     return lambda: infer_one(
-        inputs, bundle=bundle, out_dir=scratch / name, options=opts, segmenter=default
+        inputs, bundle=bundle, out_dir=scratch / name, options=opts, segmenter=default,
+        feature_pool=pool,
     )
 
 out["infer_one_nifti"] = timed(case_run([flair, t1c], True, "nifti"))
@@ -133,6 +139,7 @@ if dicom:
     out["infer_one_dicom"] = timed(case_run(dirs, True, "dicom"))
     out["infer_one_dicom_no_features"] = timed(case_run(dirs, False, "dicom_nf"))
 out["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+pool.close()
 print(json.dumps(out))
 """
 

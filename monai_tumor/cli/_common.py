@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
@@ -15,10 +16,12 @@ from monai_tumor.export.atomic import atomic_write_json
 from monai_tumor.logs import routed_logging
 
 if TYPE_CHECKING:
+    from monai_tumor.radiomics.pool import FeaturePool
     from monai_tumor.report.viewer import ViewerOptions
 
 __all__ = [
     "ClassifierOption",
+    "CommandResources",
     "DeviceOption",
     "FeaturesFlag",
     "LogFileOption",
@@ -28,6 +31,7 @@ __all__ = [
     "VerboseFlag",
     "ViewerFlag",
     "command_logging",
+    "command_resources",
     "exit_code_for",
     "handle_errors",
     "output_fields",
@@ -35,6 +39,26 @@ __all__ = [
     "stdout_console",
     "write_json_report",
 ]
+
+
+@dataclass(frozen=True)
+class CommandResources:
+    """What the console script started for a command before parsing it (``ctx.obj``).
+
+    Attributes
+    ----------
+    feature_pool
+        Radiomics worker processes for ``infer`` (:func:`monai_tumor.cli.main.main`).
+    """
+
+    feature_pool: FeaturePool | None = None
+
+
+def command_resources(ctx: typer.Context) -> CommandResources:
+    """Return the command's :class:`CommandResources` (empty when ``app`` is called directly)."""
+    obj = ctx.obj
+    return obj if isinstance(obj, CommandResources) else CommandResources()
+
 
 # The options of the commands that segment and write series outputs (batch, infer), defined
 # once: `device: DeviceOption = "auto"` in a command's signature. Their defaults stay in the

@@ -25,6 +25,7 @@ from monai_tumor.cli._common import (
     VerboseFlag,
     ViewerFlag,
     command_logging,
+    command_resources,
     handle_errors,
     output_fields,
     stdout_console,
@@ -42,6 +43,7 @@ __all__ = ["batch", "register"]
 
 
 def batch(
+    ctx: typer.Context,
     export_dir: Annotated[
         Path | None,
         typer.Argument(help="DICOM export folder (searched recursively); omit with a PACS source."),
@@ -216,7 +218,13 @@ def batch(
         if len(sources) != 1:
             raise ConfigError("give exactly one source: EXPORT_DIR, --dicomweb URL or --dimse NODE")
         if export_dir is not None:
-            result = run_batch(export_dir, out, bundle=bundle, options=options)
+            result = run_batch(
+                export_dir,
+                out,
+                bundle=bundle,
+                options=options,
+                feature_pool=command_resources(ctx).feature_pool,
+            )
         else:
             pacs = _run_pacs(
                 out,

@@ -23,6 +23,7 @@ from monai_tumor.cli._common import (
     VerboseFlag,
     ViewerFlag,
     command_logging,
+    command_resources,
     handle_errors,
     output_fields,
     stdout_console,
@@ -33,6 +34,7 @@ __all__ = ["infer", "register"]
 
 
 def infer(
+    ctx: typer.Context,
     inputs: Annotated[
         list[Path],
         typer.Argument(help="DICOM series folder or NIfTI file per bundle input, in order."),
@@ -77,7 +79,13 @@ def infer(
         handle_errors(),
         command_logging(verbose=verbose, log_file=log_file, default_log_file=out / RUN_LOG_NAME),
     ):
-        result = infer_one(inputs, bundle=bundle, out_dir=out, options=options)
+        result = infer_one(
+            inputs,
+            bundle=bundle,
+            out_dir=out,
+            options=options,
+            feature_pool=command_resources(ctx).feature_pool,
+        )
     flag = " + review" if result.review else ""
     stdout_console().print(
         f"{result.status}{flag}: {result.reason} ({result.seconds:.1f} s)", highlight=False

@@ -8,6 +8,7 @@ stable exit code (see :data:`monai_tumor.errors.EXIT_CODES`).
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -23,6 +24,10 @@ from monai_tumor.cli import (
     scan_cmd,
     serve_cmd,
 )
+from monai_tumor.cli._common import CommandResources
+
+if TYPE_CHECKING:
+    from monai_tumor.radiomics.pool import FeaturePool
 
 app = typer.Typer(
     name="monai-tumor",
@@ -64,8 +69,40 @@ serve_cmd.register(app)
 INFERENCE_COMMANDS = frozenset({"infer", "batch"})
 
 
+def _option_value(args: list[str], name: str) -> str | None:
+    """Return the value of ``--name VALUE`` or ``--name=VALUE`` in ``args`` (last wins)."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+#: ``batch`` options that send the work to Dask workers (which compute their own features).
+_CLUSTER_OPTIONS = ("--scheduler", "--cluster")
+
+
+def _feature_pool(command: str, args: list[str]) -> FeaturePool | None:
+    """Radiomics workers for ``infer``/``batch``, started before the imports (docs/cli.md)."""
+    from monai_tumor.radiomics.pool import FeaturePool
+
+    bundle = _option_value(args, "--bundle")
+    rest = args[args.index(command) :]
+    if bundle is None or any(_option_value(rest, o) is not None for o in _CLUSTER_OPTIONS):
+        return None  # typer reports a missing option; Dask runs need no local workers
+    return FeaturePool.for_bundle(bundle, features="--no-features" not in rest)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: the start-up choices of the process, then :data:`app`.
+
+    For ``infer`` and ``batch`` on a bundle with radiomics settings, the feature worker processes
+    (:class:`~monai_tumor.radiomics.pool.FeaturePool`) start first, so they load MIRP
+    while this process imports torch and MONAI; the command finds them in its click
+    context (``ctx.obj``). Called as ``app`` (tests, other programs), commands run
+    without them and compute features in the process.
 
     Parameters
     ----------
@@ -75,13 +112,19 @@ def main(argv: list[str] | None = None) -> None:
     """
     args = sys.argv[1:] if argv is None else argv
     command = next((a for a in args if not a.startswith("-")), None)
+    pool = None
     if command in INFERENCE_COMMANDS:
         from monai_tumor.startup import prepare_inference_process
 
+        pool = _feature_pool(command, args)
         # batch: OpenMP threads that sleep while waiting (same throughput on an idle
         # machine, far better beside other jobs; docs/cli.md); infer keeps them spinning
         prepare_inference_process(openmp_wait_policy="PASSIVE" if command == "batch" else None)
-    app(args=args, prog_name="monai-tumor")
+    try:
+        app(args=args, prog_name="monai-tumor", obj=CommandResources(feature_pool=pool))
+    finally:
+        if pool is not None:
+            pool.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,7 +20,9 @@ import csv
 import json
 import logging
 import math
+import threading
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,12 +37,15 @@ from monai_tumor.inference.classifier import (
     read_classifier_info,
 )
 from monai_tumor.postprocess.lesions import Lesion
-from monai_tumor.radiomics import RadiomicsSettings, lesion_features, load_radiomics_settings
+from monai_tumor.radiomics.features import LesionFeatures, lesion_features
+from monai_tumor.radiomics.pool import FeaturePool
+from monai_tumor.radiomics.settings import RadiomicsSettings, load_radiomics_settings
 
 __all__ = [
     "FEATURES_NAME",
     "AnalysisSpec",
     "LesionAnalysis",
+    "PendingAnalysis",
     "analysis_spec_for",
     "malignancy_model_name",
     "malignancy_probabilities",
@@ -63,15 +68,43 @@ class LesionAnalysis:
         IBSI feature settings, or ``None`` for no features.
     classifier
         A loaded classification bundle, or ``None``.
+    pool
+        Feature worker processes (owned by the caller), or ``None``: MIRP runs in this
+        process. With a pool, :meth:`start` returns at once and the features are computed
+        while the caller writes its other outputs.
     """
 
     radiomics: RadiomicsSettings | None = None
     classifier: LoadedClassifier | None = None
+    pool: FeaturePool | None = None
 
     @property
     def empty(self) -> bool:
         """Nothing to do."""
         return self.radiomics is None and self.classifier is None
+
+    def start(
+        self, *, image: MetaTensor, mask: MetaTensor, lesions: Sequence[Lesion]
+    ) -> PendingAnalysis:
+        """Begin the analysis of one series' lesions; :meth:`PendingAnalysis.apply` ends it.
+
+        Without a pool the features are computed here, before returning. With one, a
+        thread hands the lesions to the pool and this returns at once; ``image`` and
+        ``mask`` must not change until :meth:`PendingAnalysis.apply` returns.
+        """
+        features: Future[list[LesionFeatures]] | None = None
+        if self.radiomics is not None and lesions:
+            features = Future()
+            if self.pool is None:
+                _settle(features, image, mask, lesions, self.radiomics, None)
+            else:
+                threading.Thread(
+                    target=_settle,
+                    args=(features, image, mask, lesions, self.radiomics, self.pool),
+                    name="radiomics",
+                    daemon=True,
+                ).start()
+        return PendingAnalysis(self, features, image=image, mask=mask, lesions=lesions)
 
     def annotate(
         self,
@@ -82,18 +115,57 @@ class LesionAnalysis:
         lesions: Sequence[Lesion],
     ) -> None:
         """Add ``radiomics`` and ``malignancy`` to each lesion dict of a ``lesions.json`` report."""
+        self.start(image=image, mask=mask, lesions=lesions).apply(report)
+
+
+def _settle(
+    future: Future[list[LesionFeatures]],
+    image: MetaTensor,
+    mask: MetaTensor,
+    lesions: Sequence[Lesion],
+    settings: RadiomicsSettings,
+    pool: FeaturePool | None,
+) -> None:
+    try:
+        future.set_result(lesion_features(image, mask, lesions, settings=settings, pool=pool))
+    except BaseException as exc:  # re-raised by PendingAnalysis.apply in the caller's thread
+        future.set_exception(exc)
+
+
+class PendingAnalysis:
+    """An analysis begun by :meth:`LesionAnalysis.start`; :meth:`apply` waits for it."""
+
+    def __init__(
+        self,
+        analysis: LesionAnalysis,
+        features: Future[list[LesionFeatures]] | None,
+        *,
+        image: MetaTensor,
+        mask: MetaTensor,
+        lesions: Sequence[Lesion],
+    ) -> None:
+        self._analysis = analysis
+        self._features = features
+        self._image, self._mask, self._lesions = image, mask, lesions
+
+    def apply(self, report: dict[str, Any]) -> None:
+        """Wait for the features, classify, and add both to the report's lesion dicts.
+
+        Raises
+        ------
+        RadiomicsError
+            MIRP failed on a lesion (raised where it failed, re-raised here).
+        """
         entries = report["lesions"]
-        if self.radiomics is not None and lesions:
-            for entry, feats in zip(
-                entries,
-                lesion_features(image, mask, lesions, settings=self.radiomics),
-                strict=True,
-            ):
+        if self._features is not None:
+            for entry, feats in zip(entries, self._features.result(), strict=True):
                 entry["radiomics"] = feats.to_dict()
-        if self.classifier is not None:
-            info = self.classifier.info
+        classifier = self._analysis.classifier
+        if classifier is not None:
+            info = classifier.info
             report["malignancy_model"] = info.provenance()
-            probs = self.classifier.classify(image, mask, lesions) if lesions else []
+            lesions = self._lesions
+            probs = classifier.classify(self._image, self._mask, lesions) if lesions else []
             for entry, p in zip(entries, probs, strict=True):
                 entry["malignancy_probability"] = round(p, 4)
                 entry["malignancy"] = {
@@ -135,10 +207,22 @@ class AnalysisSpec:
             parts.append("classifier:" + self.classifier_key)
         return "|".join(parts)
 
-    def load(self, *, device: str = "cpu") -> LesionAnalysis:
-        """Load the classifier (if any) and return the runnable analysis."""
+    def load(self, *, device: str = "cpu", pool: FeaturePool | None = None) -> LesionAnalysis:
+        """Load the classifier (if any) and return the runnable analysis.
+
+        Parameters
+        ----------
+        device
+            Where the classifier runs.
+        pool
+            Feature worker processes to use (see :class:`LesionAnalysis`); ``None``: none.
+        """
         loaded = load_classifier(self.classifier, device=device) if self.classifier else None
-        return LesionAnalysis(radiomics=self.radiomics, classifier=loaded)
+        return LesionAnalysis(
+            radiomics=self.radiomics,
+            classifier=loaded,
+            pool=pool if self.radiomics is not None else None,
+        )
 
 
 def analysis_spec_for(

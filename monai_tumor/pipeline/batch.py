@@ -54,6 +54,7 @@ from monai_tumor.pipeline.plan import RunContext, plan_batch
 from monai_tumor.pipeline.records import SeriesRecord, SeriesStatus
 from monai_tumor.pipeline.report import BatchReport
 from monai_tumor.pipeline.runner import run_items_locally
+from monai_tumor.radiomics.pool import FeaturePool
 from monai_tumor.report.viewer import ViewerOptions
 
 if TYPE_CHECKING:
@@ -224,6 +225,7 @@ def run_batch(
     bundle: str | os.PathLike[str] | BundleInfo,
     options: BatchOptions | None = None,
     segmenter: Segmenter | None = None,
+    feature_pool: FeaturePool | None = None,
 ) -> BatchResult:
     """Segment every selected series of a DICOM export and write a browsable report.
 
@@ -244,6 +246,10 @@ def run_batch(
         (only if some series needs segmenting). With ``options.cluster`` it
         must be picklable: it is shipped to every worker instead of the bundle
         being loaded there.
+    feature_pool
+        Worker processes for the radiomics features of a local run
+        (:class:`~monai_tumor.radiomics.pool.FeaturePool`, owned by the caller); default:
+        features are computed by the writer threads. Dask workers compute their own.
 
     Returns
     -------
@@ -362,7 +368,14 @@ def run_batch(
                 )
             else:
                 assert model is not None
-                run_items_locally(todo, context, model, writers=opts.workers, on_result=on_result)
+                run_items_locally(
+                    todo,
+                    context,
+                    model,
+                    writers=opts.workers,
+                    on_result=on_result,
+                    feature_pool=feature_pool,
+                )
     if not context.analysis.empty:
         write_features_table(
             out, [r.folder for r in report.records if r.status is SeriesStatus.DONE and r.folder]

@@ -45,7 +45,8 @@ from monai_tumor.pipeline.outputs import (
     write_series_outputs,
 )
 from monai_tumor.pipeline.records import review_fields
-from monai_tumor.postprocess.review import review_prediction
+from monai_tumor.postprocess.review import ReviewResult, review_prediction
+from monai_tumor.radiomics.pool import FeaturePool
 from monai_tumor.report.viewer import ViewerOptions
 
 if TYPE_CHECKING:
@@ -244,7 +245,10 @@ def segment_and_write(
     mask = segmenter.segment(image, seeds=tuple(seeds))
     infer_s = time.perf_counter() - t0
     fields = {"seconds_inference": round(infer_s, 3), **dict(extra or {})}
-    review = review_prediction(image, mask, spec=bundle.review, input_names=bundle.input_names)
+
+    def review() -> ReviewResult | None:  # run once the lesion analysis has started
+        return review_prediction(image, mask, spec=bundle.review, input_names=bundle.input_names)
+
     return write_series_outputs(
         folder,
         image=reference,
@@ -327,6 +331,7 @@ def infer_one(
     out_dir: str | os.PathLike[str],
     options: InferOptions | None = None,
     segmenter: Segmenter | None = None,
+    feature_pool: FeaturePool | None = None,
 ) -> InferResult:
     """Segment one case and write mask, SEG (DICOM input), lesions, overlay, manifest.
 
@@ -343,6 +348,9 @@ def infer_one(
         Device, seeds, workers.
     segmenter
         A loaded model (default: load the bundle on ``options.device``).
+    feature_pool
+        Worker processes for the radiomics features (:class:`~monai_tumor.radiomics.pool.
+        FeaturePool`, owned by the caller); default: features are computed in this process.
 
     Returns
     -------
@@ -437,7 +445,7 @@ def infer_one(
         overlay=opts.overlay,
         viewer=opts.viewer,
         extra=extra,
-        analysis=spec.load() if not spec.empty else None,
+        analysis=spec.load(pool=feature_pool) if not spec.empty else None,
     )
     if not spec.empty:
         write_features_table(out, ["."])

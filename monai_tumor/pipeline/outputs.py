@@ -30,7 +30,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -313,7 +313,7 @@ def write_series_outputs(
     viewer: ViewerOptions | None = None,
     run_dir: str | os.PathLike[str] | None = None,
     extra: Mapping[str, Any] | None = None,
-    review: ReviewResult | None = None,
+    review: ReviewResult | Callable[[], ReviewResult | None] | None = None,
     analysis: LesionAnalysis | None = None,
 ) -> SeriesOutputs:
     """Write every output of one series atomically, then the manifest.
@@ -355,7 +355,8 @@ def write_series_outputs(
     review
         Plausibility review of the result (:func:`monai_tumor.postprocess.review.
         review_segmentation`), written as ``"review"`` into ``lesions.json`` and the
-        manifest; ``None`` when the bundle declares no review. A lesion that a VOI
+        manifest, or a function computing it (called once the analysis has started, so
+        that the two overlap); ``None`` when the bundle declares no review. A lesion that a VOI
         bundle's field of view cut off (mask meta ``"fields_of_view"``) adds a reason and
         sets ``review``.
     analysis
@@ -390,6 +391,22 @@ def write_series_outputs(
     files: list[str] = []
 
     t0 = time.perf_counter()
+    lesions = mark_truncated(measure_lesions(label_map, image), label_map, truncated_fovs)
+    # With a feature pool the features are computed while the review runs and mask, SEG,
+    # overlay and viewer are written (label_map and image are only read from here on).
+    pending = (
+        analysis.start(image=image, mask=label_map, lesions=lesions)
+        if analysis is not None and not analysis.empty
+        else None
+    )
+    reviewed = review() if callable(review) else review
+    reviewed = with_truncation(reviewed, lesions)
+    report = lesions_report(lesions, provenance=provenance)
+    if reviewed is not None:
+        report["review"] = reviewed.to_dict()
+    seconds["lesions"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
     write_nifti(label_map, out / MASK_NAME, dtype=np.uint8, provenance=provenance)
     files.append(MASK_NAME)
     seconds["mask"] = time.perf_counter() - t0
@@ -417,18 +434,6 @@ def write_series_outputs(
         files.append(SEG_NAME)
         seg_status = "written"
         seconds["seg"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    lesions = mark_truncated(measure_lesions(label_map, image), label_map, truncated_fovs)
-    review = with_truncation(review, lesions)
-    report = lesions_report(lesions, provenance=provenance)
-    if review is not None:
-        report["review"] = review.to_dict()
-    if analysis is not None and not analysis.empty:
-        analysis.annotate(report, image=image, mask=label_map, lesions=lesions)
-    atomic_write_json(out / LESIONS_NAME, report)
-    files.append(LESIONS_NAME)
-    seconds["lesions"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     is_ct = str(image.meta.get("Modality", "")).upper() == "CT"
@@ -476,6 +481,13 @@ def write_series_outputs(
         viewer_info = shown.to_dict()
         seconds["viewer"] = time.perf_counter() - t0
 
+    t0 = time.perf_counter()
+    if pending is not None:
+        pending.apply(report)
+    atomic_write_json(out / LESIONS_NAME, report)
+    files.insert(files.index(OVERLAY_NAME), LESIONS_NAME)  # the manifest's order as before
+    seconds["analysis"] = time.perf_counter() - t0
+
     largest = max((les.diameter_3d_mm for les in lesions), default=0.0)
     labels = label_map.as_tensor()[0]
     voxel_ml = abs(float(torch.linalg.det(label_map.affine[:3, :3].double()))) / 1000.0
@@ -505,7 +517,7 @@ def write_series_outputs(
         "fields_of_view": fields_of_view,
         "provenance": report["provenance"],
         "viewer": viewer_info,
-        **({"review": review.to_dict()} if review is not None else {}),
+        **({"review": reviewed.to_dict()} if reviewed is not None else {}),
         **dict(extra or {}),
         "files": {
             name: {"bytes": (out / name).stat().st_size, "sha256": _sha256_file(out / name)}
@@ -522,5 +534,5 @@ def write_series_outputs(
         total_volume_ml=float(report["total_volume_ml"]),
         largest_diameter_mm=float(largest),
         seconds=seconds,
-        review=review,
+        review=reviewed,
     )

@@ -45,6 +45,7 @@ from monai_tumor.pipeline.outputs import write_series_outputs
 from monai_tumor.pipeline.plan import RunContext, WorkItem
 from monai_tumor.pipeline.records import SeriesRecord, SeriesStatus, review_fields
 from monai_tumor.postprocess.review import ReviewResult, review_prediction
+from monai_tumor.radiomics.pool import FeaturePool
 
 if TYPE_CHECKING:
     from monai_tumor.inference.seeds import Seed
@@ -207,18 +208,27 @@ def _not_segmentable(loaded: LoadedItem, context: RunContext) -> SeriesRecord | 
 
 
 def write_item(
-    loaded: LoadedItem, mask: MetaTensor, infer_seconds: float, context: RunContext
+    loaded: LoadedItem,
+    mask: MetaTensor,
+    infer_seconds: float,
+    context: RunContext,
+    *,
+    feature_pool: FeaturePool | None = None,
 ) -> SeriesRecord:
     """Write an item's outputs atomically, ``manifest.json`` last; return its record.
 
-    Never raises: a failed write gives a ``failed`` record.
+    Never raises: a failed write gives a ``failed`` record. ``feature_pool``: worker
+    processes for the radiomics features (default: computed in this thread).
     """
     item = loaded.item
     t0 = time.perf_counter()
     assert loaded.reference is not None and item.record.folder is not None
     try:
-        review = _review(loaded, mask, context)
-        analysis = context.analysis.load() if not context.analysis.empty else None
+
+        def review() -> ReviewResult | None:  # run once the lesion analysis has started
+            return _review(loaded, mask, context)
+
+        analysis = context.analysis.load(pool=feature_pool) if not context.analysis.empty else None
         outputs = write_series_outputs(
             context.out_dir / item.record.folder,
             image=loaded.reference,
@@ -327,6 +337,7 @@ def run_items_locally(
     *,
     writers: int,
     on_result: Callable[[SeriesRecord], None],
+    feature_pool: FeaturePool | None = None,
 ) -> None:
     """Run items on this machine: prefetch-read ‖ segment ‖ write.
 
@@ -348,6 +359,9 @@ def run_items_locally(
         Called with each item's record as soon as it is final, ``worker`` set
         to :data:`LOCAL_WORKER` and ``attempts`` to 1 (from the calling thread
         or a writer thread: it must be thread-safe).
+    feature_pool
+        Worker processes for the radiomics features (default: computed by the writer
+        threads, holding the interpreter the segmentation and reading also need).
     """
     if not items:
         return
@@ -359,7 +373,7 @@ def run_items_locally(
         on_result(replace(record, worker=LOCAL_WORKER, attempts=1))
 
     def write(loaded: LoadedItem, mask: MetaTensor, seconds: float) -> None:
-        publish(write_item(loaded, mask, seconds, context))
+        publish(write_item(loaded, mask, seconds, context, feature_pool=feature_pool))
 
     with (
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-read") as reader,

@@ -1,25 +1,10 @@
-"""Per-lesion IBSI radiomics features (MIRP) and their verification on the IBSI phantoms."""
+"""Per-lesion IBSI radiomics features (MIRP) and their verification on the IBSI phantoms.
 
-from __future__ import annotations
+Public names are listed once, in ``__init__.pyi``, and imported on first use
+(``lazy_loader``): a feature worker process (:mod:`monai_tumor.radiomics.pool`) imports
+MIRP without torch and MONAI.
+"""
 
-from monai_tumor.radiomics.features import (
-    LesionFeatures,
-    compute_features,
-    feature_columns,
-    lesion_features,
-)
-from monai_tumor.radiomics.settings import (
-    RADIOMICS_CONFIG,
-    RadiomicsSettings,
-    load_radiomics_settings,
-)
+import lazy_loader
 
-__all__ = [
-    "RADIOMICS_CONFIG",
-    "LesionFeatures",
-    "RadiomicsSettings",
-    "compute_features",
-    "feature_columns",
-    "lesion_features",
-    "load_radiomics_settings",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

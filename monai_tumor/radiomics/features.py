@@ -2,16 +2,17 @@
 
 MIRP (https://github.com/oncoray/mirp, EUPL-1.2) is an IBSI-compliant feature library; we
 call it, we do not copy it (see docs/radiomics.md for the licence note). Each lesion is cut
-out of the image with a margin (nibabel's slicer keeps the affine exact), written with its
-own binary mask as two temporary NIfTI files, and passed to :func:`mirp.extract_features`
-with the bundle's :class:`~monai_tumor.radiomics.settings.RadiomicsSettings`.
+out of the image with a margin (nibabel's slicer keeps the affine exact) and handed to MIRP
+in memory with its own binary mask (:func:`~monai_tumor.radiomics.extract.
+compute_features_in_memory`), with the bundle's
+:class:`~monai_tumor.radiomics.settings.RadiomicsSettings`.
 
 Reproducibility: for regions of 1000 voxels or more MIRP estimates Moran's I and Geary's C
-by Monte Carlo, seeding its generator with a hash of the image, the mask *and the folder
-the files were read from*. A random temporary folder would therefore give different values
-for the same lesion in every process (a resumed run or a Dask worker would disagree with a
-single-machine run). The temporary files are written to a content-addressed folder instead
-(:func:`_scratch_folder`), so the same lesion always gets the same features.
+by Monte Carlo, seeding its generator with a hash of the image, the mask and their
+attributes, among them the region's sample name. The sample name is a digest of the crop's
+voxels, mask and affine (:func:`content_name`), so the same lesion gets the same features
+in every process and on every machine (a resumed run, a Dask worker, a feature worker
+process).
 
 Feature names are MIRP's, which are the IBSI feature tags (``morph_volume``, ``stat_mean``,
 ``cm_joint_max``, ...) followed, for texture features, by the aggregation (``_3d_v_mrg``,
@@ -21,17 +22,11 @@ Feature names are MIRP's, which are the IBSI feature tags (``morph_volume``, ``s
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import math
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import nibabel as nib
@@ -39,17 +34,24 @@ import numpy as np
 import numpy.typing as npt
 from monai.data import MetaTensor
 
-from monai_tumor.errors import RadiomicsError
 from monai_tumor.postprocess.lesions import Lesion, lesion_mask
+from monai_tumor.radiomics.extract import (
+    compute_features,
+    compute_features_in_memory,
+    feature_columns,
+)
+from monai_tumor.radiomics.pool import FeaturePool
 from monai_tumor.radiomics.settings import RadiomicsSettings
-from monai_tumor.radiomics.spatial import faster_mirp_spatial
 
-__all__ = ["LesionFeatures", "compute_features", "feature_columns", "lesion_features"]
+__all__ = [
+    "LesionFeatures",
+    "compute_features",
+    "content_name",
+    "feature_columns",
+    "lesion_features",
+]
 
 logger = logging.getLogger(__name__)
-
-#: MIRP's columns that describe the input rather than the region (dropped from the output).
-_META_PREFIXES = ("image_", "sample_name")
 
 
 @dataclass(frozen=True)
@@ -70,40 +72,6 @@ class LesionFeatures:
         }
 
 
-def feature_columns(table: Any) -> list[str]:
-    """Return the feature columns of a MIRP table (its input-description columns dropped)."""
-    return [str(c) for c in table.columns if not str(c).startswith(_META_PREFIXES)]
-
-
-def compute_features(
-    image: str | Path, mask: str | Path, *, settings: RadiomicsSettings
-) -> dict[str, float]:
-    """Run MIRP on one image file and one binary mask file; return ``{feature tag: value}``.
-
-    Raises
-    ------
-    RadiomicsError
-        If MIRP fails or returns no feature row.
-    """
-    from mirp import extract_features
-
-    try:
-        with faster_mirp_spatial():  # same values, without a Python call per voxel pair
-            tables = extract_features(
-                image=str(image), mask=str(mask), num_cpus=None, **settings.mirp_kwargs()
-            )
-    except Exception as exc:  # MIRP raises many types; one project error names the input
-        raise RadiomicsError(
-            f"MIRP could not compute features for mask {mask} ({exc}); check that "
-            "the mask is non-empty and on the image grid",
-            path=image,
-        ) from exc
-    if not tables or tables[0] is None or len(tables[0]) == 0:
-        raise RadiomicsError(f"MIRP returned no feature row for mask {mask}", path=image)
-    table = tables[0]
-    return {c: float(table[c].iloc[0]) for c in feature_columns(table)}
-
-
 def _as_numpy(x: MetaTensor | npt.ArrayLike) -> npt.NDArray[Any]:
     arr = x.detach().cpu().numpy() if isinstance(x, MetaTensor) else np.asarray(x)
     return arr[0] if arr.ndim == 4 else arr
@@ -116,6 +84,7 @@ def lesion_features(
     *,
     settings: RadiomicsSettings,
     margin_voxels: int = 3,
+    pool: FeaturePool | None = None,
 ) -> list[LesionFeatures]:
     """IBSI features of every lesion of ``mask`` on ``image`` (same grid, RAS affine).
 
@@ -131,6 +100,9 @@ def lesion_features(
         The bundle's radiomics settings.
     margin_voxels
         Voxels of image kept around each lesion's bounding box (resampling context).
+    pool
+        Worker processes that compute each lesion's families in parallel (same values);
+        ``None``: MIRP runs in this process.
 
     Returns
     -------
@@ -156,49 +128,26 @@ def lesion_features(
                 np.asarray(crop_img.dataobj, dtype=np.float32), crop_img.affine
             )
         crop_mask = nib.Nifti1Image(component.view(np.uint8), affine).slicer[box]
-        with _scratch_folder(crop_img, crop_mask) as folder:
-            img_path, mask_path = folder / "image.nii.gz", folder / "mask.nii.gz"
-            nib.save(crop_img, img_path)
-            nib.save(crop_mask, mask_path)
-            values = compute_features(img_path, mask_path, settings=settings)
+        name = content_name(crop_img, crop_mask)
+        if pool is not None:
+            values = pool.compute(crop_img, crop_mask, settings=settings, sample_name=name)
+        else:
+            values = compute_features_in_memory(
+                crop_img, crop_mask, settings=settings, sample_name=name
+            )
         out.append(
             LesionFeatures(lesion_index=lesion.index, features=values, settings=settings.to_dict())
         )
     return out
 
 
-@contextmanager
-def _scratch_folder(image: nib.Nifti1Image, mask: nib.Nifti1Image) -> Iterator[Path]:
-    """Yield a temporary folder named after the crop's content, held under an exclusive lock.
+def content_name(image: nib.Nifti1Image, mask: nib.Nifti1Image) -> str:
+    """Name a region after its content: a digest of voxels, mask and affine (24 hex digits).
 
-    MIRP seeds its Monte Carlo estimate of Moran's I and Geary's C with the folder the files
-    were read from (see the module docstring); naming the folder after the voxels and the
-    affine makes the estimate a function of the lesion alone. The lock serialises two
-    processes that happen to measure the same lesion at the same time; the folder and the
-    lock file are removed before the lock is released, so nothing is left behind.
+    MIRP seeds its Monte Carlo estimates with the region's sample name (module docstring).
     """
     digest = hashlib.sha256()
     for arr in (np.asarray(image.dataobj), np.asarray(mask.dataobj), image.affine):
         digest.update(np.ascontiguousarray(arr).tobytes())
         digest.update(str(arr.shape).encode())
-    root = Path(tempfile.gettempdir()) / "monai-tumor-radiomics"
-    root.mkdir(parents=True, exist_ok=True)
-    name = digest.hexdigest()[:24]
-    folder, lock_path = root / name, root / f"{name}.lock"
-    while True:
-        lock = open(lock_path, "a")  # noqa: SIM115 (held past this loop, closed in finally)
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if os.path.samestat(os.fstat(lock.fileno()), os.stat(lock_path)):
-                break  # still the lock file at that path: ours
-        except FileNotFoundError:
-            pass  # its holder removed it while this process waited: take a fresh one
-        lock.close()
-    try:
-        shutil.rmtree(folder, ignore_errors=True)  # left behind by a killed process
-        folder.mkdir()
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-        lock_path.unlink(missing_ok=True)
-        lock.close()  # releases the lock
+    return digest.hexdigest()[:24]

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["MIRP_VERSIONS", "faster_mirp_spatial", "moran_geary"]
+__all__ = ["MIRP_VERSIONS", "faster_mirp_spatial", "moran_geary", "supported_mirp"]
 
 #: MIRP releases whose ``Data3DSpatial._spatial_distribution`` :func:`moran_geary` was
 #: checked against; with any other version MIRP runs its own code, unchanged.
@@ -86,12 +86,21 @@ def _vectorised(self: Any, data: Any) -> tuple[float, float]:
     return moran_geary(positions, data.g)
 
 
-def _mirp_spatial_class() -> type | None:
+def supported_mirp() -> bool:
+    """Whether the installed MIRP is one whose private parts this package relies on.
+
+    :data:`MIRP_VERSIONS`: the swapped spatial method here, and the numpy image classes of
+    :func:`monai_tumor.radiomics.extract.compute_features_in_memory`.
+    """
     try:
         version = importlib_metadata.version("mirp")
     except importlib_metadata.PackageNotFoundError:
-        return None
-    if not version.startswith(MIRP_VERSIONS):
+        return False
+    return version.startswith(MIRP_VERSIONS)
+
+
+def _mirp_spatial_class() -> type | None:
+    if not supported_mirp():
         return None
     try:
         from mirp._features.morph_3d_data import Data3DSpatial

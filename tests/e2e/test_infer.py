@@ -14,7 +14,8 @@ from monai_tumor.export.seg import read_back_seg
 from monai_tumor.pipeline.infer import InferOptions, infer_one
 from monai_tumor.pipeline.outputs import MANIFEST_NAME
 
-NODULE = Path(__file__).resolve().parents[2] / "bundles" / "lung_nodule_ct"
+REPO = Path(__file__).resolve().parents[2]
+NODULE = REPO / "bundles" / "lung_nodule_ct"
 
 
 @pytest.mark.realdata
@@ -49,3 +50,42 @@ def test_nodule_bundle_dicom_and_nifti_give_the_same_mask(data_dir: Path, tmp_pa
         atol=1e-4,
     )
     np.testing.assert_array_equal(np.asarray(nifti_mask.dataobj), mask)
+
+
+@pytest.mark.realdata
+def test_console_infer_computes_features_in_workers_with_the_same_values(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """`monai-tumor infer` (feature workers started at start-up) and the library in one
+    process write the same features, in the same order, for the same glioma."""
+    import os
+    import subprocess
+    import sys
+
+    from monai_tumor.pipeline.infer import InferOptions, infer_one
+
+    case = data_dir / "brats" / "validation" / "brats_2013_pat0003_1"
+    inputs = [case / "Flair_subtrMeanDivStd.nii.gz", case / "T1c_subtrMeanDivStd.nii.gz"]
+    bundle = REPO / "bundles" / "brats_glioma_mri"
+    script = "import sys\nfrom monai_tumor.cli.main import main\nmain(sys.argv[1:])\n"
+    entry = tmp_path / "entry.py"
+    entry.write_text(
+        "if __name__ == '__main__':\n" + "".join(f"    {line}\n" for line in script.splitlines()),
+        encoding="utf-8",
+    )
+    console = tmp_path / "console"
+    run = subprocess.run(
+        [sys.executable, str(entry), "infer", *map(str, inputs), "--bundle", str(bundle),
+         "--out", str(console), "--device", "cpu"],
+        capture_output=True, text=True, env=dict(os.environ), check=False, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    library = tmp_path / "library"
+    infer_one(inputs, bundle=bundle, out_dir=library, options=InferOptions(device="cpu"))
+    assert (console / "features.csv").read_bytes() == (library / "features.csv").read_bytes()
+    first, second = (json.loads((d / "lesions.json").read_text()) for d in (console, library))
+    assert [les["radiomics"] for les in first["lesions"]] == [
+        les["radiomics"] for les in second["lesions"]
+    ]
+    log = (console / "monai-tumor.log").read_text(encoding="utf-8")
+    assert "radiomics features in 2 worker processes" in log

@@ -95,3 +95,56 @@ def test_every_command_has_the_same_logging_options() -> None:
             seen[flag].add((tuple(param.opts), str(getattr(param, "help", ""))))
         assert "-v" in options["--verbose"].opts, name
     assert all(len(variants) == 1 for variants in seen.values()), seen
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["infer", "a", "--bundle", "b", "--out", "o"], "b"),
+        (["infer", "--bundle=b2", "a"], "b2"),
+        (["infer", "--bundle", "b", "--bundle", "c"], "c"),
+        (["infer", "a", "--bundle"], None),
+        (["infer", "a"], None),
+    ],
+)
+def test_option_value_reads_both_spellings(args: list[str], expected: str | None) -> None:
+    from monai_tumor.cli.main import _option_value
+
+    assert _option_value(args, "--bundle") == expected
+
+
+BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
+GLIOMA = str(BUNDLES / "brats_glioma_mri")
+
+
+@pytest.mark.parametrize(
+    ("args", "started"),
+    [
+        (["infer", "x.nii.gz", "--bundle", GLIOMA], True),
+        (["batch", "e", "--bundle", str(BUNDLES / "lung_nodule_ct"), "--out", "o"], True),
+        (["infer", "x", "--bundle", GLIOMA, "--no-features"], False),
+        (
+            ["batch", "e", "--bundle", GLIOMA, "--cluster", "local"],
+            False,
+        ),
+        (
+            ["batch", "e", "--bundle", GLIOMA, "--scheduler=tcp://h"],
+            False,
+        ),
+        (["infer", "x.nii.gz"], False),
+        (["infer", "x", "--bundle", str(BUNDLES / "lung_nodule_malignancy")], False),
+    ],
+)
+def test_feature_workers_start_only_for_local_runs_with_features(
+    args: list[str], started: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from monai_tumor.cli.main import _feature_pool
+    from monai_tumor.radiomics import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "available_cpus", lambda: 2)
+    pool = _feature_pool(args[0], args)
+    try:
+        assert (pool is not None) is started
+    finally:
+        if pool is not None:
+            pool.close()

@@ -203,14 +203,26 @@ def test_mask_off_the_source_grid_is_refused(
     assert not (tmp_path / "x" / MANIFEST_NAME).exists()
 
 
+@pytest.mark.parametrize("lazy", [False, True], ids=["result", "function"])
 def test_review_goes_into_lesions_json_and_manifest(
-    tmp_path: Path, bundle: BundleInfo, series: tuple[MetaTensor, list[pydicom.Dataset]]
+    tmp_path: Path,
+    bundle: BundleInfo,
+    series: tuple[MetaTensor, list[pydicom.Dataset]],
+    lazy: bool,
 ) -> None:
+    """A review given as a result, or as a function run once (after the analysis starts)."""
     image, datasets = series
     key = cache_key_for([str(image.meta["SeriesInstanceUID"])], bundle)
-    review = ReviewResult(
+    result = ReviewResult(
         review=True, reasons=("90% of the segmented voxels lie within 3 mm",), measures={"a": 0.9}
     )
+    calls: list[int] = []
+
+    def later() -> ReviewResult:
+        calls.append(1)
+        return result
+
+    review = later if lazy else result
     out = tmp_path / "out" / "s"
     write_series_outputs(
         out,
@@ -223,10 +235,11 @@ def test_review_goes_into_lesions_json_and_manifest(
         review=review,
     )
     lesions = json.loads((out / "lesions.json").read_text())
-    assert lesions["review"] == review.to_dict()
+    assert lesions["review"] == result.to_dict()
     assert lesions["review"]["reasons"] == ["90% of the segmented voxels lie within 3 mm"]
     manifest = completed_manifest(out, key)
     assert manifest is not None and manifest["review"]["review"] is True
+    assert calls == ([1] if lazy else [])
 
 
 def test_truncated_lesion_is_flagged_everywhere(

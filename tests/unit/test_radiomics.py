@@ -184,20 +184,24 @@ print(json.dumps([f.features["morph_moran_i"], f.features["morph_geary_c"]]))
 
 
 def test_estimated_features_are_the_same_in_every_process(tmp_path: Path) -> None:
-    """MIRP's Monte-Carlo Moran's I / Geary's C do not depend on the process or its temp dir."""
+    """MIRP's Monte-Carlo Moran's I / Geary's C depend on the lesion only.
+
+    Not on the process, nor on its temporary folder (two processes with different TMPDIRs),
+    and nothing is written there.
+    """
     values = []
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
-    for _ in range(2):
+    for name in ("a", "b"):
+        tmp = tmp_path / name
+        tmp.mkdir()
         run = subprocess.run(
             [sys.executable, "-c", _FEATURES_IN_A_FRESH_PROCESS],
             capture_output=True,
             text=True,
-            env=env,
+            env={**os.environ, "TMPDIR": str(tmp)},
             check=True,
-            cwd=tmp_path,
+            cwd=tmp,
         )
         values.append(json.loads(run.stdout.strip().splitlines()[-1]))
+        assert not list(tmp.iterdir())
     assert values[0] == values[1]
     assert all(math.isfinite(v) for v in values[0])
-    assert not [p for p in (tmp_path / "monai-tumor-radiomics").iterdir() if p.is_dir()]
-    assert not list((tmp_path / "monai-tumor-radiomics").iterdir())  # no lock file left
