@@ -373,7 +373,7 @@ def stages_child(export: Path, seeds: Path, out: Path, threads: int) -> dict[str
 
     from monai_tumor.inference.bundle import LoadedBundle, read_bundle_info
     from monai_tumor.pipeline import run_batch
-    from monai_tumor.pipeline.analysis import LesionAnalysis
+    from monai_tumor.pipeline.analysis import LesionAnalysis, PendingAnalysis
     from monai_tumor.pipeline.infer import load_segmenter
 
     torch.set_num_threads(threads)
@@ -391,7 +391,9 @@ def stages_child(export: Path, seeds: Path, out: Path, threads: int) -> dict[str
         module = importlib.import_module(module_name)
         setattr(module, attr, wrap(getattr(module, attr), name))
     LoadedBundle.segment = wrap(LoadedBundle.segment, "segment")  # type: ignore[method-assign]
-    LesionAnalysis.annotate = wrap(LesionAnalysis.annotate, "radiomics + classifier")  # type: ignore[method-assign]
+    # Without a feature pool (as here) start() computes the features, apply() classifies.
+    LesionAnalysis.start = wrap(LesionAnalysis.start, "radiomics + classifier")  # type: ignore[method-assign]
+    PendingAnalysis.apply = wrap(PendingAnalysis.apply, "radiomics + classifier")  # type: ignore[method-assign]
     with _stage("load bundle", record):
         segmenter = load_segmenter(read_bundle_info(BUNDLE), device="cpu")
     result = run_batch(
