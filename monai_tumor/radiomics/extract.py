@@ -6,18 +6,20 @@ MIRP without torch and MONAI.
 
 MIRP reads NIfTI files through ITK, and loading ITK takes 1.5-3.2 s per process (its
 wrapped modules are loaded in bulk). :func:`compute_features_in_memory` hands MIRP the
-voxels directly, as MIRP's own numpy image objects with the geometry ITK would have read
-from the same image saved by nibabel (origin, orientation and spacing from the NIfTI
-header, in MIRP's (z, y, x) order; float32-rounded as the file would store them), and with
-the sample name MIRP would have taken from the file's folder. The features are then the
-same, value for value, as :func:`compute_features` on the saved files in a folder of that
-name, Monte Carlo estimates of Moran's I and Geary's C included (MIRP seeds them from the
-voxels and these attributes); ``tests/unit/test_extract.py`` compares the two on real
-lesions and on the IBSI phantoms. MIRP has no public constructor taking a geometry with an
-array (its public numpy input assumes 1 mm voxels at the origin), hence its private
-classes, used only with the MIRP versions of :data:`~monai_tumor.radiomics.spatial.
-MIRP_VERSIONS`; with any other version the images are written to a temporary folder and
-read back through ITK.
+voxels directly, as MIRP's own numpy image objects with the geometry its ITK reader would
+have read from the same image saved by nibabel (origin, orientation and spacing from the
+NIfTI header, in MIRP's (z, y, x) order, rounded as the file would store them). Every
+feature then equals :func:`compute_features` on the saved files
+(``tests/unit/test_extract.py``: real nodules, both IBSI phantoms), with one exception:
+for regions of 1000 voxels or more MIRP estimates Moran's I and Geary's C by Monte Carlo,
+seeded from the voxels and the inputs' attributes. From files those attributes include the
+folder's full path; in memory they include the region's name instead, so the estimates
+differ from a file run's (another estimate of the same quantity) and depend on the region
+only. MIRP has no public constructor taking a geometry with an array (its public numpy
+input assumes 1 mm voxels at the origin), hence its private classes, used only with the
+MIRP versions of :data:`~monai_tumor.radiomics.spatial.MIRP_VERSIONS`; with any other
+version the images are written to a temporary folder named after the region and read
+back through ITK.
 """
 
 from __future__ import annotations
@@ -134,8 +136,9 @@ def compute_features_in_memory(
 ) -> dict[str, float]:
     """Run MIRP on an image and a binary mask held in memory; return ``{tag: value}``.
 
-    The values equal :func:`compute_features` on the two images saved by nibabel into a
-    folder named ``sample_name`` (see the module docstring), without loading ITK.
+    The values equal :func:`compute_features` on the two images saved by nibabel, without
+    loading ITK, except the Monte Carlo estimates of regions of 1000 voxels or more, which
+    are seeded by ``sample_name`` here (see the module docstring).
 
     Parameters
     ----------
@@ -177,7 +180,7 @@ def compute_features_in_memory(
     mirp_image = image_cls(image_data=voxels, image_modality=settings.modality, **common)
     mirp_mask = mask_cls(image_data=labels, **common)
     mirp_image.image_metadata, mirp_mask.image_metadata = voxels, labels
-    return _extract(mirp_image, mirp_mask, settings=settings, name=sample_name)
+    return _extract(mirp_image, mirp_mask, settings=settings, name=f"region {sample_name}")
 
 
 @contextmanager

@@ -145,7 +145,7 @@ class FeaturePool:
     Examples
     --------
     >>> with FeaturePool(workers=2) as pool:  # doctest: +SKIP
-    ...     values = pool.compute("image.nii.gz", "mask.nii.gz", settings=settings)
+    ...     values = pool.compute(image, mask, settings=settings, sample_name="lesion-1")
     """
 
     def __init__(self, workers: int = 2, *, warm: bool = True) -> None:
@@ -167,10 +167,7 @@ class FeaturePool:
         )
         # Processes are spawned as tasks arrive: one task per worker starts them all now.
         self._warming: list[Future[None]] = [
-            self._executor.submit(
-                _warm_worker if warm and not os.environ.get("S7NOWARM") else _noop
-            )
-            for _ in range(self.workers)
+            self._executor.submit(_warm_worker if warm else _noop) for _ in range(self.workers)
         ]
 
     @classmethod
@@ -236,7 +233,7 @@ class FeaturePool:
         Raises
         ------
         RadiomicsError
-            MIRP failed on these files (raised in a worker, re-raised here).
+            MIRP failed on this region (raised in a worker, re-raised here).
         """
         from monai_tumor.radiomics.extract import compute_features_in_memory
 
