@@ -414,7 +414,7 @@ def test_nodule_result_follows_a_flipped_grid(data_dir: Path, nodule: LoadedBund
 
 @pytest.mark.realdata
 def test_batched_mirroring_gives_the_loop_mask(data_dir: Path, nodule: LoadedBundle) -> None:
-    """The 8 mirrored copies in one network call, or in calls bounded to one copy's voxels,
+    """The mirrored copies in one network call, or in calls bounded to one copy's voxels,
     give the released loop's mask in float32; bfloat16 nearly the same mask."""
     image, ref = _lidc(data_dir, "LIDC-IDRI-0014_R_1")
     seeds = seeds_from_mask(ref, image)
