@@ -35,21 +35,11 @@ import numpy.typing as npt
 from monai.data import MetaTensor
 
 from monai_tumor.postprocess.lesions import Lesion, lesion_mask
-from monai_tumor.radiomics.extract import (
-    compute_features,
-    compute_features_in_memory,
-    feature_columns,
-)
+from monai_tumor.radiomics.extract import compute_features_in_memory
 from monai_tumor.radiomics.pool import FeaturePool
 from monai_tumor.radiomics.settings import RadiomicsSettings
 
-__all__ = [
-    "LesionFeatures",
-    "compute_features",
-    "content_name",
-    "feature_columns",
-    "lesion_features",
-]
+__all__ = ["LesionFeatures", "content_name", "lesion_features"]
 
 logger = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_tumor.errors import ConfigError, RadiomicsError
-from monai_tumor.radiomics.features import feature_columns
+from monai_tumor.radiomics.extract import feature_columns
 
 __all__ = [
     "IBSI_CONFIGURATIONS",

@@ -126,9 +126,8 @@ def merge_in_output_order(parts: Sequence[dict[str, float]]) -> dict[str, float]
     merged: dict[str, float] = {}
     for part in parts:
         merged.update(part)
-    order = sorted(range(len(merged)), key=lambda i: (_output_rank(list(merged)[i]), i))
-    names = list(merged)
-    return {names[i]: merged[names[i]] for i in order}
+    # a stable sort: within a family the names keep the order MIRP gave them
+    return dict(sorted(merged.items(), key=lambda item: _output_rank(item[0])))
 
 
 class FeaturePool:

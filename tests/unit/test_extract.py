@@ -20,11 +20,8 @@ from monai_tumor.radiomics.extract import (
     compute_features_in_memory,
     mirp_geometry,
 )
-from monai_tumor.radiomics.settings import RadiomicsSettings, load_radiomics_settings
-from tests.support.lidc_voi import lidc_voi
-
-BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
-
+from monai_tumor.radiomics.settings import RadiomicsSettings
+from tests.support.lidc_voi import lidc_voi, nodule_radiomics_settings
 
 #: MIRP's Monte Carlo estimates (regions of 1000 voxels or more), seeded from the inputs'
 #: attributes: a file's folder path, a region's name in memory.
@@ -107,8 +104,7 @@ def test_in_memory_features_equal_the_files_features(
     data_dir: Path, tmp_path: Path, case: str, estimated: bool
 ) -> None:
     """Every feature, in MIRP's order; below 1000 voxels Moran's I and Geary's C too."""
-    settings = load_radiomics_settings(BUNDLES / "lung_nodule_ct")
-    assert settings is not None
+    settings = nodule_radiomics_settings()
     image, mask = lidc_voi(data_dir, case)
     in_memory = compute_features_in_memory(image, mask, settings=settings, sample_name="n")
     files = _from_files(image, mask, tmp_path / "n", settings)
@@ -166,8 +162,7 @@ def test_other_mirp_versions_go_through_files(
     data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without MIRP's numpy classes: files in a folder named after the region, then removed."""
-    settings = load_radiomics_settings(BUNDLES / "lung_nodule_ct")
-    assert settings is not None
+    settings = nodule_radiomics_settings()
     image, mask = lidc_voi(data_dir, "LIDC-IDRI-0686_R_5")
     direct = compute_features_in_memory(image, mask, settings=settings, sample_name="q")
     monkeypatch.setattr(extract, "_mirp_numpy_classes", lambda: None)

@@ -28,8 +28,8 @@ from monai_tumor.radiomics.pool import (
     merge_in_output_order,
     split_families,
 )
-from monai_tumor.radiomics.settings import RadiomicsSettings, load_radiomics_settings
-from tests.support.lidc_voi import lidc_voi
+from monai_tumor.radiomics.settings import RadiomicsSettings
+from tests.support.lidc_voi import lidc_voi, nodule_radiomics_settings
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 
@@ -79,8 +79,7 @@ def _same(a: dict[str, float], b: dict[str, float]) -> bool:
 def test_the_pool_gives_the_callers_features(pool: FeaturePool, data_dir: Path, case: str) -> None:
     """Families split over two processes: the same values in the same order, Monte Carlo
     estimates included (LIDC-IDRI-0018_R_4 has over 1000 voxels at 1 mm)."""
-    settings = load_radiomics_settings(BUNDLES / "lung_nodule_ct")
-    assert settings is not None
+    settings = nodule_radiomics_settings()
     image, mask = lidc_voi(data_dir, case)
     here = compute_features_in_memory(image, mask, settings=settings, sample_name=case)
     there = pool.compute(image, mask, settings=settings, sample_name=case)
@@ -92,8 +91,7 @@ def test_worker_log_records_reach_the_callers_logging(
     pool: FeaturePool, data_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """MIRP's records in a worker go where this process's logging sends them."""
-    settings = load_radiomics_settings(BUNDLES / "lung_nodule_ct")
-    assert settings is not None
+    settings = nodule_radiomics_settings()
     image, mask = lidc_voi(data_dir, "LIDC-IDRI-0686_R_5")
     with caplog.at_level("INFO"):
         pool.compute(image, mask, settings=settings, sample_name="logged-region")
@@ -138,8 +136,7 @@ def test_workers_run_at_a_lower_priority(pool: FeaturePool) -> None:
 def test_a_killed_worker_falls_back_to_the_caller(
     data_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = load_radiomics_settings(BUNDLES / "lung_nodule_ct")
-    assert settings is not None
+    settings = nodule_radiomics_settings()
     image, mask = lidc_voi(data_dir, "LIDC-IDRI-0686_R_5")
     expected = compute_features_in_memory(image, mask, settings=settings, sample_name="k")
     with FeaturePool(workers=2, warm=False) as broken:
