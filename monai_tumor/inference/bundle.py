@@ -802,8 +802,9 @@ class LoadedBundle:
                 label, fields_of_view = self._segment_vois(image, seeds)
             else:
                 label, agreement = self._run(image)
-        # a tensor made under inference_mode refuses in-place changes outside it: copy
-        label = label.clone()
+        # A tensor made under inference_mode refuses in-place changes outside it; the uint8
+        # copy made here (a clone when it is uint8 already) is an ordinary tensor.
+        label = label.to(torch.uint8) if label.dtype != torch.uint8 else label.clone()
         meta = {
             k: copy.deepcopy(v)
             for k, v in image.meta.items()
@@ -814,7 +815,7 @@ class LoadedBundle:
             meta[TTA_AGREEMENT_KEY] = agreement
         if fields_of_view is not None:
             meta[FIELDS_OF_VIEW_KEY] = fields_of_view
-        return MetaTensor(label.to(torch.uint8), affine=_affine(image).clone(), meta=meta)
+        return MetaTensor(label, affine=_affine(image).clone(), meta=meta)
 
     # ----------------------------------------------------------------------- internals
 

@@ -222,6 +222,8 @@ def test_glioma_on_a_shared_brats_case(data_dir: Path, glioma: LoadedBundle) -> 
     assert set(torch.unique(label).tolist()) <= {0, 1, 2, 4}
     assert label.meta["filename_or_obj"] == image.meta["filename_or_obj"]
     assert label.meta["bundle"]["bundle"] == "brats_glioma_mri"
+    assert not label.as_tensor().is_inference()  # callers may change it in place
+    label.as_tensor()[0, 0, 0, 0] = label.as_tensor()[0, 0, 0, 0]
 
     ref = np.rint(
         np.asarray(nib.Nifti1Image.from_filename(folder / "OTMultiClass.nii.gz").dataobj)
@@ -289,6 +291,7 @@ def test_voi_bundle_on_oblique_and_flipped_grids(
     image, mask, centre = _nodule_phantom(angle, flips, spacing)
     label = nodule.segment(image, seeds=[Seed(centre)])
     assert label.shape == image.shape and torch.equal(label.affine, image.affine)
+    assert label.dtype == torch.uint8 and not label.as_tensor().is_inference()
     assert _dice(label[0], mask) > 0.85
 
 
