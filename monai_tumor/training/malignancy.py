@@ -35,6 +35,7 @@ from monai_tumor.errors import MonaiTumorError
 
 __all__ = [
     "MalignancyData",
+    "RatingRegression",
     "TrainOptions",
     "binary_metrics",
     "load_labels",
@@ -316,6 +317,61 @@ def _logistic() -> Any:
     return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
 
 
+class RatingRegression:
+    """A linear model of the readers' malignancy rating, read as a malignancy probability.
+
+    A ridge regression of the max-voting rating (1-5) on the standardised features ranks the
+    nodules; a logistic fit of the binary label on that score (Platt scaling, on the same
+    training nodules) makes it a probability. Score and scaling are both linear, so the model
+    fits the bundle's linear head like the logistic feature model. A cross-validated variant
+    tried against that model (card of ``bundles/lung_nodule_malignancy``; not shipped).
+
+    Parameters
+    ----------
+    alpha
+        Ridge penalty.
+    """
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = alpha
+        self._ridge: Any = None
+        self._platt: Any = None
+
+    def fit(
+        self, features: FloatArray, malignant: npt.NDArray[np.int64], rating: npt.NDArray[Any]
+    ) -> RatingRegression:
+        """Fit the rating regression and the probability scaling on the same nodules.
+
+        Raises
+        ------
+        MonaiTumorError
+            If the arrays disagree in length or the labels are all one class.
+        """
+        from sklearn.linear_model import LogisticRegression, Ridge
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        if not len(features) == len(malignant) == len(rating):
+            raise MonaiTumorError(
+                f"{len(features)} feature rows, {len(malignant)} labels and {len(rating)} "
+                "ratings: one of each per nodule is needed"
+            )
+        if len(np.unique(malignant)) != 2:
+            raise MonaiTumorError("the labels hold one class only; cannot scale scores")
+        self._ridge = make_pipeline(StandardScaler(), Ridge(alpha=self.alpha))
+        self._ridge.fit(features, np.asarray(rating, dtype=np.float64))
+        score = self._ridge.predict(features)[:, None]
+        self._platt = LogisticRegression(C=1e6, max_iter=2000).fit(score, malignant)
+        return self
+
+    def predict_proba(self, features: FloatArray) -> FloatArray:
+        """Probability of malignancy per row of ``features``, shape ``(N,)``."""
+        if self._ridge is None or self._platt is None:
+            raise MonaiTumorError("RatingRegression.predict_proba before fit")
+        score = self._ridge.predict(features)[:, None]
+        return np.asarray(self._platt.predict_proba(score)[:, 1], dtype=np.float64)
+
+
 def _oof(
     model_factory: Any, features: FloatArray, y: npt.NDArray[np.int64], folds: Sequence[Any]
 ) -> FloatArray:
@@ -513,6 +569,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--plot", type=Path, help="write the held-out reliability diagram to this PNG and stop"
     )
     ap.add_argument(
+        "--rating-target",
+        action="store_true",
+        help="cross-validate RatingRegression (the readers' rating as the training target) on "
+        "the training patients, score it once on the held-out patients, and stop",
+    )
+    ap.add_argument(
         "--release-features",
         action="store_true",
         help="export the feature logistic model alone as the bundle's weights",
@@ -565,6 +627,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     feats = raw_features(args.bundle, data.x)
     np.save(out / "bundle_features.npy", feats)
     f_tr, f_te = feats[train], feats[test]
+    if args.rating_target:
+        r_tr = data.rating[train]
+        oof_rating = np.zeros(len(train))
+        for val in folds:
+            fit = np.setdiff1d(np.arange(len(train)), val)
+            rated = RatingRegression().fit(f_tr[fit], y_tr[fit], r_tr[fit])
+            oof_rating[val] = rated.predict_proba(f_tr[val])
+        results["cv_rating"] = binary_metrics(y_tr, oof_rating, p_tr)
+        p_rating_te = RatingRegression().fit(f_tr, y_tr, r_tr).predict_proba(f_te)
+        results["heldout_rating"] = binary_metrics(y_te, p_rating_te, p_te)
+        save()
+        logger.info(
+            "rating target: cv %s, held out %s",
+            results["cv_rating"]["auc"],
+            results["heldout_rating"]["auc"],
+        )
+        return
     # baselines without a network: volume alone (rank = AUC), the bundle's feature model
     # (volume: a logistic model of log volume, so that Brier and calibration are defined)
     results["cv_volume"] = binary_metrics(y_tr, _oof(_logistic, f_tr[:, :1], y_tr, folds), p_tr)
