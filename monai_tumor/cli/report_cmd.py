@@ -33,15 +33,14 @@ def serve(
     log_file: LogFileOption = None,
 ) -> None:
     """Serve OUT read-only on loopback; open the printed address in a browser."""
+    from monai_tumor.listening import url_of
     from monai_tumor.report.serve import bind_loopback, make_app, serve_report
 
     with handle_errors(), command_logging(verbose=verbose, log_file=log_file):
         make_app(out)  # a missing folder fails before the port is taken
         sock = bind_loopback(host, port)
-        bound_host, bound_port = sock.getsockname()[:2]
-        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         page = "index.html" if (out / "index.html").is_file() else "viewer.html"
-        typer.echo(f"serving {out} at http://{shown}:{bound_port}/{page} (Ctrl-C to stop)")
+        typer.echo(f"serving {out} at {url_of(sock)}/{page} (Ctrl-C to stop)")
         serve_report(out, sock)
 
 

@@ -13,7 +13,10 @@ import typer
 
 from monai_tumor.cli._common import LogFileOption, VerboseFlag, command_logging, handle_errors
 
-__all__ = ["register", "serve"]
+__all__ = ["SERVE_LOG_NAME", "register", "serve"]
+
+#: The server's log, in its state folder unless ``--log-file`` names another.
+SERVE_LOG_NAME = "monai-tumor.log"
 
 
 def serve(
@@ -65,8 +68,20 @@ def serve(
         num_threads=threads,
         max_upload_bytes=max_upload_mb * 1024 * 1024,
     )
-    with handle_errors(), command_logging(verbose=verbose, log_file=log_file):
-        run_server(config, host=host, port=port)
+    with (
+        handle_errors(),
+        command_logging(
+            verbose=verbose,
+            log_file=log_file,
+            default_log_file=config.resolved_state_dir() / SERVE_LOG_NAME,
+        ),
+    ):
+        run_server(
+            config,
+            host=host,
+            port=port,
+            on_listening=lambda url: typer.echo(f"annotation server at {url} (Ctrl-C to stop)"),
+        )
 
 
 def register(app: typer.Typer) -> None:

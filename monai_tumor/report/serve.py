@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from monai_tumor.errors import ConfigError
+from monai_tumor.listening import bind_tcp, run_uvicorn
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -73,18 +74,7 @@ def bind_loopback(host: str = LOOPBACK, port: int = 0) -> socket.socket:
             f"--host {host} is not a loopback address: the report holds patient images and is "
             "served to this machine only (127.0.0.1 or ::1); copy the folder to share it"
         )
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((name, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(
-            f"cannot listen on {name} port {port}: {exc}; choose another --port (0: any free)"
-        ) from exc
-    sock.listen(128)
-    return sock
+    return bind_tcp(name, port)
 
 
 def serve_report(out_dir: str | os.PathLike[str], sock: socket.socket) -> None:
@@ -97,7 +87,4 @@ def serve_report(out_dir: str | os.PathLike[str], sock: socket.socket) -> None:
     sock
         From :func:`bind_loopback` (the caller prints its address first).
     """
-    import uvicorn
-
-    config = uvicorn.Config(make_app(out_dir), log_level="warning", access_log=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    run_uvicorn(make_app(out_dir), sock, log_level="warning")

@@ -99,6 +99,17 @@ def _centre(data_dir: Path, name: str) -> list[int]:
 # --------------------------------------------------------------------------- info, datastore
 
 
+def test_the_server_logs_to_its_state_folder(server: Server, client: Any) -> None:
+    """The address is printed; uvicorn's records go to STATE/monai-tumor.log (the default
+    --log-file), without an access log."""
+    client.info()
+    assert f"annotation server at {server.url}" in server.log.read_text(encoding="utf-8")
+    logged = (server.state / "monai-tumor.log").read_text(encoding="utf-8")
+    assert f"annotation server listening on {server.url}" in logged
+    assert "Application startup complete" in logged  # uvicorn's own record
+    assert "GET /info" not in logged
+
+
 def test_info_and_datastore_shapes(client: Any) -> None:
     info = client.info()
     assert {

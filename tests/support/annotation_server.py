@@ -64,6 +64,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.state = state
+        self.log = log  #: the process's stdout and stderr
         args = [
             sys.executable,
             "-m",
