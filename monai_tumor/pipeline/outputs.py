@@ -52,6 +52,7 @@ from monai_tumor.pipeline.analysis import LesionAnalysis
 from monai_tumor.postprocess.lesions import (
     Lesion,
     lesions_report,
+    mark_image_edge,
     mark_truncated,
     measure_lesions,
 )
@@ -357,8 +358,9 @@ def write_series_outputs(
         review_segmentation`), written as ``"review"`` into ``lesions.json`` and the
         manifest, or a function computing it (called once the analysis has started, so
         that the two overlap); ``None`` when the bundle declares no review. A lesion that a VOI
-        bundle's field of view cut off (mask meta ``"fields_of_view"``) adds a reason and
-        sets ``review``.
+        bundle's field of view cut off (mask meta ``"fields_of_view"``), or that reaches the
+        image's edge (the scan may end inside it), adds a reason and sets ``review``; the
+        SEG's segment descriptions then say so too.
     analysis
         Radiomics features and a classifier per lesion, added to ``lesions.json``
         (:class:`~monai_tumor.pipeline.analysis.LesionAnalysis`); ``None``: none.
@@ -382,16 +384,19 @@ def write_series_outputs(
     )
     truncated_fovs = [f for f in fields_of_view if f.get("truncated")]
     label_map = _mask_on_grid(mask, image)
-    segments = bundle.segments
-    if truncated_fovs:
-        segments = tuple(
-            replace(spec, description=TRUNCATED_SEGMENT_DESCRIPTION) for spec in segments
-        )
     seconds: dict[str, float] = {}
     files: list[str] = []
 
     t0 = time.perf_counter()
-    lesions = mark_truncated(measure_lesions(label_map, image), label_map, truncated_fovs)
+    lesions = mark_image_edge(
+        mark_truncated(measure_lesions(label_map, image), label_map, truncated_fovs),
+        label_map.shape[1:],
+    )
+    segments = bundle.segments
+    if truncated_fovs or any(les.truncated for les in lesions):
+        segments = tuple(
+            replace(spec, description=TRUNCATED_SEGMENT_DESCRIPTION) for spec in segments
+        )
     # With a feature pool the features are computed while the review runs and mask, SEG,
     # overlay and viewer are written (label_map and image are only read from here on).
     pending = (

@@ -4,6 +4,7 @@ from .lesions import (
     LESIONS_SCHEMA,
     Lesion,
     lesions_report,
+    mark_image_edge,
     mark_truncated,
     measure_lesions,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "ReviewSpec",
     "input_statistics",
     "lesions_report",
+    "mark_image_edge",
     "mark_truncated",
     "measure_lesions",
     "read_review_spec",

@@ -68,6 +68,7 @@ __all__ = [
     "Lesion",
     "lesion_mask",
     "lesions_report",
+    "mark_image_edge",
     "mark_truncated",
     "measure_lesions",
 ]
@@ -480,6 +481,47 @@ def mark_truncated(
         else les
         for les in lesions
     ]
+
+
+_AXIS_NAMES = ("column", "row", "slice")
+
+
+def mark_image_edge(lesions: list[Lesion], shape: Sequence[int]) -> list[Lesion]:
+    """Flag the lesions that reach the edge of the image: the scan ends there.
+
+    A lesion whose voxels lie on the first or last column, row or slice of the grid may go
+    on beyond what was scanned (a limited scan range, a cropped export), so its mask,
+    volume and diameters may be incomplete. Lesions already flagged (a VOI bundle's field
+    of view, :func:`mark_truncated`, which reports the image's edge for VOI bundles) keep
+    their reason.
+
+    Parameters
+    ----------
+    lesions
+        From :func:`measure_lesions`.
+    shape
+        The label map's spatial shape ``(I, J, K)``.
+
+    Returns
+    -------
+    list of Lesion
+        The same lesions, those at the edge with ``truncated`` and ``truncation_reason``.
+    """
+    out: list[Lesion] = []
+    for les in lesions:
+        (lo, hi) = les.bbox_voxel
+        faces = [
+            f"{'first' if at_lo else 'last'} {_AXIS_NAMES[axis]}"
+            for axis in range(3)
+            for at_lo, touched in ((True, lo[axis] == 0), (False, hi[axis] == shape[axis] - 1))
+            if touched
+        ]
+        if les.truncated or not faces:
+            out.append(les)
+            continue
+        reason = f"reaches the image's edge ({', '.join(faces)}): the scan ends there"
+        out.append(replace(les, truncated=True, truncation_reason=reason))
+    return out
 
 
 def lesions_report(lesions: list[Lesion], *, provenance: Mapping[str, Any]) -> dict[str, Any]:

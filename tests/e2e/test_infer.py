@@ -89,3 +89,36 @@ def test_console_infer_computes_features_in_workers_with_the_same_values(
     ]
     log = (console / "monai-tumor.log").read_text(encoding="utf-8")
     assert "radiomics features in 2 worker processes" in log
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_a_scan_that_ends_inside_the_tumour_is_flagged(data_dir: Path, tmp_path: Path) -> None:
+    """A real glioma whose scan range stops half-way through the tumour (the case's top
+    slices dropped, as in a limited-coverage MR): the result is not a plain done."""
+    case = data_dir / "brats" / "validation" / "brats_2013_pat0003_1"
+    reference = np.asarray(nib.Nifti1Image.from_filename(case / "OTMultiClass.nii.gz").dataobj)
+    slices = np.flatnonzero(reference.any(axis=(0, 1)))
+    stop = int(slices[len(slices) // 2])  # the scan ends in the tumour's middle slice
+    inputs = []
+    for name in ("Flair_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd.nii.gz"):
+        image = nib.Nifti1Image.from_filename(case / name)
+        cut = image.slicer[:, :, : stop + 1]  # keeps the first slices' positions (affine)
+        inputs.append(tmp_path / name)
+        nib.save(cut, inputs[-1])
+    options = InferOptions(device="cpu", features=False, viewer=None)
+    bundle = REPO / "bundles" / "brats_glioma_mri"
+    result = infer_one(inputs, bundle=bundle, out_dir=tmp_path / "cut", options=options)
+    assert result.status == "done"
+    assert any("reaches the image's edge (last slice)" in r for r in result.review), result.review
+    lesions = json.loads((tmp_path / "cut" / "lesions.json").read_text())
+    assert lesions["lesions"][0]["truncated"] is True
+    assert lesions["review"]["review"] is True
+    # the whole scan of the same case: the same tumour is not flagged
+    whole = infer_one(
+        [case / "Flair_subtrMeanDivStd.nii.gz", case / "T1c_subtrMeanDivStd.nii.gz"],
+        bundle=bundle,
+        out_dir=tmp_path / "whole",
+        options=options,
+    )
+    assert not any("truncated" in r for r in whole.review), whole.review

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,12 @@ from scipy.spatial.transform import Rotation
 
 from monai_tumor.errors import MonaiTumorError
 from monai_tumor.geometry import lps_to_ras, voxel_to_patient
-from monai_tumor.postprocess.lesions import LESIONS_SCHEMA, lesions_report, measure_lesions
+from monai_tumor.postprocess.lesions import (
+    LESIONS_SCHEMA,
+    lesions_report,
+    mark_image_edge,
+    measure_lesions,
+)
 
 
 def _tensor(
@@ -298,3 +304,50 @@ def test_lesions_at_the_grid_faces_and_outside_voxels_of_truncation_records() ->
     marked = mark_truncated(lesions, mask, records)
     assert [les.truncated for les in marked] == [True, False]
     assert marked[0].truncation_reason == "edge"
+
+
+@pytest.mark.parametrize(
+    ("box", "faces"),
+    [
+        ((slice(0, 3), slice(5, 8), slice(5, 8)), "first column"),
+        ((slice(5, 8), slice(17, 20), slice(5, 8)), "last row"),
+        ((slice(5, 8), slice(5, 8), slice(9, 12)), "last slice"),
+        ((slice(0, 3), slice(0, 3), slice(0, 3)), "first column, first row, first slice"),
+    ],
+)
+def test_a_lesion_at_the_image_edge_is_truncated(box: tuple[slice, ...], faces: str) -> None:
+    arr = np.zeros((16, 20, 12), dtype=np.uint8)
+    arr[box] = 1
+    arr[8:11, 8:11, 4:7] = 1  # inside: not flagged
+    mask, image = _ct(arr, np.diag([0.8, 0.8, 2.5, 1.0]))
+    marked = mark_image_edge(measure_lesions(mask, image), arr.shape)
+    edge = [les for les in marked if les.truncated]
+    assert len(edge) == 1 and len(marked) == 2
+    assert edge[0].truncation_reason == f"reaches the image's edge ({faces}): the scan ends there"
+
+
+def test_a_lesion_already_flagged_keeps_its_reason() -> None:
+    arr = np.zeros((10, 10, 10), dtype=np.uint8)
+    arr[0:3, 4:6, 4:6] = 1
+    mask, image = _ct(arr, np.eye(4))
+    (les,) = measure_lesions(mask, image)
+    cut = replace(les, truncated=True, truncation_reason="reaches the VOI's border")
+    assert mark_image_edge([cut], arr.shape) == [cut]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.tuples(st.integers(3, 12), st.integers(3, 12), st.integers(3, 12)),
+    data=st.data(),
+)
+def test_flagged_exactly_when_a_voxel_lies_on_a_face(
+    shape: tuple[int, int, int], data: st.DataObject
+) -> None:
+    lo = [data.draw(st.integers(0, n - 1)) for n in shape]
+    hi = [data.draw(st.integers(a, n - 1)) for a, n in zip(lo, shape, strict=True)]
+    arr = np.zeros(shape, dtype=np.uint8)
+    arr[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, lo[2] : hi[2] + 1] = 1
+    mask, image = _ct(arr, np.eye(4))
+    (les,) = mark_image_edge(measure_lesions(mask, image), shape)
+    on_face = any(a == 0 for a in lo) or any(b == n - 1 for b, n in zip(hi, shape, strict=True))
+    assert les.truncated is on_face

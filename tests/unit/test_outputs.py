@@ -43,7 +43,7 @@ def series(tmp_path: Path) -> tuple[MetaTensor, list[pydicom.Dataset]]:
     """A small oblique-free CT series with a bright cube, read back with the reader."""
     stored = np.zeros((24, 20, 9), dtype=np.int16)
     stored[8:14, 6:12, 3:6] = 300
-    stored[18:21, 15:18, 7:9] = 300
+    stored[18:21, 15:18, 6:8] = 300  # inside: a lesion at the edge is flagged truncated
     files = write_series(
         tmp_path / "ct",
         stored,
@@ -253,7 +253,7 @@ def test_truncated_lesion_is_flagged_everywhere(
         {"seed": "GTV", "size_mm": [128, 128, 128], "runs": 4, "truncated": True,
          "reason": reason, "voxel": [10, 8, 4]},
         {"seed": "other", "size_mm": [34, 34, 20], "runs": 1, "truncated": False,
-         "reason": "", "voxel": [19, 16, 8]},
+         "reason": "", "voxel": [19, 16, 7]},
     ]  # fmt: skip
     out = tmp_path / "out" / "s"
     result = write_series_outputs(
@@ -277,6 +277,30 @@ def test_truncated_lesion_is_flagged_everywhere(
     assert manifest["review"]["reasons"] == [expected] and manifest["review"]["review"] is True
     assert manifest["fields_of_view"][0]["runs"] == 4
     assert json.loads((out / "lesions.json").read_text())["review"]["reasons"] == [expected]
+    seg = pydicom.dcmread(out / "seg.dcm")
+    assert seg.SegmentSequence[0].SegmentDescription == TRUNCATED_SEGMENT_DESCRIPTION
+
+
+def test_a_lesion_at_the_image_edge_is_flagged_everywhere(
+    tmp_path: Path, bundle: BundleInfo, series: tuple[MetaTensor, list[pydicom.Dataset]]
+) -> None:
+    """A whole-image result whose lesion reaches the last slice: the scan may end inside it."""
+    image, datasets = series
+    mask = _mask(image)
+    mask[0, 18:21, 15:18, 6:9] = 1  # the second cube now reaches the series' last slice
+    out = tmp_path / "s"
+    result = write_series_outputs(
+        out, image=image, mask=mask, bundle=bundle, cache_key="k", provenance={},
+        source_datasets=datasets,
+    )  # fmt: skip
+    reason = "reaches the image's edge (last slice): the scan ends there"
+    expected = f"truncated: 1 lesion(s) {reason}; the mask and volume are incomplete"
+    assert result.review is not None and result.review.reasons == (expected,)
+    lesions = json.loads((out / "lesions.json").read_text())["lesions"]
+    assert sorted((les["truncated"], les["truncation_reason"]) for les in lesions) == [
+        (False, ""),
+        (True, reason),
+    ]
     seg = pydicom.dcmread(out / "seg.dcm")
     assert seg.SegmentSequence[0].SegmentDescription == TRUNCATED_SEGMENT_DESCRIPTION
 
