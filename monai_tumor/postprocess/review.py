@@ -209,13 +209,19 @@ def rim_fraction(
     float
         In [0, 1]; 0 for an empty label map.
     """
-    lab = _array(label)[0] > 0
+    return _rim_fraction(_array(label)[0] > 0, _brain(_array(image)), _spacing(image), rim_mm)
+
+
+def _rim_fraction(
+    lab: npt.NDArray[np.bool_],
+    brain: npt.NDArray[np.bool_],
+    spacing: tuple[float, float, float],
+    rim_mm: float,
+) -> float:
     label_box = foreground_box(lab)
     if label_box is None:
         return 0.0
     total = int(lab[label_box].sum())
-    brain = _brain(_array(image))
-    spacing = _spacing(image)
     # Distance of a brain voxel to the nearest voxel outside it (mm), where everything
     # beyond the volume's border counts as outside (a brain cut by the field of view has a
     # rim there too). Only the labelled voxels' distances up to rim_mm matter, and an
@@ -258,8 +264,16 @@ def input_statistics(image: MetaTensor, input_names: Sequence[str]) -> dict[str,
         deviation (unchanged by any increasing linear rescaling of the channel).
     """
     arr = _array(image)
-    brain = _brain(arr)  # the same voxels in the input's dtype as in float64
-    spacing = _spacing(image)
+    return _input_statistics(arr, _brain(arr), _spacing(image), input_names)
+
+
+def _input_statistics(
+    arr: npt.NDArray[Any],
+    brain: npt.NDArray[np.bool_],
+    spacing: tuple[float, float, float],
+    input_names: Sequence[str],
+) -> dict[str, float]:
+    # brain: the same voxels in the input's dtype as in float64
     stats = {"brain_volume_ml": float(brain.sum()) * spacing[0] * spacing[1] * spacing[2] / 1000.0}
     for c, name in enumerate(input_names):
         values = arr[c][brain].astype(np.float64)  # only the brain's voxels, to float64
@@ -306,8 +320,10 @@ def review_segmentation(
     """
     reasons: list[str] = []
     measures: dict[str, float] = {}
-    if spec.max_rim_fraction is not None:
-        fraction = rim_fraction(image, label, rim_mm=spec.rim_mm)
+    arr, spacing = _array(image), _spacing(image)
+    brain = _brain(arr) if spec.max_rim_fraction is not None or spec.intensity_ranges else None
+    if spec.max_rim_fraction is not None and brain is not None:
+        fraction = _rim_fraction(_array(label)[0] > 0, brain, spacing, spec.rim_mm)
         measures["rim_fraction"] = fraction
         if fraction > spec.max_rim_fraction:
             reasons.append(
@@ -333,8 +349,8 @@ def review_segmentation(
                         f"with their consensus {float(value):.2f}, plausible: at least "
                         f"{minimum:.2f}); the input may be unlike the training data"
                     )
-    if spec.intensity_ranges:
-        stats = input_statistics(image, input_names)
+    if spec.intensity_ranges and brain is not None:
+        stats = _input_statistics(arr, brain, spacing, input_names)
         measures.update(stats)
         outside = [
             f"{name} {stats[name]:.3g} (training range {low:.3g} to {high:.3g})"

@@ -149,6 +149,18 @@ def test_review_passes_a_plausible_result() -> None:
     assert result.to_dict()["review"] is False
 
 
+@pytest.mark.parametrize("shell_mm", [6.0, 13.0])
+def test_review_measures_are_the_public_functions(shell_mm: float) -> None:
+    """review_segmentation finds the brain once for both checks: the same numbers."""
+    image = _ball_image(spacing=1.5)
+    dist, brain = _shells(image)
+    label = _label(brain & (dist > shell_mm))
+    result = review_segmentation(image, label, spec=SPEC, input_names=NAMES)
+    assert result.measures["rim_fraction"] == rim_fraction(image, label, rim_mm=SPEC.rim_mm)
+    stats = input_statistics(image, NAMES)
+    assert {k: result.measures[k] for k in stats} == stats
+
+
 def test_review_flags_each_failed_check_with_its_reason() -> None:
     image = _ball_image()
     dist, brain = _shells(image)
