@@ -547,7 +547,7 @@ def _load_state_dict(path: Path, device: torch.device) -> dict[str, torch.Tensor
 
 
 def load_bundle(
-    path: str | Path,
+    path: str | Path | BundleInfo,
     *,
     device: str = "auto",
     num_threads: int | Literal["auto"] | None = "auto",
@@ -559,7 +559,8 @@ def load_bundle(
     Parameters
     ----------
     path
-        The bundle folder.
+        The bundle folder, or its description from :func:`read_bundle_info` (not read
+        again: the weights are hashed once).
     device
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see
         :func:`~monai_tumor.inference.device.select_device`).
@@ -613,7 +614,7 @@ def load_bundle(
     """
     from monai.bundle import ConfigParser
 
-    info = read_bundle_info(path)
+    info = path if isinstance(path, BundleInfo) else read_bundle_info(path)
     weights_path = info.weights
     if weights is not None:
         weights_path = Path(weights)

@@ -45,8 +45,8 @@ from typing import TYPE_CHECKING, Any
 from distributed.diagnostics.plugin import WorkerPlugin
 from monai.data import MetaTensor
 
-from monai_tumor.errors import ConfigError
-from monai_tumor.inference.bundle import BundleInfo
+from monai_tumor.errors import BundleError, ConfigError
+from monai_tumor.inference.bundle import BundleInfo, read_bundle_info
 from monai_tumor.pipeline.infer import Segmenter, load_segmenter
 from monai_tumor.pipeline.plan import RunContext, WorkItem
 from monai_tumor.pipeline.records import SeriesRecord, SeriesStatus
@@ -272,9 +272,34 @@ class SegmenterPlugin(WorkerPlugin):
             if self._model is None:
                 # the worker's threads (set in setup), not every CPU of the host
                 self._model = self._given or load_segmenter(
-                    self.bundle, device=self.device, num_threads=None
+                    self._same_bundle_here(), device=self.device, num_threads=None
                 )
             return self._model.segment(image, seeds=seeds)
+
+    def _same_bundle_here(self) -> BundleInfo:
+        """Read the worker's own copy of the bundle and check it against the client's.
+
+        The outputs' cache key and provenance name the client's weights and configs; a
+        worker whose copy differs would write another model's masks under them.
+
+        Raises
+        ------
+        BundleError
+            If the worker's weights or configs differ from the client's.
+        """
+        here = read_bundle_info(self.bundle.root)
+        if (here.weights_sha256, here.configs_sha256) != (
+            self.bundle.weights_sha256,
+            self.bundle.configs_sha256,
+        ):
+            raise BundleError(
+                f"{self.bundle.name}: this worker's copy of the bundle differs from the "
+                f"client's (weights sha256 {here.weights_sha256[:12]} against "
+                f"{self.bundle.weights_sha256[:12]}, configs {here.configs_sha256[:12]} "
+                f"against {self.bundle.configs_sha256[:12]}); give every worker the same bundle",
+                path=self.bundle.root,
+            )
+        return here
 
 
 def _run_on_worker(item: WorkItem, context: RunContext, plugin_name: str) -> SeriesRecord:

@@ -168,7 +168,7 @@ def load_segmenter(
     ``num_threads``: torch threads while segmenting; ``"auto"``: the CPUs this process may
     use; ``None``: torch's setting (a Dask worker sets its own).
     """
-    return load_bundle(bundle.root, device=device, num_threads=num_threads)
+    return load_bundle(bundle, device=device, num_threads=num_threads)
 
 
 def read_source_headers(files: Sequence[Path], series_uid: str) -> list[pydicom.Dataset]:
