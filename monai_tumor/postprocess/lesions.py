@@ -122,7 +122,8 @@ class Lesion:
         The lesion reaches the border of the largest volume of interest a VOI bundle
         segmented it in, or the image's edge: its mask, volume and diameters are
         incomplete (set from the model's fields of view, see
-        :func:`monai_tumor.transforms.voi.segment_growing_voi`).
+        :func:`monai_tumor.transforms.voi.segment_growing_voi`, and for every bundle by
+        :func:`mark_image_edge`).
     truncation_reason
         Why (``""`` if not truncated).
     """
