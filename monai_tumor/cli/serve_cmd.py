@@ -12,11 +12,9 @@ from typing import Annotated
 import typer
 
 from monai_tumor.cli._common import LogFileOption, VerboseFlag, command_logging, handle_errors
+from monai_tumor.logs import RUN_LOG_NAME
 
-__all__ = ["SERVE_LOG_NAME", "register", "serve"]
-
-#: The server's log, in its state folder unless ``--log-file`` names another.
-SERVE_LOG_NAME = "monai-tumor.log"
+__all__ = ["register", "serve"]
 
 
 def serve(
@@ -73,7 +71,7 @@ def serve(
         command_logging(
             verbose=verbose,
             log_file=log_file,
-            default_log_file=config.resolved_state_dir() / SERVE_LOG_NAME,
+            default_log_file=config.resolved_state_dir() / RUN_LOG_NAME,  # unless --log-file
         ),
     ):
         run_server(

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.request
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def test_uvicorn_records_reach_the_command_log_file(tmp_path: Path) -> None:
                 body = urllib.request.urlopen(f"{url}/ping", timeout=5).read()
                 break
             except OSError:
-                subprocess.run(["sleep", "0.1"], check=True)
+                time.sleep(0.1)
         assert body == b'{"ok":true}'
     finally:
         proc.send_signal(signal.SIGINT)

@@ -12,6 +12,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -114,11 +115,14 @@ def test_a_mirp_error_in_a_worker_reaches_the_caller(pool: FeaturePool, data_dir
     assert not pool.broken  # a bad region is not a broken pool
 
 
-def _workers(started: FeaturePool) -> list[int]:
+def _worker_processes(started: FeaturePool) -> list[Any]:
     executor = started._executor
     assert executor is not None
-    processes = getattr(executor, "_processes", None) or {}
-    return [p.pid for p in processes.values() if p.pid is not None]
+    return list((getattr(executor, "_processes", None) or {}).values())
+
+
+def _workers(started: FeaturePool) -> list[int]:
+    return [p.pid for p in _worker_processes(started) if p.pid is not None]
 
 
 def test_workers_run_at_a_lower_priority(pool: FeaturePool) -> None:
@@ -158,16 +162,18 @@ def test_close_terminates_the_workers() -> None:
     started = FeaturePool(workers=2)
     for future in started._warming:
         future.result(timeout=120)
-    executor = started._executor
-    assert executor is not None
-    processes = list((getattr(executor, "_processes", None) or {}).values())
+    processes = _worker_processes(started)
     assert len(processes) == 2
     started.close()
     started.close()  # twice is fine
     assert "closed" in repr(started)
-    for process in processes:
-        process.join(timeout=10)
-        assert process.exitcode == -signal.SIGTERM
+    # The executor's own thread may reap a worker first (our join then returns at once
+    # with no exit code yet): wait until the exit code is known, from whichever thread.
+    deadline = time.monotonic() + 10
+    while any(p.exitcode is None for p in processes) and time.monotonic() < deadline:
+        for process in processes:
+            process.join(timeout=0.05)
+    assert [p.exitcode for p in processes] == [-signal.SIGTERM] * 2
 
 
 def _alive(pid: int) -> bool:
