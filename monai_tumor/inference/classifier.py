@@ -159,7 +159,9 @@ class LoadedClassifier:
         for lesion in lesions:
             # uint8 view of the whole-grid mask; only the crop becomes float32
             component = torch.from_numpy(lesion_mask(mask, lesion).view(np.uint8))[None]
-            lesion_mt = MetaTensor(component, affine=image.affine, meta=dict(image.meta))
+            # the image's meta without its "affine" entry: MetaTensor warns when both are given
+            meta = {k: v for k, v in image.meta.items() if k != "affine"}
+            lesion_mt = MetaTensor(component, affine=image.affine, meta=meta)
             lo, hi = lesion.bbox_voxel
             crop = SpatialCrop(
                 roi_start=[max(0, v - m) for v, m in zip(lo, margin, strict=True)],

@@ -145,6 +145,9 @@ class RadiomicsSettings:
         if self.resegmentation_range is not None:
             out["resegmentation_range"] = list(self.resegmentation_range)
         out["library"] = _mirp_version()
+        # the code that hands MIRP the lesion also shapes the values (e.g. the seeds of its
+        # Monte Carlo estimates), so its version joins the settings and with them the cache key
+        out["monai_tumor"] = _own_version()
         return out
 
     def mirp_kwargs(self) -> dict[str, Any]:
@@ -175,6 +178,12 @@ def _mirp_version() -> str:
     from importlib.metadata import version
 
     return f"mirp {version('mirp')}"
+
+
+def _own_version() -> str:
+    from monai_tumor import __version__
+
+    return __version__
 
 
 def load_radiomics_settings(bundle_dir: str | Path) -> RadiomicsSettings | None:

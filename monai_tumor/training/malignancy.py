@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,14 +34,19 @@ from monai_tumor.bundle.imports import bundle_scripts
 from monai_tumor.errors import MonaiTumorError
 
 __all__ = [
+    "EXPERIMENTS",
+    "READER_ATTRIBUTES",
     "MalignancyData",
     "RatingRegression",
     "TrainOptions",
     "binary_metrics",
+    "l1_selected_logistic",
     "load_labels",
     "load_malignancy_data",
+    "load_reader_attributes",
     "patient_folds",
     "predict",
+    "run_experiment",
     "train_model",
     "write_bundle_datalist",
 ]
@@ -49,6 +54,29 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+#: The readers' per-nodule ratings in ``MetadatabyNoduleMaxVoting.xlsx`` other than malignancy
+#: (max voting). Not available at inference: used only to measure how far the labels can be
+#: predicted at all (the ``reader-ceiling`` experiment).
+READER_ATTRIBUTES = (
+    "Calcification_value",
+    "InternalStructure_value",
+    "Lobulation_value",
+    "Margin_value",
+    "Sphericity_value",
+    "Spiculation_value",
+    "Subtlety_value",
+    "Texture_value",
+)
+
+#: Variants tried against the released feature model, each with a rule fixed before its run
+#: (card of ``bundles/lung_nodule_malignancy``): ``python -m monai_tumor.training.malignancy
+#: --out DIR --experiment NAME``.
+EXPERIMENTS = ("rating-target", "splines", "l1-selection", "reader-ceiling")
+
+#: Seed of the patient-grouped cross-validation folds over the training patients.
+FOLD_SEED = 20240725
 
 
 @dataclass(frozen=True)
@@ -98,6 +126,30 @@ def load_labels(xlsx: str | Path) -> dict[str, tuple[int, int]]:
             )
         out[case] = (int(diagnosis == "malign"), int(rating))
     return out
+
+
+def load_reader_attributes(xlsx: str | Path, cases: Sequence[str]) -> FloatArray:
+    """Return the readers' ratings :data:`READER_ATTRIBUTES` of ``cases``, shape ``(N, 8)``.
+
+    Raises
+    ------
+    MonaiTumorError
+        If the sheet lacks a column, or a case (``LIDC-IDRI-NNNN_R_K``) has no row.
+    """
+    import pandas as pd
+
+    df = pd.read_excel(xlsx)
+    missing = {"patient_id", "nodule_id", *READER_ATTRIBUTES} - set(df.columns)
+    if missing:
+        raise MonaiTumorError(
+            f"{xlsx}: columns {sorted(missing)} missing; expected the LIDC "
+            "MetadatabyNoduleMaxVoting sheet"
+        )
+    df.index = [f"{p}_R_{int(n)}" for p, n in zip(df["patient_id"], df["nodule_id"], strict=True)]
+    absent = [c for c in cases if c not in df.index]
+    if absent:
+        raise MonaiTumorError(f"{xlsx}: no ratings for {len(absent)} nodules, e.g. {absent[0]}")
+    return np.asarray(df.loc[list(cases), list(READER_ATTRIBUTES)], dtype=np.float64)
 
 
 def load_malignancy_data(
@@ -372,6 +424,149 @@ class RatingRegression:
         return np.asarray(self._platt.predict_proba(score)[:, 1], dtype=np.float64)
 
 
+def l1_selected_logistic(
+    features: FloatArray,
+    malignant: IntArray,
+    patients: Sequence[str],
+    *,
+    seed: int = FOLD_SEED + 1,
+) -> Any:
+    """Fit an L1-penalised logistic model whose penalty is chosen by inner cross-validation.
+
+    The features are standardised; the penalty ``C`` (20 values, 1e-3 to 1e2) is chosen by the
+    log loss over three patient-grouped folds of the fitting nodules, so the model selects its
+    features itself and an outer cross-validation measures the whole procedure (nested),
+    not a subset picked by looking at the outer folds.
+
+    Returns
+    -------
+    A fitted scikit-learn pipeline (``predict_proba``; its last step holds ``coef_``).
+    """
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    inner = patient_folds(patients, n_folds=3, seed=seed)
+    splits = [(np.setdiff1d(np.arange(len(malignant)), val), val) for val in inner]
+    model = make_pipeline(
+        StandardScaler(),
+        LogisticRegressionCV(
+            Cs=np.logspace(-3, 2, 20),
+            l1_ratios=(1.0,),
+            solver="liblinear",
+            scoring="neg_log_loss",
+            cv=splits,
+            max_iter=5000,
+            random_state=0,
+            use_legacy_attributes=False,
+        ),
+    )
+    return model.fit(features, malignant)
+
+
+def _spline_logistic() -> Any:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import SplineTransformer, StandardScaler
+
+    return make_pipeline(
+        SplineTransformer(n_knots=4, degree=3, knots="quantile"),
+        StandardScaler(),
+        LogisticRegression(C=1.0, max_iter=5000),
+    )
+
+
+def run_experiment(
+    name: str,
+    *,
+    features: FloatArray,
+    malignant: IntArray,
+    rating: IntArray,
+    patients: Sequence[str],
+    held_out: npt.NDArray[np.bool_],
+    n_folds: int = 3,
+    attributes: FloatArray | None = None,
+    n_boot: int = 2000,
+) -> dict[str, dict[str, Any]]:
+    """Cross-validate a variant of the feature model, then score it once on the held-out rows.
+
+    Every fit sees training rows only: the cross-validation uses patient-grouped folds of the
+    training patients (seed :data:`FOLD_SEED`, the card's folds), and the held-out score comes
+    from one fit on all training rows.
+
+    Parameters
+    ----------
+    name
+        One of :data:`EXPERIMENTS`: ``rating-target`` (:class:`RatingRegression`), ``splines``
+        (cubic splines of each feature, then logistic regression), ``l1-selection``
+        (:func:`l1_selected_logistic`, nested), ``reader-ceiling`` (logistic regression of the
+        log volume and the readers' own ratings ``attributes``; not a model that can run, a
+        measure of how predictable the labels are).
+    features
+        The bundle's eight features per nodule, shape ``(N, 8)``; column 0 is the log volume.
+    malignant, rating, patients, held_out
+        Per nodule: label, readers' malignancy rating, patient, held-out mask.
+    attributes
+        :func:`load_reader_attributes` of the same nodules (``reader-ceiling`` only).
+    n_boot
+        Bootstrap resamples of the AUC intervals.
+
+    Returns
+    -------
+    ``{"cv": metrics, "heldout": metrics}`` (:func:`binary_metrics`).
+
+    Raises
+    ------
+    MonaiTumorError
+        For an unknown name, or ``reader-ceiling`` without ``attributes``.
+    """
+    if name not in EXPERIMENTS:
+        raise MonaiTumorError(
+            f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}"
+        )
+    x = features
+    if name == "reader-ceiling":
+        if attributes is None:
+            raise MonaiTumorError("the reader-ceiling experiment needs the readers' ratings")
+        x = np.concatenate([features[:, :1], attributes], axis=1)
+
+    def fit_predict(fit: IntArray, pred: IntArray) -> FloatArray:
+        if name == "rating-target":
+            rated = RatingRegression().fit(x[fit], malignant[fit], rating[fit])
+            return rated.predict_proba(x[pred])
+        if name == "l1-selection":
+            model = l1_selected_logistic(x[fit], malignant[fit], [patients[int(i)] for i in fit])
+        elif name == "splines":
+            model = _spline_logistic().fit(x[fit], malignant[fit])
+        else:
+            model = _logistic().fit(x[fit], malignant[fit])
+        return np.asarray(model.predict_proba(x[pred])[:, 1], dtype=np.float64)
+
+    train = np.flatnonzero(~held_out)
+    test = np.flatnonzero(held_out)
+    p_train = [patients[int(i)] for i in train]
+    folds = patient_folds(p_train, n_folds=n_folds, seed=FOLD_SEED)
+    oof = _cross_validated(fit_predict, train, folds)
+    p_test = [patients[int(i)] for i in test]
+    return {
+        "cv": binary_metrics(malignant[train], oof, p_train, n_boot=n_boot),
+        "heldout": binary_metrics(malignant[test], fit_predict(train, test), p_test, n_boot=n_boot),
+    }
+
+
+def _cross_validated(
+    fit_predict: Callable[[IntArray, IntArray], FloatArray],
+    rows: IntArray,
+    folds: Sequence[IntArray],
+) -> FloatArray:
+    """Out-of-fold predictions for ``rows``; ``folds`` index into ``rows``."""
+    oof = np.zeros(len(rows))
+    for val in folds:
+        fit = np.setdiff1d(np.arange(len(rows)), val)
+        oof[val] = fit_predict(rows[fit], rows[val])
+    return oof
+
+
 def _oof(
     model_factory: Any, features: FloatArray, y: npt.NDArray[np.int64], folds: Sequence[Any]
 ) -> FloatArray:
@@ -569,10 +764,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--plot", type=Path, help="write the held-out reliability diagram to this PNG and stop"
     )
     ap.add_argument(
-        "--rating-target",
-        action="store_true",
-        help="cross-validate RatingRegression (the readers' rating as the training target) on "
-        "the training patients, score it once on the held-out patients, and stop",
+        "--experiment",
+        choices=EXPERIMENTS,
+        help="cross-validate this variant of the feature model on the training patients, "
+        "score it once on the held-out patients, and stop (see run_experiment)",
     )
     ap.add_argument(
         "--release-features",
@@ -615,7 +810,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     y_tr, y_te = data.y[train], data.y[test]
     p_tr = [data.patients[i] for i in train]
     p_te = [data.patients[i] for i in test]
-    folds = patient_folds(p_tr, n_folds=args.folds, seed=20240725)
+    folds = patient_folds(p_tr, n_folds=args.folds, seed=FOLD_SEED)
     results_file = out / "results.json"
     results: dict[str, Any] = json.loads(results_file.read_text()) if results_file.is_file() else {}
 
@@ -627,22 +822,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     feats = raw_features(args.bundle, data.x)
     np.save(out / "bundle_features.npy", feats)
     f_tr, f_te = feats[train], feats[test]
-    if args.rating_target:
-        r_tr = data.rating[train]
-        oof_rating = np.zeros(len(train))
-        for val in folds:
-            fit = np.setdiff1d(np.arange(len(train)), val)
-            rated = RatingRegression().fit(f_tr[fit], y_tr[fit], r_tr[fit])
-            oof_rating[val] = rated.predict_proba(f_tr[val])
-        results["cv_rating"] = binary_metrics(y_tr, oof_rating, p_tr)
-        p_rating_te = RatingRegression().fit(f_tr, y_tr, r_tr).predict_proba(f_te)
-        results["heldout_rating"] = binary_metrics(y_te, p_rating_te, p_te)
-        save()
-        logger.info(
-            "rating target: cv %s, held out %s",
-            results["cv_rating"]["auc"],
-            results["heldout_rating"]["auc"],
+    if args.experiment is not None:
+        attributes = None
+        if args.experiment == "reader-ceiling":
+            attributes = load_reader_attributes(
+                data_root() / "lidc_nodules" / "MetadatabyNoduleMaxVoting.xlsx", data.cases
+            )
+        scores = run_experiment(
+            args.experiment,
+            features=feats,
+            malignant=data.y,
+            rating=data.rating,
+            patients=data.patients,
+            held_out=data.held_out,
+            n_folds=args.folds,
+            attributes=attributes,
         )
+        results[f"cv_{args.experiment}"] = scores["cv"]
+        results[f"heldout_{args.experiment}"] = scores["heldout"]
+        save()
+        logger.info("%s: cv %s, held out %s", args.experiment, scores["cv"], scores["heldout"])
         return
     # baselines without a network: volume alone (rank = AUC), the bundle's feature model
     # (volume: a logistic model of log volume, so that Brier and calibration are defined)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
+import monai_tumor
 from monai_tumor.errors import MonaiTumorError
 from monai_tumor.pipeline.analysis import AnalysisSpec, analysis_spec_for
 from monai_tumor.postprocess.lesions import lesions_report, measure_lesions
@@ -77,3 +79,22 @@ def test_a_failed_feature_computation_is_raised_by_apply(
     pending = analysis.start(image=image, mask=empty, lesions=lesions)
     with pytest.raises(MonaiTumorError, match="not a connected component"):
         pending.apply(report)
+
+
+@pytest.mark.parametrize("changed", ["monai_tumor", "settings"])
+def test_the_cache_token_follows_the_feature_code_and_settings(
+    monkeypatch: pytest.MonkeyPatch, changed: str
+) -> None:
+    """A resumed run recomputes features made by other code or settings, never reuses them."""
+    spec = analysis_spec_for(BUNDLES / "lung_nodule_ct", classifier=None)
+    assert spec.radiomics is not None
+    before = spec.cache_token()
+    if changed == "monai_tumor":
+        monkeypatch.setattr(monai_tumor, "__version__", monai_tumor.__version__ + ".post1")
+    else:
+        settings = dataclasses.replace(
+            spec.radiomics, bin_width=(spec.radiomics.bin_width or 0) + 5
+        )
+        spec = dataclasses.replace(spec, radiomics=settings)
+    assert spec.cache_token() != before
+    assert spec.cache_token() == spec.cache_token()

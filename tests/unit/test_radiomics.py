@@ -15,6 +15,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
+import monai_tumor
 from monai_tumor.errors import ConfigError
 from monai_tumor.postprocess.lesions import lesion_mask, measure_lesions
 from monai_tumor.radiomics import RadiomicsSettings, lesion_features, load_radiomics_settings
@@ -42,6 +43,7 @@ def test_settings_round_trip_and_mirp_arguments() -> None:
     assert kwargs["glcm_spatial_method"] == "3d_volume_merge"
     d = s.to_dict()
     assert d["library"].startswith("mirp ")
+    assert d["monai_tumor"] == monai_tumor.__version__
     assert d["resegmentation_range"] == [-1000.0, 400.0]
     mr = RadiomicsSettings(
         modality="MR",
