@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydicom.uid import UID
 from rich.table import Table
+from rich.text import Text
 
 from monai_tumor.cli._common import (
     LogFileOption,
@@ -40,10 +42,19 @@ from monai_tumor.cli._common import (
     stdout_console,
 )
 from monai_tumor.ingest.codecs import transfer_syntax_name
+from monai_tumor.ingest.records import SkippedFile
 from monai_tumor.ingest.scan import ScanResult, scan_export
 from monai_tumor.ingest.series import SeriesInfo
 
-__all__ = ["register", "render_table", "scan"]
+__all__ = [
+    "SERIES_COLUMNS",
+    "SKIPPED_LISTED",
+    "register",
+    "render_table",
+    "scan",
+    "series_table",
+    "skipped_table",
+]
 
 
 def _spacing(info: SeriesInfo) -> str:
@@ -64,52 +75,158 @@ def _short(uid: str) -> str:
     return uid if len(uid) <= 14 else "..." + uid[-11:]
 
 
-def render_table(result: ScanResult) -> None:
-    """Print the scan result as rich tables on stdout (no patient identifiers)."""
-    table = Table(title=f"Series in {result.export_dir}", show_lines=False)
-    for name in (
-        "patient",
-        "study",
-        "#",
-        "mod",
-        "description",
-        "kind",
-        "slices",
-        "stacks",
-        "plane",
-        "spacing (mm)",
-        "uniform",
-        "MF",
-        "syntax",
-        "decodable",
-    ):
-        table.add_column(name, overflow="fold", no_wrap=name not in ("description", "syntax"))
+#: The series table's columns in display order.
+SERIES_COLUMNS = (
+    "patient",
+    "study",
+    "#",
+    "mod",
+    "description",
+    "kind",
+    "slices",
+    "stacks",
+    "plane",
+    "spacing (mm)",
+    "uniform",
+    "MF",
+    "syntax",
+    "decodable",
+)
+#: The same columns, least useful first: on a console too narrow for all of them these are
+#: left out (and named under the table) instead of being squeezed into unreadable slivers.
+_DROP_FIRST = (
+    "MF",
+    "syntax",
+    "stacks",
+    "plane",
+    "uniform",
+    "decodable",
+    "spacing (mm)",
+    "description",
+    "study",
+)
+#: Skipped files are listed one by one up to this many; more are counted per reason.
+SKIPPED_LISTED = 20
+
+
+def _series_rows(result: ScanResult) -> list[dict[str, str]]:
+    rows = []
     for patient in result.patients:
         for study in patient.studies:
             for info in study.series:
-                syntaxes = ", ".join(_syntax(ts) for ts in info.transfer_syntaxes)
-                table.add_row(
-                    patient.patient_hash[:8] or "-",
-                    study.study_instance_uid[-6:],
-                    str(info.series_number) if info.series_number is not None else "-",
-                    info.modality,
-                    info.series_description or "",
-                    info.image_kind.value,
-                    str(info.number_of_slices)
-                    + (
-                        f" [red]({info.truncated_instances} truncated)[/]"
-                        if info.truncated_instances
-                        else ""
-                    ),
-                    str(info.number_of_stacks),
-                    info.orientation.value if info.orientation else "-",
-                    _spacing(info),
-                    "yes" if info.uniform else "[yellow]no[/]",
-                    "yes" if info.multi_frame else "",
-                    syntaxes,
-                    "yes" if info.decodable else "[red]no[/]",
+                truncated = (
+                    f" [red]({info.truncated_instances} truncated)[/]"
+                    if info.truncated_instances
+                    else ""
                 )
-    stdout_console().print(table)
+                rows.append(
+                    {
+                        "patient": patient.patient_hash[:8] or "-",
+                        "study": study.study_instance_uid[-6:],
+                        "#": str(info.series_number) if info.series_number is not None else "-",
+                        "mod": info.modality,
+                        "description": info.series_description or "",
+                        "kind": info.image_kind.value,
+                        "slices": str(info.number_of_slices) + truncated,
+                        "stacks": str(info.number_of_stacks),
+                        "plane": info.orientation.value if info.orientation else "-",
+                        "spacing (mm)": _spacing(info),
+                        "uniform": "yes" if info.uniform else "[yellow]no[/]",
+                        "MF": "yes" if info.multi_frame else "",
+                        "syntax": ", ".join(_syntax(ts) for ts in info.transfer_syntaxes),
+                        "decodable": "yes" if info.decodable else "[red]no[/]",
+                    }
+                )
+    return rows
+
+
+#: Columns whose cells may wrap between words; every other cell is kept on one line.
+_WRAPPING = ("description", "syntax")
+
+
+def _narrowest(rows: Sequence[dict[str, str]], columns: Sequence[str]) -> int:
+    """Width the table needs with no cell cut inside a word (rich's heavy box, padding 1)."""
+    total = 1
+    for name in columns:
+        cells = [Text.from_markup(row[name]).plain for row in rows]
+        if name in _WRAPPING:
+            need = max((len(word) for cell in cells for word in cell.split()), default=0)
+        else:
+            need = max((len(cell) for cell in cells), default=0)
+        total += max(len(name), need) + 3
+    return total
+
+
+def _series_table(title: str, rows: Sequence[dict[str, str]], columns: Sequence[str]) -> Table:
+    table = Table(title=title, show_lines=False)
+    for name in columns:
+        table.add_column(name, overflow="fold", no_wrap=name not in _WRAPPING)
+    for row in rows:
+        table.add_row(*(row[name] for name in columns))
+    return table
+
+
+def series_table(result: ScanResult, width: int) -> Table:
+    """Build the series table with as many columns as fit ``width`` characters.
+
+    Columns of :data:`_DROP_FIRST` are left out, least useful first (those that flag a
+    problem with one of the series last), until no cell has to be cut inside a word; the
+    caption names what was left out.
+    """
+    rows = _series_rows(result)
+    columns = list(SERIES_COLUMNS)
+    hidden: list[str] = []
+    # a column that warns about a series here ("no", "truncated") is left out last
+    warns = {name for name in _DROP_FIRST if any("[/]" in row[name] for row in rows)}
+    for name in sorted(_DROP_FIRST, key=lambda n: n in warns):
+        if _narrowest(rows, columns) <= width:
+            break
+        columns.remove(name)
+        hidden.append(name)
+    # leaving out a wide column may have made room for narrower ones left out before it
+    for name in reversed(hidden[:-1]):
+        wider = [c for c in SERIES_COLUMNS if c in columns or c == name]
+        if _narrowest(rows, wider) <= width:
+            columns = wider
+            hidden.remove(name)
+    table = _series_table(f"Series in {result.export_dir}", rows, columns)
+    if hidden:
+        table.caption = (
+            f"not shown on {width} columns: {', '.join(reversed(hidden))} "
+            "(a wider terminal or COLUMNS shows them; --json has every field)"
+        )
+    return table
+
+
+def skipped_table(result: ScanResult) -> Table:
+    """Build the skipped files' table; over :data:`SKIPPED_LISTED` files, a count per reason."""
+    if len(result.skipped) <= SKIPPED_LISTED:
+        table = Table(title="Skipped files")
+        for name in ("path", "reason", "detail"):
+            table.add_column(name, overflow="fold")
+        for record in result.skipped:
+            table.add_row(_relative(result, record.path), record.reason.value, record.detail)
+        return table
+    table = Table(
+        title=f"Skipped files ({len(result.skipped)}; --json lists every one)",
+        caption="per reason: how many files, and the first of them",
+    )
+    for name in ("reason", "files", "first file", "detail"):
+        table.add_column(name, overflow="fold", justify="right" if name == "files" else "left")
+    first: dict[str, SkippedFile] = {}
+    counts: Counter[str] = Counter()
+    for record in result.skipped:
+        first.setdefault(record.reason.value, record)
+        counts[record.reason.value] += 1
+    for reason, record in sorted(first.items()):
+        table.add_row(reason, str(counts[reason]), _relative(result, record.path), record.detail)
+    return table
+
+
+def render_table(result: ScanResult) -> None:
+    """Print the scan result as rich tables on stdout (no patient identifiers)."""
+    console = stdout_console()
+    console.print(series_table(result, console.width))
     if result.non_image_objects:
         objects = Table(title="Non-image objects (RTSTRUCT, SEG)")
         for name in ("path", "modality", "refers to series"):
@@ -120,17 +237,12 @@ def render_table(result: ScanResult) -> None:
                 obj.modality,
                 ", ".join(_short(u) for u in obj.referenced_series_uids) or "-",
             )
-        stdout_console().print(objects)
+        console.print(objects)
     if result.skipped:
-        skipped = Table(title="Skipped files")
-        for name in ("path", "reason", "detail"):
-            skipped.add_column(name, overflow="fold")
-        for record in result.skipped:
-            skipped.add_row(_relative(result, record.path), record.reason.value, record.detail)
-        stdout_console().print(skipped)
+        console.print(skipped_table(result))
     counts = Counter(r.reason.value for r in result.skipped)
     stats = result.stats
-    stdout_console().print(
+    console.print(
         f"{len(result.series)} series, {len(result.non_image_objects)} non-image objects, "
         f"{len(result.skipped)} skipped"
         + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))})" if counts else "")

@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from monai_tumor.cli.main import app
+from monai_tumor.cli.scan_cmd import SERIES_COLUMNS, SKIPPED_LISTED
 from monai_tumor.config import CACHE_ENV_VAR, default_index_path
 from monai_tumor.errors import EXIT_CODES, ConfigError, IngestError
 from tests.support.dicom_factory import lps_affine, write_series
@@ -136,3 +138,52 @@ def test_scan_writes_its_log_file_and_keeps_the_terminal_quiet(
     else:
         assert stderr == ""
         assert "INFO" not in result.stdout
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("columns", [60, 80, 120, 250])
+def test_series_table_leaves_out_columns_rather_than_squeezing_them(
+    messy: MessyExport, tmp_path: Path, columns: int
+) -> None:
+    index = tmp_path / "index.sqlite"
+    args = ["scan", str(messy.root), "--index", str(index), "--no-progress"]
+    result = runner.invoke(app, args, env={"COLUMNS": str(columns)})
+    assert result.exit_code == 0, _output(result)
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= columns
+    header = next(line for line in lines if line.startswith("┃"))
+    shown = [cell.strip() for cell in header.strip("┃").split("┃")]
+    # every column shown is whole (its header is not cut); these are never left out
+    assert set(shown) <= set(SERIES_COLUMNS)
+    assert {"patient", "#", "mod", "kind", "slices"} <= set(shown)
+    hidden = [name for name in SERIES_COLUMNS if name not in shown]
+    text = " ".join(result.stdout.split())
+    if hidden:
+        assert f"not shown on {columns} columns:" in text
+        for name in hidden:
+            assert name in text.split("not shown on", 1)[1]
+    else:
+        assert "not shown on" not in text
+    assert (columns >= 250) == (not hidden)
+
+
+@pytest.mark.parametrize("junk", [3, SKIPPED_LISTED + 5])
+def test_many_skipped_files_are_counted_per_reason(
+    small_export: Path, tmp_path: Path, junk: int
+) -> None:
+    export = tmp_path / "export"
+    shutil.copytree(small_export, export)
+    for k in range(junk):
+        (export / f"notes-{k:02d}.txt").write_text("not DICOM", encoding="utf-8")
+    args = ["scan", str(export), "--index", str(tmp_path / "i.sqlite"), "--no-progress"]
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, _output(result)
+    text = result.stdout
+    assert f"{junk} skipped (not_dicom: {junk})" in text
+    if junk <= SKIPPED_LISTED:
+        assert all(f"notes-{k:02d}.txt" in text for k in range(junk))
+    else:
+        assert f"Skipped files ({junk}; --json lists every one)" in text
+        assert "notes-00.txt" in text and f"notes-{junk - 1:02d}.txt" not in text
+        row = next(line for line in text.splitlines() if "not_dicom" in line and "│" in line)
+        assert [c.strip() for c in row.strip("│").split("│")][:2] == ["not_dicom", str(junk)]
