@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from monai_tumor.errors import EXIT_CODES, MonaiTumorError
 from monai_tumor.export.atomic import atomic_write_json
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from monai_tumor.report.viewer import ViewerOptions
 
 __all__ = [
+    "APP_SETTINGS",
     "ClassifierOption",
     "CommandResources",
     "DeviceOption",
@@ -30,6 +32,7 @@ __all__ = [
     "SeedsOption",
     "VerboseFlag",
     "ViewerFlag",
+    "WrappingGroup",
     "command_logging",
     "command_resources",
     "exit_code_for",
@@ -145,6 +148,42 @@ def output_fields(*, viewer: bool, features: bool, classifier: Path | None) -> O
     return OutputFields(
         viewer=ViewerOptions() if viewer else None, features=features, classifier=classifier
     )
+
+
+class WrappingGroup(TyperGroup):
+    """A command group whose command list wraps each command's summary instead of cutting it.
+
+    click fits a summary on one line beside the command names and cuts the rest ("..."); on
+    an 80-column terminal that cuts most of ours mid-sentence. Neither click nor typer has a
+    setting for it, hence this override of :meth:`click.Group.format_commands`.
+    """
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """Write the ``Commands:`` section: each visible command with its whole summary.
+
+        ``ctx`` and ``formatter`` are click's ``Context`` and ``HelpFormatter``: the click
+        that typer ships (``typer._click`` in recent releases) or the ``click`` package.
+        """
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is None or command.hidden:
+                continue
+            summary = command.short_help or (command.help or "").strip().split("\n\n")[0]
+            rows.append((name, " ".join(summary.split())))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+#: Settings of every ``typer.Typer`` of the CLI. Help is click's plain text: it wraps at the
+#: terminal's width and never cuts an option's name or a path in its help, which typer's
+#: rich panels do on an 80-column terminal (``--seeds-from-r…``).
+APP_SETTINGS: dict[str, Any] = {
+    "cls": WrappingGroup,
+    "no_args_is_help": True,
+    "rich_markup_mode": None,
+}
 
 
 def stdout_console() -> Console:

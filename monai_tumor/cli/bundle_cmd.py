@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from monai_tumor.cli._common import (
+    APP_SETTINGS,
     LogFileOption,
     VerboseFlag,
     command_logging,
@@ -77,7 +78,7 @@ def _verify(
 def register(app: typer.Typer) -> None:
     """Add the ``bundle`` sub-app (``bundle verify``) to the app."""
     bundle_app = typer.Typer(
-        name="bundle", help="Work with MONAI bundles (Model Zoo layout).", no_args_is_help=True
+        name="bundle", help="Work with MONAI bundles (Model Zoo layout).", **APP_SETTINGS
     )
     bundle_app.command("verify")(_verify)
     app.add_typer(bundle_app, name="bundle")

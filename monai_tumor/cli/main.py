@@ -24,7 +24,7 @@ from monai_tumor.cli import (
     scan_cmd,
     serve_cmd,
 )
-from monai_tumor.cli._common import CommandResources
+from monai_tumor.cli._common import APP_SETTINGS, CommandResources
 
 if TYPE_CHECKING:
     from monai_tumor.radiomics.pool import FeaturePool
@@ -33,9 +33,9 @@ app = typer.Typer(
     name="monai-tumor",
     help="DICOM-native tumour segmentation on MONAI: scan exports, read series with "
     "exact geometry, convert, segment and export.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    **APP_SETTINGS,
 )
 
 

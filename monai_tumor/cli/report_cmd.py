@@ -11,12 +11,18 @@ from typing import Annotated
 
 import typer
 
-from monai_tumor.cli._common import LogFileOption, VerboseFlag, command_logging, handle_errors
+from monai_tumor.cli._common import (
+    APP_SETTINGS,
+    LogFileOption,
+    VerboseFlag,
+    command_logging,
+    handle_errors,
+)
 
 __all__ = ["register", "serve"]
 
 report_app = typer.Typer(
-    help="Look at a run's results: the report and the 3D viewer pages.", no_args_is_help=True
+    help="Look at a run's results: the report and the 3D viewer pages.", **APP_SETTINGS
 )
 
 

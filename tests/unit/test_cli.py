@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,28 @@ def test_every_command_has_help(path: list[str]) -> None:
     result = runner.invoke(app, [*path, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage" in result.output
+
+
+@pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p) or "root")
+def test_help_fits_80_columns_and_cuts_nothing(path: list[str]) -> None:
+    """Every option name and every command summary is printed whole on an 80-column terminal."""
+    result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+    body = [line for line in result.output.splitlines() if not line.startswith("Usage:")]
+    assert "…" not in result.output and not any(line.endswith("...") for line in body)
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]  # type: ignore[attr-defined]
+    flowing = " ".join(result.output.split())
+    words = set(re.split(r"[\s,]+", result.output))
+    for param in getattr(command, "params", []):
+        for opt in [*param.opts, *param.secondary_opts]:
+            if opt.startswith("-"):
+                assert opt in words, f"{opt} not whole in: {result.output}"
+    for sub in getattr(command, "commands", {}).values():
+        summary = sub.short_help or sub.help.strip().split("\n\n")[0]
+        assert " ".join(summary.split()) in flowing
 
 
 def test_expected_commands_exist() -> None:
