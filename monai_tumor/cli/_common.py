@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from monai_tumor.errors import EXIT_CODES, MonaiTumorError
@@ -214,7 +215,10 @@ def handle_errors() -> Iterator[None]:
     try:
         yield
     except MonaiTumorError as exc:
-        stderr_console().print(f"[bold red]error[/]: {exc}", highlight=False, soft_wrap=True)
+        # the message names files and header values: shown as they are, never read as markup
+        stderr_console().print(
+            f"[bold red]error[/]: {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(code=exit_code_for(exc)) from exc
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from monai_tumor.cli._common import (
     ClassifierOption,
@@ -257,7 +258,7 @@ def batch(
     )
     for record in result.failed:
         stdout_console().print(
-            f"[red]failed[/] {record.series_key}: {record.reason}", highlight=False
+            f"[red]failed[/] {record.series_key}: {escape(record.reason)}", highlight=False
         )
     typer.echo(str(result.index_html))
     code = pacs.exit_code if pacs is not None else result.exit_code
@@ -338,9 +339,10 @@ def _print_pacs(result: PacsBatchResult) -> None:
             f"{len(result.delivery.sent)} SEG(s) sent to {result.delivery.destination}, "
             f"{len(result.delivery.failed)} kept in the outbox for the next run",
             highlight=False,
+            markup=False,
         )
         for sop, error in result.delivery.failed:
-            console.print(f"[red]not sent[/] SEG {sop}: {error}", highlight=False)
+            console.print(f"[red]not sent[/] SEG {sop}: {escape(str(error))}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from monai_tumor.cli._common import (
@@ -54,7 +55,7 @@ def _verify(
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
-        table = Table(title=f"bundle verify: {report.bundle_dir}", show_lines=False)
+        table = Table(title=f"bundle verify: {escape(str(report.bundle_dir))}", show_lines=False)
         table.add_column("check")
         table.add_column("status")
         table.add_column("s", justify="right")
@@ -65,11 +66,11 @@ def _verify(
                 check.name,
                 f"[{_STYLE[status]}]{status}[/]",
                 f"{check.seconds:.1f}",
-                check.message,
+                escape(check.message),
             )
         stdout_console().print(table)
         verdict = "[green]PASSED[/]" if report.passed else "[bold red]FAILED[/]"
-        failed = f" ({', '.join(report.failed)})" if report.failed else ""
+        failed = f" ({escape(', '.join(report.failed))})" if report.failed else ""
         stdout_console().print(f"{verdict}{failed}")
     if not report.passed:
         raise typer.Exit(code=1)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from monai_tumor.cli._common import (
     LogFileOption,
@@ -76,8 +77,9 @@ def convert(
             )
         result = convert_series(source, out, options=options, series_uid=series_uid)
         stdout_console().print(
-            f"wrote [bold]{result.nifti}[/] {result.shape} "
-            f"spacing {tuple(round(s, 4) for s in result.spacing_mm)} mm; sidecar {result.sidecar}"
+            f"wrote [bold]{escape(str(result.nifti))}[/] {result.shape} "
+            f"spacing {tuple(round(s, 4) for s in result.spacing_mm)} mm; "
+            f"sidecar {escape(str(result.sidecar))}"
         )
         for record in result.skipped_files:
             stdout_console().print(

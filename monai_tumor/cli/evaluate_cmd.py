@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from monai_tumor.cli._common import (
@@ -110,8 +111,8 @@ def _evaluate(
         table.add_column(column, justify="left" if column in ("case", "class") else "right")
     for r in rows:
         table.add_row(
-            r.case,
-            r.label,
+            escape(r.case),
+            escape(r.label),
             _fmt(r.dice),
             _fmt(r.hd95_mm, 2),
             _fmt(r.surface_dice),
@@ -119,7 +120,7 @@ def _evaluate(
             _fmt(r.volume_ref_ml, 2),
         )
     stdout_console().print(table)
-    stdout_console().print(f"wrote {out}")
+    stdout_console().print(f"wrote {out}", markup=False, highlight=False)
     write_json_report(
         report,
         {

@@ -88,10 +88,12 @@ def infer(
         )
     flag = " + review" if result.review else ""
     stdout_console().print(
-        f"{result.status}{flag}: {result.reason} ({result.seconds:.1f} s)", highlight=False
+        f"{result.status}{flag}: {result.reason} ({result.seconds:.1f} s)",
+        highlight=False,
+        markup=False,
     )
     for reason in result.review:
-        stdout_console().print(f"review: {reason}", highlight=False)
+        stdout_console().print(f"review: {reason}", highlight=False, markup=False)
     typer.echo(str(result.folder))
 
 

@@ -101,7 +101,9 @@ def listen(
         signal.signal(signal.SIGINT, stop)
         listener.start()
         stdout_console().print(
-            f"listening as {aet} on {host}:{listener.port}; outputs in {out}", highlight=False
+            f"listening as {aet} on {host}:{listener.port}; outputs in {out}",
+            highlight=False,
+            markup=False,
         )
         listener.wait()
 
@@ -142,7 +144,7 @@ def send(
                 retry=retry_policy(retries, backoff),
             ),
         )
-    stdout_console().print(f"{len(sent)} instance(s) sent to {node}", highlight=False)
+    stdout_console().print(f"{len(sent)} instance(s) sent to {node}", highlight=False, markup=False)
 
 
 def echo(
@@ -170,7 +172,7 @@ def echo(
                 retry=retry_policy(retries, 1.0),
             ),
         )
-    stdout_console().print(f"{peer} answered C-ECHO", highlight=False)
+    stdout_console().print(f"{peer} answered C-ECHO", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -31,6 +31,7 @@ from typing import Annotated
 
 import typer
 from pydicom.uid import UID
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -124,8 +125,8 @@ def _series_rows(result: ScanResult) -> list[dict[str, str]]:
                         "patient": patient.patient_hash[:8] or "-",
                         "study": study.study_instance_uid[-6:],
                         "#": str(info.series_number) if info.series_number is not None else "-",
-                        "mod": info.modality,
-                        "description": info.series_description or "",
+                        "mod": escape(info.modality),
+                        "description": escape(info.series_description or ""),
                         "kind": info.image_kind.value,
                         "slices": str(info.number_of_slices) + truncated,
                         "stacks": str(info.number_of_stacks),
@@ -133,7 +134,7 @@ def _series_rows(result: ScanResult) -> list[dict[str, str]]:
                         "spacing (mm)": _spacing(info),
                         "uniform": "yes" if info.uniform else "[yellow]no[/]",
                         "MF": "yes" if info.multi_frame else "",
-                        "syntax": ", ".join(_syntax(ts) for ts in info.transfer_syntaxes),
+                        "syntax": escape(", ".join(_syntax(t) for t in info.transfer_syntaxes)),
                         "decodable": "yes" if info.decodable else "[red]no[/]",
                     }
                 )
@@ -177,7 +178,9 @@ def series_table(result: ScanResult, width: int) -> Table:
     columns = list(SERIES_COLUMNS)
     hidden: list[str] = []
     # a column that warns about a series here ("no", "truncated") is left out last
-    warns = {name for name in _DROP_FIRST if any("[/]" in row[name] for row in rows)}
+    series = [info for patient in result.patients for st in patient.studies for info in st.series]
+    warns = {"uniform"} if any(not info.uniform for info in series) else set()
+    warns |= {"decodable"} if any(not info.decodable for info in series) else set()
     for name in sorted(_DROP_FIRST, key=lambda n: n in warns):
         if _narrowest(rows, columns) <= width:
             break
@@ -189,7 +192,7 @@ def series_table(result: ScanResult, width: int) -> Table:
         if _narrowest(rows, wider) <= width:
             columns = wider
             hidden.remove(name)
-    table = _series_table(f"Series in {result.export_dir}", rows, columns)
+    table = _series_table(f"Series in {escape(str(result.export_dir))}", rows, columns)
     if hidden:
         table.caption = (
             f"not shown on {width} columns: {', '.join(reversed(hidden))} "
@@ -205,7 +208,9 @@ def skipped_table(result: ScanResult) -> Table:
         for name in ("path", "reason", "detail"):
             table.add_column(name, overflow="fold")
         for record in result.skipped:
-            table.add_row(_relative(result, record.path), record.reason.value, record.detail)
+            table.add_row(
+                escape(_relative(result, record.path)), record.reason.value, escape(record.detail)
+            )
         return table
     table = Table(
         title=f"Skipped files ({len(result.skipped)}; --json lists every one)",
@@ -219,7 +224,12 @@ def skipped_table(result: ScanResult) -> Table:
         first.setdefault(record.reason.value, record)
         counts[record.reason.value] += 1
     for reason, record in sorted(first.items()):
-        table.add_row(reason, str(counts[reason]), _relative(result, record.path), record.detail)
+        table.add_row(
+            reason,
+            str(counts[reason]),
+            escape(_relative(result, record.path)),
+            escape(record.detail),
+        )
     return table
 
 
@@ -233,8 +243,8 @@ def render_table(result: ScanResult) -> None:
             objects.add_column(name, overflow="fold")
         for obj in result.non_image_objects:
             objects.add_row(
-                _relative(result, obj.path),
-                obj.modality,
+                escape(_relative(result, obj.path)),
+                escape(obj.modality),
                 ", ".join(_short(u) for u in obj.referenced_series_uids) or "-",
             )
         console.print(objects)
@@ -250,6 +260,7 @@ def render_table(result: ScanResult) -> None:
         f"{stats.files_unchanged} unchanged, {stats.files_removed} removed "
         f"in {stats.seconds:.2f} s; index {result.index_path}",
         highlight=False,
+        markup=False,
     )
 
 

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from typer.testing import CliRunner
 
@@ -187,3 +188,42 @@ def test_many_skipped_files_are_counted_per_reason(
         assert "notes-00.txt" in text and f"notes-{junk - 1:02d}.txt" not in text
         row = next(line for line in text.splitlines() if "not_dicom" in line and "│" in line)
         assert [c.strip() for c in row.strip("│").split("│")][:2] == ["not_dicom", str(junk)]
+
+
+MARKUP_LIKE = "T1 [post] [red]gd[/] [/b]"
+
+
+@pytest.fixture(scope="module")
+def bracketed_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A series whose folder path and description look like rich markup.
+
+    The path holds ``export [/b] [red]x``: a folder ``export [`` with a folder ``b] [red]x``
+    in it (a closing tag that matches nothing made rich raise).
+    """
+    root = tmp_path_factory.mktemp("brackets") / "export [" / "b] [red]x"
+    aff = lps_affine(iop=(1, 0, 0, 0, 1, 0), pixel_spacing=(0.8, 0.8), slice_step=2.0)
+    for path in write_series(root / "mr", np.zeros((8, 8, 3), dtype=np.int16), affine_lps=aff):
+        ds = pydicom.dcmread(path)
+        ds.SeriesDescription = MARKUP_LIKE
+        ds.save_as(path)
+    (root / "notes [red].txt").write_text("not DICOM", encoding="utf-8")
+    return root
+
+
+def test_names_and_header_text_are_shown_as_they_are(
+    bracketed_export: Path, tmp_path: Path
+) -> None:
+    """Brackets in folder names or descriptions are text, never markup (nor a crash)."""
+    args = ["scan", str(bracketed_export), "--index", str(tmp_path / "i.sqlite")]
+    result = runner.invoke(app, [*args, "--no-progress"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, _output(result)
+    assert MARKUP_LIKE in result.stdout
+    assert "export [/b] [red]x" in " ".join(result.stdout.split())
+    assert "notes [red].txt" in result.stdout
+
+
+def test_an_error_naming_a_bracketed_path_is_printed_whole(tmp_path: Path) -> None:
+    missing = tmp_path / "gone [" / "b] [red]"
+    result = runner.invoke(app, ["scan", str(missing), "--index", str(tmp_path / "i.sqlite")])
+    assert result.exit_code == EXIT_CODES[IngestError], _output(result)
+    assert "gone [/b] [red]" in " ".join(_output(result).split())
