@@ -65,6 +65,9 @@ __all__ = [
     "write_metrics_csv",
 ]
 
+#: Most distinct values a label map may hold (background included); more means an image.
+MAX_LABELS = 1000
+
 #: Columns of the metrics CSV, in order (``class`` is :attr:`CaseMetric.label`).
 CSV_COLUMNS: tuple[str, ...] = (
     "case",
@@ -390,7 +393,22 @@ def _label_map(volume: Any, what: str) -> npt.NDArray[np.int64]:
         raise InvalidSeriesError(
             f"the {what} has non-integer values; expected a label map (argmax/threshold first)"
         )
-    return rounded.astype(np.int64)
+    labels = rounded.astype(np.int64)
+    # an image passed by mistake (CT in HU, an MR) is integer too: it would be "evaluated"
+    # as hundreds of classes of zero Dice
+    lowest = int(labels.min()) if labels.size else 0
+    if lowest < 0:
+        raise InvalidSeriesError(
+            f"the {what} has negative values (down to {lowest}); a label map holds 0 and "
+            "positive labels: is this an image (e.g. CT in HU) rather than a mask?"
+        )
+    count = len(np.unique(labels))
+    if count > MAX_LABELS:
+        raise InvalidSeriesError(
+            f"the {what} holds {count} distinct values; a label map has at most {MAX_LABELS} "
+            "(is this an image rather than a mask?)"
+        )
+    return labels
 
 
 def _affine_of(volume: Any) -> npt.NDArray[np.float64] | None:
@@ -595,8 +613,8 @@ def evaluate(
     for case, p_path, r_path in pairs:
         pred = load_prediction(p_path)
         ref = load_reference(r_path, grid if grid is not None else pred, options=opts)
-        rows.extend(
-            evaluate_case(
+        try:
+            case_rows = evaluate_case(
                 pred,
                 ref,
                 labels=opts.labels,
@@ -604,7 +622,12 @@ def evaluate(
                 affine_atol_mm=opts.affine_atol_mm,
                 case=case,
             )
-        )
+        except InvalidSeriesError as exc:
+            if exc.path is not None:
+                raise
+            # name the pair: in a folder of cases "the prediction ..." alone says not which
+            raise InvalidSeriesError(f"against {r_path}: {exc.reason}", path=p_path) from exc
+        rows.extend(case_rows)
     return rows
 
 

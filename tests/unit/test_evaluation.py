@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -177,6 +179,28 @@ def test_non_label_prediction_raises() -> None:
         evaluate_case(_volume(soft), _volume(_box()))
 
 
+def _ct_in_hu(box: np.ndarray) -> np.ndarray:
+    return box.astype(np.int16) * 1040 - 1000
+
+
+def _mr_intensities(box: np.ndarray) -> np.ndarray:
+    return np.arange(box.size, dtype=np.int32).reshape(box.shape) % 1500
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [(_ct_in_hu, "has negative values (down to -1000)"), (_mr_intensities, "holds 1500 distinct")],
+)
+def test_an_image_given_as_a_label_map_is_refused(
+    make: Callable[[np.ndarray], np.ndarray], message: str
+) -> None:
+    image = make(_box())
+    with pytest.raises(InvalidSeriesError, match=re.escape(f"the prediction {message}")):
+        evaluate_case(_volume(image), _volume(_box()))
+    with pytest.raises(InvalidSeriesError, match=re.escape(f"the reference {message}")):
+        evaluate_case(_volume(_box()), _volume(image))
+
+
 def test_arrays_need_spacing() -> None:
     with pytest.raises(InvalidSeriesError, match="spacing"):
         evaluate_case(_box(), _box())
@@ -220,6 +244,17 @@ def test_case_folders_with_several_files_need_ref_name(tmp_path: Path) -> None:
         tmp_path / "pred", tmp_path / "ref", options=EvaluationOptions(ref_name="label*")
     )
     assert (row.case, row.dice) == ("c", 1.0)
+
+
+def test_a_bad_case_in_a_folder_is_named(tmp_path: Path) -> None:
+    _save(tmp_path / "pred" / "good.nii.gz", _box())
+    _save(tmp_path / "ref" / "good.nii.gz", _box())
+    bad = _save(tmp_path / "pred" / "bad.nii.gz", _ct_in_hu(_box()))
+    ref = _save(tmp_path / "ref" / "bad.nii.gz", _box())
+    with pytest.raises(InvalidSeriesError) as caught:
+        evaluate(tmp_path / "pred", tmp_path / "ref")
+    assert caught.value.path == bad
+    assert str(caught.value).startswith(f"{bad}: against {ref}: the prediction has negative")
 
 
 def test_missing_reference_case_raises(tmp_path: Path) -> None:
