@@ -45,7 +45,11 @@ def infer(
     seeds: SeedsOption = None,
     seeds_from: Annotated[
         Path | None,
-        typer.Option("--seeds-from", help="RTSTRUCT or SEG file whose lesions give the seeds."),
+        typer.Option(
+            "--seeds-from",
+            help="RTSTRUCT, SEG or NIfTI mask (.nii/.nii.gz) whose lesions give the seeds "
+            "(one per connected component, at its centroid).",
+        ),
     ] = None,
     seed_roi: SeedRoiOption = "(?i)gtv",
     workers: Annotated[

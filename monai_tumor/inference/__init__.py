@@ -35,6 +35,7 @@ from monai_tumor.inference.seeds import (
     Seed,
     seeds_from_csv,
     seeds_from_mask,
+    seeds_from_nifti,
     seeds_from_rtstruct,
     seeds_from_seg,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "read_bundle_info",
     "seeds_from_csv",
     "seeds_from_mask",
+    "seeds_from_nifti",
     "seeds_from_rtstruct",
     "seeds_from_seg",
     "select_device",

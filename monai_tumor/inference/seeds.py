@@ -1,4 +1,4 @@
-"""Seed points for VOI bundles: from a CSV, an RTSTRUCT or a DICOM SEG.
+"""Seed points for VOI bundles: from a CSV, an RTSTRUCT, a DICOM SEG or a NIfTI mask.
 
 A seed is one point in **DICOM LPS millimetres** around which a ``voi`` bundle (e.g.
 ``lung_nodule_ct``) cuts its volume of interest. Seeds come from a viewer click exported as
@@ -29,8 +29,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Seed",
+    "is_nifti",
     "seeds_from_csv",
     "seeds_from_mask",
+    "seeds_from_nifti",
     "seeds_from_rtstruct",
     "seeds_from_seg",
 ]
@@ -252,6 +254,39 @@ def seeds_from_rtstruct(
         exact = re.compile(rf"^{re.escape(info.name)}$")
         mask = rtstruct_to_mask(file, reference, roi=exact, off_slice=off_slice)
         seeds.extend(seeds_from_mask(mask, reference, label=info.name, source=file.name))
+    return seeds
+
+
+def is_nifti(path: str | os.PathLike[str]) -> bool:
+    """Tell whether ``path`` names a NIfTI file (``.nii`` or ``.nii.gz``)."""
+    name = Path(path).name.lower()
+    return name.endswith((".nii", ".nii.gz"))
+
+
+def seeds_from_nifti(path: str | os.PathLike[str]) -> list[Seed]:
+    """One seed per 26-connected component of a NIfTI mask's non-zero voxels, at its centroid.
+
+    The mask is placed by its own header (qform/sform, read as by
+    :func:`monai_tumor.ingest.read_series`), so it need not share the image's grid: each seed
+    is a point in patient coordinates, and seeds outside the image are dropped later
+    (:func:`filter_seeds`).
+
+    Raises
+    ------
+    ConfigError
+        If the file cannot be read as NIfTI or holds no non-zero voxel (the message names it).
+    """
+    from monai_tumor.errors import MonaiTumorError
+    from monai_tumor.ingest import read_series
+
+    file = Path(path)
+    try:
+        mask = read_series(file)
+    except MonaiTumorError as exc:
+        raise ConfigError(f"cannot read it as a NIfTI mask: {exc.reason}", path=file) from exc
+    seeds = seeds_from_mask(mask.as_tensor()[0], mask, source=file.name)
+    if not seeds:
+        raise ConfigError("the mask holds no non-zero voxel: no seed", path=file)
     return seeds
 
 

@@ -89,7 +89,7 @@ class InferOptions:
     seeds_csv
         CSV of LPS seed points (see ``inference.seeds.seeds_from_csv``).
     seeds_from
-        An RTSTRUCT or DICOM SEG whose lesions give the seed points.
+        An RTSTRUCT, DICOM SEG or NIfTI mask whose lesions give the seed points.
     seed_roi
         Regular expression selecting the RTSTRUCT ROIs used as seeds (default:
         names containing "GTV"); ``None`` takes every ROI.
@@ -295,7 +295,13 @@ def source_provenance(
 
 
 def _seeds_for(options: InferOptions, image: MetaTensor) -> tuple[list[Seed], str]:
-    from monai_tumor.inference.seeds import seeds_from_csv, seeds_from_rtstruct, seeds_from_seg
+    from monai_tumor.inference.seeds import (
+        is_nifti,
+        seeds_from_csv,
+        seeds_from_nifti,
+        seeds_from_rtstruct,
+        seeds_from_seg,
+    )
 
     seeds: list[Seed] = []
     origin = ""
@@ -308,12 +314,16 @@ def _seeds_for(options: InferOptions, image: MetaTensor) -> tuple[list[Seed], st
             )
         )
         origin = f"csv:{options.seeds_csv.name}"
-    if options.seeds_from is not None:
+    if options.seeds_from is not None and is_nifti(options.seeds_from):
+        seeds += seeds_from_nifti(options.seeds_from)
+        origin = f"nifti:{options.seeds_from.name}"
+    elif options.seeds_from is not None:
         try:
             ds = pydicom.dcmread(options.seeds_from, stop_before_pixels=True)
         except (InvalidDicomError, OSError) as exc:
             raise ConfigError(
-                f"cannot read it as DICOM ({exc}); expected an RTSTRUCT or SEG file",
+                f"cannot read it as DICOM ({exc}); expected an RTSTRUCT or SEG file "
+                "(or a NIfTI mask named .nii / .nii.gz)",
                 path=options.seeds_from,
             ) from exc
         if str(ds.get("Modality", "")) == "SEG":

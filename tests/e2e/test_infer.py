@@ -122,3 +122,23 @@ def test_a_scan_that_ends_inside_the_tumour_is_flagged(data_dir: Path, tmp_path:
         options=options,
     )
     assert not any("truncated" in r for r in whole.review), whole.review
+
+
+@pytest.mark.realdata
+def test_a_nifti_mask_seeds_the_nodule(data_dir: Path, tmp_path: Path) -> None:
+    """`--seeds-from mask.nii.gz`: a reader's NIfTI mask of the nodule gives its seed."""
+    lidc = data_dir / "lidc_nodules"
+    case = "LIDC-IDRI-0018_R_2"  # a held-out patient of lung_nodule_ct
+    reference = lidc / "nodule_mask" / f"{case}.nii.gz"
+    result = infer_one(
+        lidc / "image" / f"{case}.nii.gz",
+        bundle=NODULE,
+        out_dir=tmp_path,
+        options=InferOptions(device="cpu", seeds_from=reference),
+    )
+    assert result.status == "done", result.reason
+    provenance = json.loads((tmp_path / MANIFEST_NAME).read_text())["provenance"]
+    assert [s["source"] for s in provenance["seeds"]] == [reference.name]
+    mask = np.asarray(nib.Nifti1Image.from_filename(tmp_path / "mask.nii.gz").dataobj) > 0
+    ref = np.asarray(nib.Nifti1Image.from_filename(reference).dataobj) > 0
+    assert 2 * (mask & ref).sum() / (mask.sum() + ref.sum()) > 0.8

@@ -5,17 +5,22 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from monai.data import MetaTensor
 
 from monai_tumor.errors import ConfigError
 from monai_tumor.geometry import lps_to_ras, patient_to_voxel, ras_to_lps, voxel_to_patient
 from monai_tumor.inference.seeds import (
     Seed,
+    is_nifti,
     seeds_from_csv,
     seeds_from_mask,
+    seeds_from_nifti,
     seeds_from_rtstruct,
     seeds_from_seg,
 )
@@ -155,3 +160,72 @@ def test_seg_seeds_one_per_segment_component(data_dir: Path) -> None:
     # the largest component's seed lies inside the image
     ijk = patient_to_voxel(ras_to_lps(ct.affine.numpy()), seeds[0].point_lps)
     assert np.all(ijk > -0.5) and np.all(ijk < np.asarray(ct.shape[1:]) - 0.5)
+
+
+# --------------------------------------------------------------------------- NIfTI masks
+
+
+def _blob_nifti(path: Path, affine_ras: np.ndarray, centres: list[tuple[int, int, int]]) -> Path:
+    data = np.zeros((30, 28, 12), dtype=np.uint8)
+    for radius, (i, j, k) in enumerate(centres, start=2):
+        data[i - radius : i + radius + 1, j - radius : j + radius + 1, k - 1 : k + 2] = 1
+    nib.save(nib.Nifti1Image(data, affine_ras), str(path))
+    return path
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    spacing=st.tuples(*[st.floats(0.4, 3.0) for _ in range(3)]),
+    flips=st.tuples(*[st.sampled_from([-1.0, 1.0]) for _ in range(3)]),
+    origin=st.tuples(*[st.floats(-200.0, 200.0) for _ in range(3)]),
+)
+def test_nifti_seeds_lie_at_the_blobs_in_patient_space(
+    tmp_path_factory: pytest.TempPathFactory,
+    spacing: tuple[float, float, float],
+    flips: tuple[float, float, float],
+    origin: tuple[float, float, float],
+) -> None:
+    """Seeds come from the mask's own header: any spacing, axis direction and origin."""
+    affine_ras = np.diag([*(s * f for s, f in zip(spacing, flips, strict=True)), 1.0])
+    affine_ras[:3, 3] = origin
+    centres = [(20, 8, 6), (8, 18, 5)]  # the second blob is the larger one
+    path = _blob_nifti(tmp_path_factory.mktemp("nifti") / "mask.nii.gz", affine_ras, centres)
+    seeds = seeds_from_nifti(path)
+    assert [s.source for s in seeds] == ["mask.nii.gz"] * 2
+    affine_lps = ras_to_lps(affine_ras)
+    for seed, centre in zip(seeds, reversed(centres), strict=True):
+        expected = voxel_to_patient(affine_lps, np.asarray(centre, dtype=np.float64))
+        np.testing.assert_allclose(seed.point_lps, expected, atol=1e-6)
+
+
+@pytest.mark.realdata
+def test_nifti_and_rtstruct_of_one_tumour_give_one_seed(data_dir: Path) -> None:
+    """STS_002's NIfTI reference mask and its RTSTRUCT seed the same point (within a voxel)."""
+    case = data_dir / "sts" / "STS_002" / "CT"
+    image = read_series(case / "dicom" / "image")
+    (from_rtstruct,) = seeds_from_rtstruct(case / "dicom" / "mask" / "RS.dcm", image, roi="")
+    from_nifti = seeds_from_nifti(case / "nifti" / "mask" / "mask.nii.gz")
+    assert len(from_nifti) >= 1
+    distance = np.linalg.norm(np.subtract(from_nifti[0].point_lps, from_rtstruct.point_lps))
+    assert distance < 1.0
+
+
+@pytest.mark.parametrize("defect", ["empty", "not_nifti"])
+def test_a_useless_nifti_mask_is_refused_by_name(tmp_path: Path, defect: str) -> None:
+    path = tmp_path / f"{defect}.nii.gz"
+    if defect == "empty":
+        nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), str(path))
+        message = "the mask holds no non-zero voxel"
+    else:
+        path.write_bytes(b"not a NIfTI file at all")
+        message = "cannot read it as a NIfTI mask"
+    with pytest.raises(ConfigError, match=rf"{defect}\.nii\.gz: {message}"):
+        seeds_from_nifti(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("m.nii.gz", True), ("M.NII", True), ("rs.dcm", False), ("mask.nii.gz.bak", False)],
+)
+def test_nifti_files_are_told_by_name(name: str, expected: bool) -> None:
+    assert is_nifti(name) is expected
