@@ -192,7 +192,10 @@ def test_nifti_seeds_lie_at_the_blobs_in_patient_space(
     path = _blob_nifti(tmp_path_factory.mktemp("nifti") / "mask.nii.gz", affine_ras, centres)
     seeds = seeds_from_nifti(path)
     assert [s.source for s in seeds] == ["mask.nii.gz"] * 2
-    affine_lps = ras_to_lps(affine_ras)
+    # the header stores the affine in float32: the file's own affine is the reference
+    stored = nib.Nifti1Image.from_filename(path).affine
+    np.testing.assert_allclose(stored, affine_ras, rtol=1e-6, atol=1e-4)
+    affine_lps = ras_to_lps(stored)
     for seed, centre in zip(seeds, reversed(centres), strict=True):
         expected = voxel_to_patient(affine_lps, np.asarray(centre, dtype=np.float64))
         np.testing.assert_allclose(seed.point_lps, expected, atol=1e-6)
