@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     command = next((a for a in args if not a.startswith("-")), None)
     pool = None
-    if command in INFERENCE_COMMANDS:
+    # `batch --help` only prints: it need not pay 3 s for torch, MONAI and the workers
+    if command in INFERENCE_COMMANDS and "--help" not in args:
         from monai_tumor.startup import prepare_inference_process
 
         pool = _feature_pool(command, args)
