@@ -89,25 +89,6 @@ def test_cli_start_up_does_not_import_torch_or_monai() -> None:
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("command", ["batch", "infer"])
-def test_help_of_an_inference_command_does_not_prepare_inference(command: str) -> None:
-    """`monai-tumor batch --help` prints at once: no torch, MONAI or feature workers."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys; from monai_tumor.cli.main import main\n"
-        "try:\n"
-        f"    main([{command!r}, '--bundle', 'bundles/lung_nodule_ct', '--help'])\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "print(sorted(m for m in ('torch', 'monai', 'mirp') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "Usage: monai-tumor" in out.stdout
-    assert out.stdout.strip().splitlines()[-1] == "[]"
-
-
 def _leaf_commands() -> list[tuple[str, object]]:
     root = typer.main.get_command(app)
     leaves: list[tuple[str, object]] = []

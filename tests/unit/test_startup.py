@@ -90,17 +90,22 @@ def test_prepare_freezes_the_import_heap_and_sets_numpy_advice(user_setting: str
 
 
 @pytest.mark.parametrize(
-    ("argv", "user_policy", "prepared", "policy"),
+    ("argv", "user_policy", "prepared", "policy", "exit_code"),
     [
-        (["--help"], None, False, None),
-        (["scan", "--help"], None, False, None),
-        (["infer", "--help"], None, True, None),
-        (["batch", "--help"], None, True, "PASSIVE"),
-        (["batch", "--help"], "ACTIVE", True, "ACTIVE"),  # the user's setting wins
+        (["--help"], None, False, None, 0),
+        (["scan", "--help"], None, False, None, 0),
+        # an inference command is prepared before its arguments are parsed (a usage error
+        # here, exit 2, since none are given) ...
+        (["infer"], None, True, None, 2),
+        (["batch"], None, True, "PASSIVE", 2),
+        (["batch"], "ACTIVE", True, "ACTIVE", 2),  # the user's setting wins
+        # ... but not when it only prints its help
+        (["infer", "--help"], None, False, None, 0),
+        (["batch", "--bundle", "b", "--help"], None, False, None, 0),
     ],
 )
 def test_the_console_entry_prepares_inference_commands_only(
-    argv: list[str], user_policy: str | None, prepared: bool, policy: str | None
+    argv: list[str], user_policy: str | None, prepared: bool, policy: str | None, exit_code: int
 ) -> None:
     out = _run(
         f"""
@@ -115,12 +120,14 @@ def test_the_console_entry_prepares_inference_commands_only(
             code = exc.code
         print()
         print(json.dumps({{"code": code, "monai": "monai" in sys.modules,
+                          "torch": "torch" in sys.modules, "mirp": "mirp" in sys.modules,
                           "ignite": "ignite" in sys.modules,
                           "policy": os.environ.get("OMP_WAIT_POLICY")}}))
         """
     )
-    assert out["code"] == 0
-    assert out["monai"] is prepared
+    assert out["code"] == exit_code
+    assert out["monai"] is prepared and out["torch"] is prepared
+    assert out["mirp"] is False  # no feature workers without a bundle, nor for --help
     assert out["ignite"] is False
     assert out["policy"] == policy
 
