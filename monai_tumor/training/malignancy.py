@@ -103,22 +103,35 @@ class TrainOptions:
     seed: int = 0
 
 
-def load_labels(xlsx: str | Path) -> dict[str, tuple[int, int]]:
-    """Return ``case -> (malignant 0/1, malignancy rating 1-5)`` from the LIDC metadata sheet."""
+def _label_sheet(xlsx: str | Path, columns: Sequence[str]) -> Any:
+    """Read the LIDC metadata sheet, indexed by VOI name (``LIDC-IDRI-NNNN_R_K``).
+
+    Raises
+    ------
+    MonaiTumorError
+        If ``patient_id``, ``nodule_id`` or one of ``columns`` is missing.
+    """
     import pandas as pd
 
     df = pd.read_excel(xlsx)
-    missing = {"patient_id", "nodule_id", "Diagnosis", "Malignancy_value"} - set(df.columns)
+    required = ("patient_id", "nodule_id", *columns)
+    missing = set(required) - set(df.columns)
     if missing:
         raise MonaiTumorError(
             f"{xlsx}: columns {sorted(missing)} missing; expected the LIDC "
-            "MetadatabyNoduleMaxVoting sheet (patient_id, nodule_id, Diagnosis, Malignancy_value)"
+            f"MetadatabyNoduleMaxVoting sheet ({', '.join(required)})"
         )
+    df.index = [f"{p}_R_{int(n)}" for p, n in zip(df["patient_id"], df["nodule_id"], strict=True)]
+    return df
+
+
+def load_labels(xlsx: str | Path) -> dict[str, tuple[int, int]]:
+    """Return ``case -> (malignant 0/1, malignancy rating 1-5)`` from the LIDC metadata sheet."""
+    df = _label_sheet(xlsx, ("Diagnosis", "Malignancy_value"))
     out: dict[str, tuple[int, int]] = {}
-    for patient, nodule, raw_diagnosis, rating in zip(
-        df["patient_id"], df["nodule_id"], df["Diagnosis"], df["Malignancy_value"], strict=True
+    for case, raw_diagnosis, rating in zip(
+        df.index, df["Diagnosis"], df["Malignancy_value"], strict=True
     ):
-        case = f"{patient}_R_{int(nodule)}"
         diagnosis = str(raw_diagnosis).strip().lower()
         if diagnosis not in {"malign", "benign"}:
             raise MonaiTumorError(
@@ -136,16 +149,7 @@ def load_reader_attributes(xlsx: str | Path, cases: Sequence[str]) -> FloatArray
     MonaiTumorError
         If the sheet lacks a column, or a case (``LIDC-IDRI-NNNN_R_K``) has no row.
     """
-    import pandas as pd
-
-    df = pd.read_excel(xlsx)
-    missing = {"patient_id", "nodule_id", *READER_ATTRIBUTES} - set(df.columns)
-    if missing:
-        raise MonaiTumorError(
-            f"{xlsx}: columns {sorted(missing)} missing; expected the LIDC "
-            "MetadatabyNoduleMaxVoting sheet"
-        )
-    df.index = [f"{p}_R_{int(n)}" for p, n in zip(df["patient_id"], df["nodule_id"], strict=True)]
+    df = _label_sheet(xlsx, READER_ATTRIBUTES)
     absent = [c for c in cases if c not in df.index]
     if absent:
         raise MonaiTumorError(f"{xlsx}: no ratings for {len(absent)} nodules, e.g. {absent[0]}")
@@ -570,12 +574,13 @@ def _cross_validated(
 def _oof(
     model_factory: Any, features: FloatArray, y: npt.NDArray[np.int64], folds: Sequence[Any]
 ) -> FloatArray:
-    oof = np.zeros(len(y))
-    for val in folds:
-        fit = np.setdiff1d(np.arange(len(y)), val)
-        m = model_factory().fit(features[fit], y[fit])
-        oof[val] = m.predict_proba(features[val])[:, 1]
-    return oof
+    """Out-of-fold probabilities of a fresh ``model_factory()`` model per fold."""
+
+    def fit_predict(fit: IntArray, pred: IntArray) -> FloatArray:
+        model = model_factory().fit(features[fit], y[fit])
+        return np.asarray(model.predict_proba(features[pred])[:, 1], dtype=np.float64)
+
+    return _cross_validated(fit_predict, np.arange(len(y)), folds)
 
 
 def _logit(p: FloatArray) -> FloatArray:
