@@ -25,7 +25,6 @@ import argparse
 import csv
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -118,6 +117,7 @@ def classify_nodule(
     import torch
     from monai.data import MetaTensor
 
+    from monai_tumor.evaluation.seeding import binary_dice
     from monai_tumor.inference.seeds import seeds_from_mask
     from monai_tumor.ingest import read_series
 
@@ -135,8 +135,7 @@ def classify_nodule(
     reference_mask = MetaTensor(reference[None].to(torch.uint8), affine=image.affine)
     segmented = segmenter.segment(image, seeds=seeds_from_mask(reference, image))
     inside = segmented.as_tensor()[0] > 0
-    overlap = float((inside & reference).sum())
-    dice = 2.0 * overlap / float(inside.sum() + reference.sum())
+    dice = binary_dice(inside.numpy(), reference.numpy())
     p_reference, _ = _largest_probability(classifier, image, reference_mask)
     p_segmented, count = _largest_probability(
         classifier, image, MetaTensor((inside[None]).to(torch.uint8), affine=image.affine)
@@ -188,15 +187,10 @@ def summarise(nodules: Sequence[ClassifiedNodule], *, n_boot: int = 2000) -> dic
     }
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Classify the held-out nodules of the project's split on reference and segmented masks."""
     from monai_tumor.config import data_root
+    from monai_tumor.export.atomic import atomic_path, atomic_write_json
     from monai_tumor.inference import load_bundle
     from monai_tumor.inference.classifier import load_classifier
     from monai_tumor.training.malignancy import load_labels
@@ -232,17 +226,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         if k % 20 == 0 or k == len(cases):
             logger.info("%d/%d nodules", k, len(cases))
-    args.out.mkdir(parents=True, exist_ok=True)
     rows = [asdict(n) for n in nodules]
-    with (args.out / "nodules.csv.tmp").open("w", newline="", encoding="utf-8") as fh:
+    with (
+        atomic_path(args.out / "nodules.csv") as tmp,
+        tmp.open("w", newline="", encoding="utf-8") as fh,
+    ):
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(args.out / "nodules.csv.tmp", args.out / "nodules.csv")
     metrics = summarise(nodules)
     metrics["segmenter"] = str(args.segmenter)
     metrics["classifier"] = str(args.classifier)
-    _write_atomically(args.out / "metrics.json", json.dumps(metrics, indent=1))
+    atomic_write_json(args.out / "metrics.json", metrics, indent=1)
     logger.info("metrics: %s", json.dumps(metrics))
 
 

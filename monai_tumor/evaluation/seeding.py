@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SeedScore",
     "SeededLesionReport",
+    "binary_dice",
     "inner_points",
     "score_seeded_lesion",
 ]
@@ -134,7 +135,8 @@ class SeededLesionReport:
         }
 
 
-def _dice(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
+def binary_dice(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
+    """Dice of two binary masks on one grid (1.0 when both are empty)."""
     total = int(a.sum()) + int(b.sum())
     return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
@@ -233,13 +235,13 @@ def score_seeded_lesion(
             SeedScore(
                 kind=kind,
                 point_lps=point,
-                dice=_dice(pred, ref),
+                dice=binary_dice(pred, ref),
                 volume_ml=int(pred.sum()) * voxel_ml,
                 truncated=bool(fov.get("truncated", False)),
                 runs=int(fov.get("runs", 1)),
             )
         )
-    agreement = [_dice(m, masks[0]) for m in masks[1:]]
+    agreement = [binary_dice(m, masks[0]) for m in masks[1:]]
     return SeededLesionReport(
         label=label,
         reference_volume_ml=int(ref.sum()) * voxel_ml,

@@ -137,4 +137,5 @@ def test_main_writes_the_nodule_table_and_metrics(data_dir: Path, tmp_path: Path
     metrics = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["reference"]["n"] == 6 and metrics["missed"] == 0
     assert 0.0 <= metrics["segmented"]["auc"] <= 1.0
-    assert not list(tmp_path.glob("*.tmp"))
+    # written atomically: nothing else is left in the folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "nodules.csv"]
