@@ -178,9 +178,8 @@ def series_table(result: ScanResult, width: int) -> Table:
     columns = list(SERIES_COLUMNS)
     hidden: list[str] = []
     # a column that warns about a series here ("no", "truncated") is left out last
-    series = [info for patient in result.patients for st in patient.studies for info in st.series]
-    warns = {"uniform"} if any(not info.uniform for info in series) else set()
-    warns |= {"decodable"} if any(not info.decodable for info in series) else set()
+    warns = {"uniform"} if any(not info.uniform for info in result.series) else set()
+    warns |= {"decodable"} if any(not info.decodable for info in result.series) else set()
     for name in sorted(_DROP_FIRST, key=lambda n: n in warns):
         if _narrowest(rows, columns) <= width:
             break
