@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Seed",
-    "is_nifti",
     "seeds_from_csv",
     "seeds_from_mask",
     "seeds_from_nifti",
@@ -255,12 +254,6 @@ def seeds_from_rtstruct(
         mask = rtstruct_to_mask(file, reference, roi=exact, off_slice=off_slice)
         seeds.extend(seeds_from_mask(mask, reference, label=info.name, source=file.name))
     return seeds
-
-
-def is_nifti(path: str | os.PathLike[str]) -> bool:
-    """Tell whether ``path`` names a NIfTI file (``.nii`` or ``.nii.gz``)."""
-    name = Path(path).name.lower()
-    return name.endswith((".nii", ".nii.gz"))
 
 
 def seeds_from_nifti(path: str | os.PathLike[str]) -> list[Seed]:

@@ -87,6 +87,7 @@ __all__ = [
     "OutputDtype",
     "ReadOptions",
     "TiltPolicy",
+    "is_nifti",
     "is_volume_file",
     "read_series",
     "read_stacks",
@@ -266,6 +267,11 @@ class _Slice:
 
 
 # --------------------------------------------------------------------------- input
+
+
+def is_nifti(path: str | os.PathLike[str]) -> bool:
+    """Return whether a path names a NIfTI file (``.nii`` or ``.nii.gz``, any case)."""
+    return Path(path).name.lower().endswith((".nii", ".nii.gz"))
 
 
 def is_volume_file(path: str | os.PathLike[str]) -> bool:
@@ -941,8 +947,7 @@ def _build(slices: list[_Slice], options: ReadOptions, *, filename: str) -> Meta
 
 def _read_volume_file(path: Path, options: ReadOptions) -> MetaTensor:
     """Read NIfTI (MONAI's NibabelReader) or NRRD/MHA/MHD (SimpleITK) into the same conventions."""
-    name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
+    if is_nifti(path):
         from monai.data import NibabelReader
 
         # MONAI's NibabelReader itself rather than LoadImage: LoadImage also builds

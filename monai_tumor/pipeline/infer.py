@@ -27,7 +27,7 @@ from pydicom.errors import InvalidDicomError
 from monai_tumor.errors import ConfigError, IngestError
 from monai_tumor.geometry import patient_to_voxel, ras_to_lps
 from monai_tumor.inference.bundle import BundleInfo, load_bundle, read_bundle_info
-from monai_tumor.ingest.reader import ReadOptions, is_volume_file, read_series
+from monai_tumor.ingest.reader import ReadOptions, is_nifti, is_volume_file, read_series
 from monai_tumor.ingest.records import SEG_SOP_CLASSES
 from monai_tumor.ingest.selection import load_inputs
 from monai_tumor.ingest.sidecar import acquisition_fields
@@ -296,7 +296,6 @@ def source_provenance(
 
 def _seeds_for(options: InferOptions, image: MetaTensor) -> tuple[list[Seed], str]:
     from monai_tumor.inference.seeds import (
-        is_nifti,
         seeds_from_csv,
         seeds_from_nifti,
         seeds_from_rtstruct,

@@ -26,6 +26,7 @@ from monai_tumor.ingest.pixels import decode_frames
 from monai_tumor.ingest.reader import (
     DuplicateSliceWarning,
     ReadOptions,
+    is_nifti,
     read_series,
     read_stacks,
 )
@@ -633,3 +634,11 @@ def test_read_leaves_the_garbage_collector_as_it_found_it(
         assert seen == [False, False]
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("m.nii.gz", True), ("M.NII", True), ("rs.dcm", False), ("mask.nii.gz.bak", False)],
+)
+def test_nifti_files_are_told_by_name(name: str, expected: bool) -> None:
+    assert is_nifti(name) is expected

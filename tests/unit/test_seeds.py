@@ -17,7 +17,6 @@ from monai_tumor.errors import ConfigError
 from monai_tumor.geometry import lps_to_ras, patient_to_voxel, ras_to_lps, voxel_to_patient
 from monai_tumor.inference.seeds import (
     Seed,
-    is_nifti,
     seeds_from_csv,
     seeds_from_mask,
     seeds_from_nifti,
@@ -224,11 +223,3 @@ def test_a_useless_nifti_mask_is_refused_by_name(tmp_path: Path, defect: str) ->
         message = "cannot read it as a NIfTI mask"
     with pytest.raises(ConfigError, match=rf"{defect}\.nii\.gz: {message}"):
         seeds_from_nifti(path)
-
-
-@pytest.mark.parametrize(
-    ("name", "expected"),
-    [("m.nii.gz", True), ("M.NII", True), ("rs.dcm", False), ("mask.nii.gz.bak", False)],
-)
-def test_nifti_files_are_told_by_name(name: str, expected: bool) -> None:
-    assert is_nifti(name) is expected
